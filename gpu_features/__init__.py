@@ -1,0 +1,33 @@
+"""gpu-features: OHLC bars in, verified relativity-10 feature stores out.
+
+Public API (DESIGN.md)::
+
+    import gpu_features as gf
+    cfg = gf.FeatureConfig()
+    feats, valid = gf.compute_features(o, h, l, c, config=cfg, engine="auto", offsets=None)
+    bars = gf.read_bars("nq.parquet")
+    store = gf.precompute(bars, "data/features/nq", config=cfg, engine="auto")
+    store = gf.open_store("data/features/nq")
+    store.features(device="cpu")
+"""
+from .bars import Bars, read_bars
+from .config import FEATURE_NAMES, N_FEATURES, FeatureConfig
+from .engines import compute_features
+from .errors import BarsError, ConfigError, EngineError, GpuFeaturesError, StoreError
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # The store pulls in safetensors; import it on first use so `compute_features` stays light.
+    if name in ("precompute", "open_store", "Store"):
+        from . import store
+
+        return getattr(store, name)
+    raise AttributeError(f"module 'gpu_features' has no attribute {name!r}")
+
+
+__all__ = [
+    "Bars", "BarsError", "ConfigError", "EngineError", "FEATURE_NAMES", "FeatureConfig", "GpuFeaturesError",
+    "N_FEATURES", "Store", "StoreError", "compute_features", "open_store", "precompute", "read_bars",
+]

@@ -1,0 +1,336 @@
+"""Bars: validated OHLC series, and ``read_bars`` for parquet and CSV files.
+
+Ingest rules (DESIGN.md): columns match case-insensitively; ``open high low
+close`` are required; time comes from ``timestamp``, ``ts_event``,
+``datetime``, ``date`` or ``time`` (first found), else from a parquet-stored
+pandas index; an optional ``symbol`` column splits the table into series,
+ordered by symbol name, each keeping its rows' file order. Timestamps are
+int64 nanoseconds since the epoch, UTC: timestamp/date columns are converted
+exactly; integer columns are read as epoch seconds, milliseconds,
+microseconds or nanoseconds by magnitude (< 1e11 s, < 1e14 ms, < 1e17 us,
+else ns); strings must be ISO 8601.
+
+A bar is bad if a price is missing, non-finite or <= 0, if ``low > min(open,
+close)`` or if ``high < max(open, close)``. Within a series timestamps must
+strictly increase. Policies: ``error`` (default) refuses with the rule, the
+count and the first rows; ``drop`` removes bad bars (and bars whose
+timestamp does not increase) and records them; ``repair`` widens high/low to
+cover open/close, for the two ordering rules only.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import BarsError
+
+PRICE_COLUMNS = ("open", "high", "low", "close")
+TIME_COLUMNS = ("timestamp", "ts_event", "datetime", "date", "time")
+POLICIES = ("error", "drop", "repair")
+_SHOW_ROWS = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class Bars:
+    """OHLC bars of one or several series, concatenated series after series.
+
+    Attributes:
+        open, high, low, close: ``[n] float64``.
+        timestamp: ``[n] int64`` ns since the epoch, UTC; increasing within a series.
+        offsets: ``[S] int64`` first bar of each series (first 0, increasing).
+        symbols: ``S`` series names.
+        source: where the bars came from (path, bytes, sha256 or generator parameters).
+        ingest: what ingest did: policy, dropped and repaired bars by rule.
+    """
+
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    timestamp: np.ndarray
+    offsets: np.ndarray
+    symbols: tuple
+    source: dict = dataclasses.field(default_factory=dict)
+    ingest: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return int(len(self.close))
+
+    @property
+    def n_series(self) -> int:
+        return int(len(self.offsets))
+
+    def series_bounds(self) -> np.ndarray:
+        """``[S + 1] int64``: series ``s`` is bars ``bounds[s] : bounds[s + 1]``."""
+        return np.append(self.offsets, self.n).astype(np.int64)
+
+    def series_of(self) -> np.ndarray:
+        """``[n] int64`` series index of every bar."""
+        return np.repeat(np.arange(self.n_series, dtype=np.int64), np.diff(self.series_bounds()))
+
+    def take(self, start: int, stop: int, series: int | None = None) -> "Bars":
+        """Bars ``start:stop`` (global positions) of one series, as a one-series Bars."""
+        sl = slice(start, stop)
+        name = self.symbols[series] if series is not None else self.symbols[0]
+        return Bars(self.open[sl], self.high[sl], self.low[sl], self.close[sl], self.timestamp[sl],
+                    np.zeros(1, dtype=np.int64), (name,), self.source, self.ingest)
+
+
+def file_digest(path: str | os.PathLike) -> dict:
+    """``{"path", "bytes", "sha256"}`` of a file, read in 8 MiB blocks."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while block := f.read(8 << 20):
+            h.update(block)
+            size += len(block)
+    return {"kind": "file", "path": str(Path(path).resolve()), "bytes": size, "sha256": h.hexdigest()}
+
+
+def read_bars(path: str | os.PathLike, on_bad_bars: str = "error") -> Bars:
+    """Read and validate bars from a parquet or CSV file.
+
+    Args:
+        path: ``.parquet``/``.pq`` or ``.csv``/``.csv.gz`` file.
+        on_bad_bars: ``"error"`` (default), ``"drop"`` or ``"repair"`` (see module doc).
+
+    Returns:
+        :class:`Bars` with float64 prices and int64 ns timestamps.
+
+    Raises:
+        BarsError: one sentence naming the file, the rule, the count, the first rows and the fix.
+    """
+    if on_bad_bars not in POLICIES:
+        raise BarsError(f"on_bad_bars must be one of {', '.join(POLICIES)}, got {on_bad_bars!r}.")
+    path = Path(path)
+    if not path.is_file():
+        raise BarsError(f"{path}: no such file; give a parquet or CSV file of OHLC bars.")
+    table = _read_table(path)
+    if table.num_rows == 0:
+        raise BarsError(f"{path}: the file holds no bars (0 rows); give a file with at least one bar.")
+    cols = _match_columns(path, table)
+    prices = {name: _float_column(table.column(cols[name])) for name in PRICE_COLUMNS}
+    ts = _time_column(path, table, cols)
+    symbol = _symbol_column(path, table, cols)
+    return assemble(path, prices, ts, symbol, on_bad_bars, file_digest(path))
+
+
+def assemble(where, prices: dict, ts: np.ndarray, symbol: np.ndarray | None, on_bad_bars: str,
+             source: dict) -> Bars:
+    """Apply the ingest rules to raw columns and build :class:`Bars`.
+
+    Args:
+        where: file name (or description) used in messages.
+        prices: ``{"open"|"high"|"low"|"close": [n] float64}`` (NaN for missing).
+        ts: ``[n] int64`` ns timestamps.
+        symbol: ``[n]`` symbol names, or None for one series.
+        on_bad_bars: the policy.
+        source: the manifest ``source`` record.
+    """
+    n = len(ts)
+    o, h, l, c = (np.ascontiguousarray(prices[k], dtype=np.float64) for k in PRICE_COLUMNS)
+    row = np.arange(n, dtype=np.int64)
+    if symbol is None:
+        names = (_series_name(where),)
+        order = row
+        codes = np.zeros(n, dtype=np.int64)
+    else:
+        names_arr, codes = np.unique(symbol, return_inverse=True)
+        names = tuple(str(x) for x in names_arr)
+        order = np.argsort(codes, kind="stable")
+    o, h, l, c, ts, codes, row = (a[order] for a in (o, h, l, c, ts, codes, row))
+    ingest: dict[str, Any] = {"policy": on_bad_bars, "rows_read": int(n), "dropped": {}, "repaired": {}}
+
+    finite = np.isfinite(o) & np.isfinite(h) & np.isfinite(l) & np.isfinite(c)
+    with np.errstate(invalid="ignore"):
+        bad_price = ~finite | (o <= 0) | (h <= 0) | (l <= 0) | (c <= 0)
+        low_above = ~bad_price & (l > np.minimum(o, c))
+        high_below = ~bad_price & (h < np.maximum(o, c))
+    rules = [
+        ("price missing, non-finite or <= 0", bad_price),
+        ("low above min(open, close)", low_above),
+        ("high below max(open, close)", high_below),
+    ]
+    broken = [(name, mask) for name, mask in rules if mask.any()]
+    if broken and on_bad_bars == "error":
+        raise BarsError(f"{where}: " + "; ".join(_describe(name, mask, row) for name, mask in broken)
+                        + "; fix the data, or pass --on-bad-bars drop (or repair for the high/low ordering rules).")
+    if broken and on_bad_bars == "repair":
+        if bad_price.any():
+            raise BarsError(f"{where}: {_describe(rules[0][0], bad_price, row)}; repair only widens high/low, "
+                            "so fix the data or pass --on-bad-bars drop.")
+        for name, mask in broken:
+            ingest["repaired"][name] = _record(mask, row)
+        h = np.maximum(h, np.maximum(o, c))
+        l = np.minimum(l, np.minimum(o, c))
+    keep = np.ones(n, dtype=bool)
+    if broken and on_bad_bars == "drop":
+        for name, mask in broken:
+            ingest["dropped"][name] = _record(mask, row)
+            keep &= ~mask
+
+    # Strictly increasing time within each series: a bar must come after every
+    # earlier kept bar of its series (so one bad early timestamp is the one dropped
+    # only if it is later than what follows; the rule names the first rows).
+    kept = np.flatnonzero(keep)
+    kts, kcodes = ts[kept], codes[kept]
+    not_after = np.zeros(len(kept), dtype=bool)
+    bounds = np.flatnonzero(np.r_[True, kcodes[1:] != kcodes[:-1], True])
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        running = np.maximum.accumulate(kts[a:b])
+        not_after[a + 1:b] = kts[a + 1:b] <= running[:-1]
+    if not_after.any():
+        rule = "timestamp not after the previous bar of its series"
+        bad_rows = np.zeros(n, dtype=bool)
+        bad_rows[kept[not_after]] = True
+        if on_bad_bars != "drop":
+            raise BarsError(f"{where}: {_describe(rule, bad_rows, row)}; sort the file by time and remove "
+                            "duplicates, or pass --on-bad-bars drop.")
+        ingest["dropped"][rule] = _record(bad_rows, row)
+        keep &= ~bad_rows
+
+    o, h, l, c, ts, codes = (a[keep] for a in (o, h, l, c, ts, codes))
+    if len(c) == 0:
+        raise BarsError(f"{where}: no bars are left after dropping bad bars; fix the data.")
+    present = np.unique(codes)
+    if len(present) < len(names):
+        gone = [names[k] for k in range(len(names)) if k not in set(present.tolist())]
+        raise BarsError(f"{where}: symbol(s) {', '.join(gone)} have no bars left after dropping bad bars; "
+                        "fix the data or remove those symbols.")
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]).astype(np.int64)
+    ingest["bars"] = int(len(c))
+    return Bars(o, h, l, c, ts.astype(np.int64), starts, names, source, ingest)
+
+
+def _series_name(where) -> str:
+    """Name of the one series of a file without a symbol column: the file name without suffixes."""
+    name = Path(str(where)).name
+    for suffix in (".gz", ".csv", ".parquet", ".pq"):
+        name = name[: -len(suffix)] if name.lower().endswith(suffix) else name
+    return name or "series"
+
+
+def _record(mask: np.ndarray, row: np.ndarray) -> dict:
+    bad = np.sort(row[mask])
+    return {"count": int(len(bad)), "first_rows": bad[:_SHOW_ROWS].tolist()}
+
+
+def _describe(rule: str, mask: np.ndarray, row: np.ndarray) -> str:
+    r = _record(mask, row)
+    rows = ", ".join(str(x) for x in r["first_rows"])
+    return f"{r['count']} bar(s) break the rule '{rule}' (first data rows, 0-based: {rows})"
+
+
+# --- file reading (pyarrow) ------------------------------------------------------------
+
+
+def _read_table(path: Path):
+    name = path.name.lower()
+    try:
+        if name.endswith((".parquet", ".pq")):
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path)
+        if name.endswith((".csv", ".csv.gz")):
+            import pyarrow.csv as pcsv
+
+            return pcsv.read_csv(path)
+    except ImportError:
+        raise BarsError(f"{path}: reading bars needs pyarrow; run `pip install pyarrow`.") from None
+    except Exception as err:  # pyarrow raises ArrowInvalid and friends with useful text
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise BarsError(f"{path}: the file could not be parsed ({first}); check that it is a valid "
+                        f"{'parquet' if name.endswith(('.parquet', '.pq')) else 'CSV'} file.") from None
+    raise BarsError(f"{path}: unsupported file type '{path.suffix}'; give a .parquet, .pq, .csv or .csv.gz file.")
+
+
+def _match_columns(path: Path, table) -> dict:
+    by_lower: dict[str, str] = {}
+    for name in table.column_names:
+        key = name.lower()
+        if key in by_lower:
+            raise BarsError(f"{path}: columns '{by_lower[key]}' and '{name}' differ only in case; "
+                            "keep one of them.")
+        by_lower[key] = name
+    missing = [c for c in PRICE_COLUMNS if c not in by_lower]
+    if missing:
+        raise BarsError(f"{path}: missing column(s) {', '.join(missing)}; required (any case): "
+                        f"{', '.join(PRICE_COLUMNS)}, found: {', '.join(table.column_names)}.")
+    return by_lower
+
+
+def _float_column(col) -> np.ndarray:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type) or pa.types.is_decimal(col.type)):
+        col = pc.cast(col, pa.float64(), safe=False)
+    col = pc.cast(col, pa.float64())
+    return col.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+
+
+def _time_column(path: Path, table, cols: dict) -> np.ndarray:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    name = next((cols[t] for t in TIME_COLUMNS if t in cols), None)
+    if name is None:
+        name = _pandas_index_column(table)
+    if name is None:
+        raise BarsError(f"{path}: no time column; name one of {', '.join(TIME_COLUMNS)} (any case) "
+                        "or store the time as the parquet index.")
+    col = table.column(name)
+    if col.null_count:
+        first = np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[:_SHOW_ROWS].tolist()
+        raise BarsError(f"{path}: {col.null_count} bar(s) have no time in column '{name}' "
+                        f"(first data rows, 0-based: {', '.join(map(str, first))}); fill or remove them.")
+    t = col.type
+    try:
+        if pa.types.is_integer(t):
+            v = col.to_numpy(zero_copy_only=False).astype(np.int64)
+            mag = int(np.abs(v).max()) if len(v) else 0
+            scale = 1_000_000_000 if mag < 1e11 else 1_000_000 if mag < 1e14 else 1_000 if mag < 1e17 else 1
+            return v * scale
+        if pa.types.is_string(t) or pa.types.is_large_string(t):
+            col = pc.cast(col, pa.timestamp("ns"))
+            t = col.type
+        if pa.types.is_date(t):
+            col = pc.cast(pc.cast(col, pa.timestamp("s")), pa.timestamp("ns"))
+            t = col.type
+        if pa.types.is_timestamp(t):
+            col = pc.cast(col, pa.timestamp("ns", tz=t.tz))
+            return col.cast(pa.int64()).to_numpy(zero_copy_only=False).astype(np.int64)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+        raise BarsError(f"{path}: time column '{name}' could not be read as timestamps "
+                        f"({str(err).splitlines()[0]}); use ISO 8601 text, a timestamp type or epoch integers.") from None
+    raise BarsError(f"{path}: time column '{name}' has type {t}, which is not a time; use ISO 8601 text, "
+                    "a timestamp type or epoch integers.")
+
+
+def _pandas_index_column(table) -> str | None:
+    import json
+
+    meta = (table.schema.metadata or {}).get(b"pandas")
+    if not meta:
+        return None
+    for idx in json.loads(meta).get("index_columns", []):
+        if isinstance(idx, str) and idx in table.column_names:
+            return idx
+    return None
+
+
+def _symbol_column(path: Path, table, cols: dict) -> np.ndarray | None:
+    if "symbol" not in cols:
+        return None
+    col = table.column(cols["symbol"])
+    if col.null_count:
+        first = np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[:_SHOW_ROWS].tolist()
+        raise BarsError(f"{path}: {col.null_count} bar(s) have no symbol (first data rows, 0-based: "
+                        f"{', '.join(map(str, first))}); fill the symbol column or remove it.")
+    return np.asarray(col.to_pylist(), dtype=object).astype(str)

@@ -1,0 +1,240 @@
+"""``gpu-features``: precompute | verify | inspect | export | plot.
+
+Every command has ``--help``. Exit status: 0 success, 1 verification failed
+or could not be completed, 2 bad input (one line saying what, where, which
+rule and how to fix it), 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import synthetic
+from .config import FEATURE_NAMES, FeatureConfig
+from .engines import ENGINE_CHOICES
+from .errors import ConfigError, GpuFeaturesError
+
+DEFAULT_STORE = "data/features/demo"
+console = Console()
+err_console = Console(stderr=True)
+
+
+# --- shared argument helpers ---------------------------------------------------------------
+
+
+def add_config_arguments(p: argparse.ArgumentParser) -> None:
+    """One flag per FeatureConfig field (``--ema-period``...), plus ``--config FILE.json`` and ``--no-hybrid``."""
+    g = p.add_argument_group("feature config (FEATURES.md; defaults in brackets)")
+    g.add_argument("--config", metavar="FILE", help="JSON file with FeatureConfig fields; flags below override it")
+    for f in dataclasses.fields(FeatureConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in (bool, "bool"):
+            g.add_argument(flag, dest=f.name, action="store_true", default=None, help=f"[{f.default}]")
+            g.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false",
+                           help=f"turn {f.name} off")
+        else:
+            typ = int if f.type in (int, "int") else float
+            g.add_argument(flag, dest=f.name, type=typ, default=None, metavar=typ.__name__.upper(),
+                           help=f"[{f.default}]")
+
+
+def config_from_args(args) -> FeatureConfig:
+    data = {}
+    if args.config:
+        try:
+            data = json.loads(Path(args.config).read_text())
+        except OSError as err:
+            raise ConfigError(f"--config {args.config}: cannot read it ({err.strerror}).") from None
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"--config {args.config}: not valid JSON ({err}).") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"--config {args.config}: must hold a JSON object of FeatureConfig fields.")
+    for f in dataclasses.fields(FeatureConfig):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            data[f.name] = value
+    return FeatureConfig.from_dict(data)
+
+
+class _RichProgress:
+    """Adapter from the library's ``progress(stage, done, total)`` callbacks to one rich bar per stage."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.tasks: dict[str, int] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.progress.add_task(stage, total=total)
+        self.progress.update(self.tasks[stage], completed=done, total=total)
+
+
+def _progress(quiet: bool) -> Progress:
+    return Progress(TextColumn("[bold]{task.description:<10}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TimeElapsedColumn(), console=err_console, transient=False, disable=quiet)
+
+
+# --- precompute -----------------------------------------------------------------------------
+
+
+def cmd_precompute(args) -> int:
+    from . import store as store_mod
+    from .splits import parse_fractions
+
+    cfg = config_from_args(args)
+    if args.split_dates and args.split_fractions:
+        raise GpuFeaturesError("give either --split-dates or --split-fractions, not both.")
+    splits = ({"dates": args.split_dates} if args.split_dates else
+              {"fractions": parse_fractions(args.split_fractions)} if args.split_fractions else None)
+    if args.append:
+        from .append import append_store
+
+        with _progress(args.quiet) as prog:
+            st = append_store(args.output, args.append, engine=args.engine, on_bad_bars=args.on_bad_bars,
+                              on_overlap=args.on_overlap, shard_bars=args.shard_bars, progress=_RichProgress(prog))
+        _print_store_summary(st, "appended to")
+        return 0
+    if args.input:
+        source = args.input
+    else:
+        source = synthetic.generate(args.synthetic_bars, args.symbols, args.seed)
+    with _progress(args.quiet) as prog:
+        st = store_mod.precompute(source, args.output, config=cfg, engine=args.engine, shard_bars=args.shard_bars,
+                                  splits=splits, overwrite=args.overwrite, on_bad_bars=args.on_bad_bars,
+                                  progress=_RichProgress(prog))
+    _print_store_summary(st, "wrote")
+    return 0
+
+
+def _print_store_summary(st, verb: str) -> None:
+    m = st.manifest
+    t = m["timings"]
+    eng = m["engine"]
+    size = sum(s["bytes"] for s in m["shards"]) + m["state"]["bytes"]
+    console.print(f"[bold green]{verb}[/] {st.path}: {st.n_bars:,} bars, {len(st.symbols)} symbol(s), "
+                  f"{len(m['shards'])} shard(s), {size / 1e6:.1f} MB")
+    console.print(f"engine [bold]{eng['name']}[/] ({eng['chunks']} chunks, {eng['fixups']} fix-ups, kernels "
+                  f"{eng['kernel_seconds'] * 1e3:.1f} ms); total {t['total_s']:.2f} s "
+                  f"(read {t['read_s']:.2f}, compute {t['compute_s']:.2f}, write {t['write_s']:.2f})")
+    table = Table(title="splits")
+    for col in ("split", "from", "to", "bars", "windows"):
+        table.add_column(col, justify="right" if col in ("bars", "windows") else "left")
+    from .splits import SPLIT_NAMES, _iso
+
+    for name, (a, b) in zip(SPLIT_NAMES, m["splits"]["boundaries"]):
+        c = m["splits"]["counts"][name]
+        table.add_row(name, _iso(a)[:16] if a is not None else "-", _iso(b)[:16] if b is not None else "-",
+                      f"{c['bars']:,}", f"{c['windows']:,}")
+    console.print(table)
+
+
+# --- verify ---------------------------------------------------------------------------------
+
+
+def cmd_verify(args) -> int:
+    from .verify import verify_store
+
+    with _progress(args.quiet) as prog:
+        report = verify_store(args.store, sources=args.source, sample_bars=args.sample_bars, seed=args.seed,
+                              progress=_RichProgress(prog))
+    table = Table(title=f"verify {args.store}")
+    table.add_column("check")
+    table.add_column("result")
+    table.add_column("detail", overflow="fold")
+    for c in report.checks:
+        mark = {True: "[green]ok[/]", False: "[red]FAILED[/]", None: "[yellow]not run[/]"}[c.ok]
+        table.add_row(c.name, mark, c.detail)
+    console.print(table)
+    colour = "green" if report.ok else "red"
+    console.print(f"[bold {colour}]{report.verdict}[/]: {report.bars_recomputed:,} bars recomputed bit for bit")
+    return 0 if report.ok else 1
+
+
+# --- inspect --------------------------------------------------------------------------------
+
+
+def cmd_inspect(args) -> int:
+    from .inspect import inspect_store, render
+
+    result = inspect_store(args.store, symbol=args.symbol)
+    render(result, console)
+    return 0
+
+
+# --- parser ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gpu-features",
+                                description="GPU-native relativity-10 features for intraday futures bars.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    pre = sub.add_parser("precompute", help="compute features of bars and write a store",
+                         description="Compute the relativity-10 features of bars (a parquet/CSV file, or the "
+                                     "embedded synthetic set) and write a verified safetensors store.")
+    pre.add_argument("--input", metavar="FILE", help="bars as parquet or CSV (default: embedded synthetic bars)")
+    pre.add_argument("--output", metavar="DIR", default=DEFAULT_STORE, help=f"store directory [{DEFAULT_STORE}]")
+    pre.add_argument("--engine", choices=ENGINE_CHOICES, default="auto", help="[auto: gpu, then host, then reference]")
+    pre.add_argument("--overwrite", action="store_true", help="replace an existing store (only by a complete new one)")
+    pre.add_argument("--on-bad-bars", choices=("error", "drop", "repair"), default="error",
+                     help="bad-bar policy [error]")
+    pre.add_argument("--shard-bars", type=int, default=None, metavar="N", help="bars per shard [524288]")
+    pre.add_argument("--split-fractions", metavar="A,B,C", help="chronological train,val,test fractions [0.9,0.05,0.05]")
+    pre.add_argument("--split-dates", metavar="VAL,TEST", help="chronological split dates (UTC): val start, test start")
+    pre.add_argument("--synthetic-bars", type=int, default=synthetic.DEFAULT_BARS, metavar="N",
+                     help=f"bars per symbol of the synthetic set [{synthetic.DEFAULT_BARS}]")
+    pre.add_argument("--symbols", type=int, default=1, metavar="N", help="symbols of the synthetic set [1]")
+    pre.add_argument("--seed", type=int, default=0, help="seed of the synthetic set [0]")
+    pre.add_argument("--append", metavar="FILE", help="append newer bars from FILE to the store at --output")
+    pre.add_argument("--on-overlap", choices=("error", "skip"), default="error",
+                     help="with --append: bars at or before a series' last stored bar [error]")
+    pre.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_config_arguments(pre)
+    pre.set_defaults(func=cmd_precompute)
+
+    ver = sub.add_parser("verify", help="recompute sampled bars from the source and compare bits",
+                         description="Check a store: structure, checksums, content, source, and values "
+                                     "recomputed with the reference engine bit for bit.")
+    ver.add_argument("store", nargs="?", default=DEFAULT_STORE, help=f"store directory [{DEFAULT_STORE}]")
+    ver.add_argument("--source", action="append", metavar="FILE",
+                     help="bar file(s) to use instead of the manifest's sources, in order")
+    ver.add_argument("--sample-bars", type=int, default=10_000, metavar="N", help="least bars to recompute [10000]")
+    ver.add_argument("--seed", type=int, default=0, help="seed of the sampled intervals [0]")
+    ver.add_argument("--quiet", action="store_true", help="no progress bars")
+    ver.set_defaults(func=cmd_verify)
+
+    ins = sub.add_parser("inspect", help="summary, statistics, swing rates and warnings",
+                         description="Print a store's manifest summary, per-feature statistics, swing "
+                                     "confirmation rates and warnings with the setting to try.")
+    ins.add_argument("store", nargs="?", default=DEFAULT_STORE, help=f"store directory [{DEFAULT_STORE}]")
+    ins.add_argument("--symbol", help="one symbol only")
+    ins.set_defaults(func=cmd_inspect)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "shard_bars", 0) is None:
+        from .store import SHARD_BARS
+
+        args.shard_bars = SHARD_BARS
+    try:
+        return args.func(args)
+    except GpuFeaturesError as err:
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("interrupted; nothing half-written was left behind")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

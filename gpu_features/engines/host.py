@@ -1,0 +1,140 @@
+"""The host engine: the CUDA C kernels of ``kernels/`` compiled for this CPU.
+
+``kernels/host_entry.cpp`` includes the very same ``.cu`` sources the GPU
+runs; ``portable.cuh`` turns each launch into an OpenMP loop. The library is
+built once per (sources, flags, compiler, atr_period) and cached under
+``$GPU_FEATURES_CACHE`` (default ``~/.cache/gpu-features``), then loaded with
+ctypes. OpenMP honours ``OMP_NUM_THREADS``. Flags: ``-O3 -ffp-contract=off``
+and never fast-math, so every double operation rounds as FEATURES.md says.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EngineError
+from . import kernels
+
+CHUNK_BARS = 16384  # few, long chunks: a CPU has few cores, so warm-up costs ~3% here
+WARM_BARS = 512     # FEATURES.md: W >= 512 reached the exact state in every sample measured
+FLAGS = ("-O3", "-std=c++17", "-ffp-contract=off", "-fno-fast-math", "-fopenmp", "-fPIC", "-shared")
+_CTYPES = {"p": ctypes.c_void_p, "q": ctypes.c_int64, "d": ctypes.c_double}
+_libraries: dict[int, ctypes.CDLL] = {}
+_lock = threading.Lock()
+
+
+def compiler() -> str | None:
+    """The C++ compiler to use: ``$CXX``, else g++, c++ or clang++ from PATH."""
+    return os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("GPU_FEATURES_CACHE") or Path.home() / ".cache" / "gpu-features")
+
+
+def available() -> bool:
+    """True when a C++ compiler is present (the build itself happens on first use)."""
+    return compiler() is not None
+
+
+def library(atr_period: int) -> ctypes.CDLL:
+    """The compiled kernels for ``atr_period``, built on first use and cached on disk."""
+    with _lock:
+        if atr_period not in _libraries:
+            _libraries[atr_period] = _load(_build(atr_period))
+        return _libraries[atr_period]
+
+
+def _build(atr_period: int) -> Path:
+    cxx = compiler()
+    if cxx is None:
+        raise EngineError("the host engine needs a C++ compiler and none was found (set CXX or install g++); "
+                          "use --engine reference meanwhile.")
+    src_dir = kernels.kernel_dir()
+    flags = list(FLAGS) + [f"-DPF_ATR_PERIOD={atr_period}"]
+    digest = hashlib.sha256()
+    for name in kernels.KERNEL_SOURCES:
+        digest.update(name.encode() + b"\0" + (src_dir / name).read_bytes())
+    digest.update(" ".join([cxx] + flags).encode())
+    digest.update(_compiler_version(cxx).encode())
+    out = cache_dir() / f"pf-host-{digest.hexdigest()[:20]}.so"
+    if out.is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Build beside the target, then rename: a half-written library is never loaded.
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        tmp_out = Path(tmp) / out.name
+        cmd = [cxx, *flags, "-I", str(src_dir), str(src_dir / "host_entry.cpp"), "-o", str(tmp_out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            first = (proc.stderr.strip().splitlines() or ["no output"])[0]
+            raise EngineError(f"building the host kernels failed ({first}); command: {' '.join(cmd)}.")
+        os.replace(tmp_out, out)
+    return out
+
+
+def _compiler_version(cxx: str) -> str:
+    try:
+        return subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
+    except OSError:
+        return ""
+
+
+def _load(path: Path) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(path))
+    for name, kinds in kernels.SIGNATURES.items():
+        fn = getattr(lib, f"host_{name}")
+        fn.argtypes = [ctypes.c_int64] + [_CTYPES[k] for k in kinds]
+        fn.restype = None
+    return lib
+
+
+class _WallClock:
+    seconds = 0.0
+
+    def __enter__(self):
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self._t0
+
+
+class HostBackend:
+    """numpy arrays, kernels as OpenMP loops through ctypes."""
+
+    name = "host"
+    xp = np
+
+    def __init__(self, atr_period: int):
+        self._lib = library(atr_period)
+
+    def asarray(self, a: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(a)
+
+    def launch(self, kernel: str, n_threads: int, args: list) -> None:
+        kinds = kernels.SIGNATURES[kernel]
+        if len(args) != len(kinds):
+            raise EngineError(f"{kernel} takes {len(kinds)} arguments, got {len(args)}.")
+        converted = []
+        for kind, arg in zip(kinds, args):
+            if kind == "p":
+                if not (isinstance(arg, np.ndarray) and arg.flags.c_contiguous):
+                    raise EngineError(f"{kernel}: pointer arguments must be C-contiguous numpy arrays.")
+                converted.append(arg.ctypes.data)
+            else:
+                converted.append(arg)
+        getattr(self._lib, f"host_{kernel}")(int(n_threads), *converted)
+
+    def timer(self):
+        return _WallClock()
+

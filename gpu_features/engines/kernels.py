@@ -1,0 +1,163 @@
+"""The launch sequence of the kernels in ``kernels/``, shared by the host and GPU engines.
+
+Both engines run exactly this code; they differ only in the backend that
+allocates arrays (numpy or CuPy) and launches a kernel (an OpenMP loop through
+ctypes, or a CUDA grid through CuPy). Sequence:
+
+1. ``pf_candle``  one thread per bar: features 0..4 and the true range.
+2. ``pf_scan``    one thread per chunk of ``chunk_bars``: speculative chunk scan.
+3. ``pf_check``   one thread per chunk: start state == predecessor's end state?
+4. ``pf_fixup``   one thread per series: in-order re-run of every wrong chunk.
+
+No host round trip between kernels; the one synchronisation is reading the
+fix-up count at the end.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from .. import state as S
+from ..config import N_FEATURES, FeatureConfig
+
+# Argument kinds of each kernel after the thread count: p pointer, q int64, d double.
+SIGNATURES = {
+    "pf_candle": "q" + "pppp" + "d" + "pp",
+    "pf_scan": "q" + "p" * 10 + "q" + "p" * 6 + "q" + "p",
+    "pf_check": "q" + "p" * 6,
+    "pf_fixup": "q" + "p" * 14 + "q" + "pp",
+}
+KERNEL_SOURCES = ("portable.cuh", "state.cuh", "candle.cu", "scan.cu", "host_entry.cpp")
+
+
+def kernel_dir() -> Path:
+    """Folder holding the kernel sources: ``kernels/`` of a source tree, else the installed package data."""
+    here = Path(__file__).resolve().parent.parent
+    for candidate in (here.parent / "kernels", here / "kernels"):
+        if (candidate / "scan.cu").is_file():
+            return candidate
+    from ..errors import EngineError
+
+    raise EngineError(f"kernel sources not found beside {here}; reinstall gpu-features (they ship as package data).")
+
+
+@dataclasses.dataclass
+class EngineRun:
+    """What one engine call produced. Arrays live where the engine ran (numpy or CuPy).
+
+    Attributes:
+        features: ``[n, 10] float32``.
+        valid: ``[n] bool``.
+        swing: ``[n] int8``, 1 = swing high confirmed at the bar, 2 = swing low, else 0.
+        end_states: ``[S, 16 + P] float64`` state after each series' last bar.
+        snapshots: ``[m, 16 + P] float64`` state before each requested bar.
+        engine: ``"reference"``, ``"host"`` or ``"gpu"``.
+        chunks: number of scan chunks (0 for the reference).
+        fixups: chunks re-run because their speculative start state was wrong.
+        kernel_seconds: time inside the kernels (CUDA events on the GPU), or the whole call.
+    """
+
+    features: Any
+    valid: Any
+    swing: Any
+    end_states: Any
+    snapshots: Any
+    engine: str
+    chunks: int = 0
+    fixups: int = 0
+    kernel_seconds: float = 0.0
+
+
+class Backend(Protocol):
+    name: str
+    xp: Any
+
+    def asarray(self, a: np.ndarray) -> Any: ...
+
+    def launch(self, kernel: str, n_threads: int, args: list) -> None: ...
+
+    def timer(self) -> Any: ...
+
+
+def chunk_table(offsets: np.ndarray, n: int, chunk_bars: int):
+    """Cut every series into chunks of at most ``chunk_bars`` bars.
+
+    Returns:
+        ``(chunk_start [K] i64, chunk_end [K] i64, chunk_segment [K] i64,
+        seg_first_chunk [S + 1] i64)``; series ``s`` owns chunks
+        ``seg_first_chunk[s] : seg_first_chunk[s + 1]``.
+    """
+    bounds = np.append(offsets, n).astype(np.int64)
+    lengths = np.diff(bounds)
+    per_series = (lengths + chunk_bars - 1) // chunk_bars
+    seg_first_chunk = np.concatenate([[0], np.cumsum(per_series)]).astype(np.int64)
+    chunk_segment = np.repeat(np.arange(len(offsets), dtype=np.int64), per_series)
+    local = np.arange(int(seg_first_chunk[-1]), dtype=np.int64) - seg_first_chunk[chunk_segment]
+    chunk_start = bounds[chunk_segment] + local * chunk_bars
+    chunk_end = np.minimum(chunk_start + chunk_bars, bounds[chunk_segment + 1])
+    return chunk_start, chunk_end, chunk_segment, seg_first_chunk
+
+
+def kernel_params(cfg: FeatureConfig) -> np.ndarray:
+    """The ``[8] float64`` parameter block the kernels read (state.cuh ``PfParams``)."""
+    return np.array([cfg.eps, cfg.alpha, cfg.zigzag_k, cfg.hybrid_min_retrace_atr, cfg.hybrid_lookback,
+                     1.0 if cfg.hybrid else 0.0, cfg.window_length, cfg.warmup_bars], dtype=np.float64)
+
+
+def run_chunked(backend: Backend, o, h, l, c, offsets: np.ndarray, cfg: FeatureConfig,
+                start_states: np.ndarray, snapshot_at: np.ndarray, chunk_bars: int, warm_bars: int,
+                poison: bool = False) -> EngineRun:
+    """Run the four kernels over bars already validated by the caller.
+
+    Args:
+        backend: host or GPU backend.
+        o, h, l, c: ``[n] float64`` arrays (numpy; moved to the backend's device here if needed).
+        offsets: ``[S] int64`` numpy series starts.
+        start_states: ``[S, 16 + P] float64`` numpy state of each series before its first bar.
+        snapshot_at: ``[m] int64`` numpy sorted bar positions.
+        chunk_bars: C, bars per chunk (>= 1).
+        warm_bars: W, bars of speculative warm-up before each chunk (>= 0).
+        poison: fill every output with NaN / 0xFF first, so an unwritten element shows.
+    """
+    xp = backend.xp
+    n, n_series, dim = len(c), len(offsets), S.state_dim(cfg.atr_period)
+    o, h, l, c = (xp.ascontiguousarray(xp.asarray(x), dtype=xp.float64) for x in (o, h, l, c))
+    chunk_start, chunk_end, chunk_segment, seg_first_chunk = chunk_table(offsets, n, chunk_bars)
+    n_chunks = len(chunk_start)
+    dev = backend.asarray
+    d_chunk_start, d_chunk_end, d_chunk_segment = dev(chunk_start), dev(chunk_end), dev(chunk_segment)
+    d_seg_start, d_seg_first = dev(np.ascontiguousarray(offsets, dtype=np.int64)), dev(seg_first_chunk)
+    d_seg_state, d_params = dev(start_states), dev(kernel_params(cfg))
+    d_snap_pos = dev(np.ascontiguousarray(snapshot_at, dtype=np.int64))
+    m = len(snapshot_at)
+
+    def alloc(shape, dtype, fill):
+        return xp.full(shape, fill, dtype=dtype) if poison else xp.empty(shape, dtype=dtype)
+
+    feats = alloc((n, N_FEATURES), xp.float32, np.nan)
+    valid = alloc(n, xp.uint8, 0xFF)
+    swing = alloc(n, xp.int8, -1)
+    tr = alloc(n, xp.float64, np.nan)
+    start_state = alloc((n_chunks, dim), xp.float64, np.nan)
+    end_state = alloc((n_chunks, dim), xp.float64, np.nan)
+    snap_state = alloc((m, dim), xp.float64, np.nan)
+    bad = alloc(n_chunks, xp.uint8, 0xFF)
+    fixups = alloc(n_series, xp.int32, -1)
+
+    with backend.timer() as clock:
+        backend.launch("pf_candle", n, [n, o, h, l, c, cfg.eps, feats, tr])
+        backend.launch("pf_scan", n_chunks, [n_chunks, d_chunk_start, d_chunk_end, d_chunk_segment, d_seg_start,
+                                             d_seg_state, h, l, c, tr, d_params, warm_bars, feats, valid, swing,
+                                             start_state, end_state, d_snap_pos, m, snap_state])
+        backend.launch("pf_check", n_chunks, [n_chunks, d_chunk_start, d_chunk_segment, d_seg_start,
+                                              start_state, end_state, bad])
+        backend.launch("pf_fixup", n_series, [n_series, d_seg_first, d_chunk_start, d_chunk_end, bad, h, l, c,
+                                              d_params, feats, valid, swing, start_state, end_state, d_snap_pos,
+                                              m, snap_state, fixups])
+    end_states = end_state[d_seg_first[1:] - 1]
+    return EngineRun(features=feats, valid=valid.view(xp.bool_), swing=swing,
+                     end_states=end_states, snapshots=snap_state, engine=backend.name, chunks=n_chunks,
+                     fixups=int(fixups.sum()), kernel_seconds=clock.seconds)

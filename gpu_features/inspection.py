@@ -1,0 +1,174 @@
+"""``inspect``: what a researcher should know about a store before trusting it.
+
+Summary of the manifest, per-feature statistics over valid bars, swing
+confirmation rates, time gaps per symbol, and warnings that name the setting
+to try. Everything is computed from the manifest and the stored timestamps;
+nothing is recomputed (that is ``verify``'s job).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .config import FEATURE_NAMES
+from .errors import StoreError
+from .store import Store, open_store
+
+# Clip range of each feature (FEATURES.md step 6): "nearly constant" is judged against it.
+FEATURE_RANGES = {
+    "open_norm": (0, 1), "close_norm": (0, 1), "body_pct": (-1, 1), "upper_wick_pct": (0, 1),
+    "lower_wick_pct": (0, 1), "range_z": (0, 3), "dist_to_prev_SH": (-3, 3), "dist_to_prev_SL": (-3, 3),
+    "bars_since_SH_norm": (0, 3), "bars_since_SL_norm": (0, 3),
+}
+NEARLY_CONSTANT_STD = 0.01    # std below 1% of the feature's clip range
+FAST_SWINGS_BARS = 3.0        # fewer bars than this per confirmed swing
+LOW_VALID_SHARE = 0.5
+SESSION_GAP_MINUTES = 30      # a gap longer than this is a session break, shorter ones are missing minutes
+
+
+def time_gaps(ts: np.ndarray) -> dict:
+    """Gaps between consecutive bars of one series: session breaks and missing minutes.
+
+    Args:
+        ts: ``[m] int64`` ns timestamps.
+
+    Returns:
+        ``{"step_s", "session_breaks", "missing_bar_gaps", "missing_bars", "largest_gap_h"}``;
+        the step is the most common spacing.
+    """
+    if len(ts) < 2:
+        return {"step_s": None, "session_breaks": 0, "missing_bar_gaps": 0, "missing_bars": 0, "largest_gap_h": 0.0}
+    d = np.diff(ts)
+    values, counts = np.unique(d, return_counts=True)
+    step = int(values[np.argmax(counts)])
+    session = d > SESSION_GAP_MINUTES * 60 * 1_000_000_000
+    missing = (d > step) & ~session
+    return {"step_s": step / 1e9, "session_breaks": int(session.sum()), "missing_bar_gaps": int(missing.sum()),
+            "missing_bars": int(((d[missing] // step) - 1).sum()) if step > 0 else 0,
+            "largest_gap_h": float(d.max() / 3.6e12)}
+
+
+def inspect_store(path, symbol: str | None = None) -> dict:
+    """Collect the inspection of a store (optionally of one symbol).
+
+    Returns:
+        ``{"path", "summary", "features", "swings", "per_symbol", "warnings"}``.
+    """
+    store = open_store(path)
+    m = store.manifest
+    if symbol is not None and symbol not in store.symbols:
+        raise StoreError(f"{path}: no symbol {symbol!r}; the store holds {', '.join(store.symbols)}.")
+    symbols = [symbol] if symbol else store.symbols
+    ts = store.timestamps()
+    per_symbol = []
+    for name in symbols:
+        st = m["stats"]["per_symbol"][name]
+        parts = [ts[s["first"]: s["first"] + s["count"]] for s in store.series if s["name"] == name]
+        gaps = time_gaps(np.concatenate(parts))
+        per_symbol.append({"symbol": name, "bars": st["bars"], "valid_bars": st["valid_bars"],
+                           "valid_share": st["valid_bars"] / max(st["bars"], 1), "swings": st["swings"],
+                           "features": st["features"], "gaps": gaps,
+                           "first": int(parts[0][0]), "last": int(parts[-1][-1])})
+    scope = m["stats"] if symbol is None else m["stats"]["per_symbol"][symbol]
+    result = {
+        "path": str(store.path),
+        "summary": _summary(store),
+        "features": scope["features"],
+        "swings": scope["swings"],
+        "per_symbol": per_symbol,
+    }
+    result["warnings"] = _warnings(store, result)
+    return result
+
+
+def _summary(store: Store) -> dict:
+    m = store.manifest
+    return {"bars": store.n_bars, "symbols": len(store.symbols), "shards": len(m["shards"]),
+            "bytes": sum(s["bytes"] for s in m["shards"]) + m["state"]["bytes"],
+            "engine": m["engine"], "config": m["config"], "created": m["created"],
+            "sources": [s.get("path") or f"synthetic seed {s.get('seed')}" for s in m["sources"]],
+            "valid_bars": m["stats"]["valid_bars"], "splits": m["splits"]}
+
+
+def _warnings(store: Store, result: dict) -> list[str]:
+    cfg = store.config
+    out = []
+    swings = result["swings"]
+    for name in FEATURE_NAMES:
+        st = result["features"][name]
+        if st["std"] is None:
+            continue
+        lo, hi = FEATURE_RANGES[name]
+        if st["std"] < NEARLY_CONSTANT_STD * (hi - lo):
+            hint = ""
+            if name.startswith("bars_since") and swings["bars_per_swing"] is not None:
+                hint = (f"; swings confirm every {swings['bars_per_swing']:.1f} bars, so bars-since stays near 0"
+                        + (": try --no-hybrid or a larger --zigzag-k" if cfg.hybrid else ": try a larger --zigzag-k"))
+            out.append(f"{name} is nearly constant (std {st['std']:.4f} within its range [{lo}, {hi}], "
+                       f"values {st['min']:.3f}..{st['max']:.3f}){hint}")
+        if st["nonzero"] is not None and st["nonzero"] < 0.01:
+            out.append(f"{name} is zero on {1 - st['nonzero']:.1%} of valid bars; a model learns nothing from it")
+    if swings["bars_per_swing"] is not None and swings["bars_per_swing"] < FAST_SWINGS_BARS:
+        out.append(f"a swing is confirmed every {swings['bars_per_swing']:.2f} bars ({swings['per_1000_bars']:.0f} per "
+                   "1,000 bars): the zigzag follows noise"
+                   + ("; try --no-hybrid (primary rule only) or a larger --zigzag-k" if cfg.hybrid
+                      else "; try a larger --zigzag-k"))
+    for s in result["per_symbol"]:
+        if s["valid_share"] < LOW_VALID_SHARE:
+            out.append(f"{s['symbol']}: only {s['valid_share']:.1%} of bars are valid (warm-up {cfg.warmup_bars} bars "
+                       "and the first confirmed swings); short series lose most of their bars")
+        g = s["gaps"]
+        if g["missing_bar_gaps"] and g["missing_bars"] > 0.001 * s["bars"]:
+            out.append(f"{s['symbol']}: {g['missing_bar_gaps']:,} gaps inside sessions ({g['missing_bars']:,} missing "
+                       "bars); features treat consecutive stored bars as adjacent, so fill or drop those stretches")
+    if store.manifest["engine"].get("fixups"):
+        out.append(f"the engine re-ran {store.manifest['engine']['fixups']} chunk(s) whose speculative start was "
+                   "wrong: results are exact, but a longer warm-up would avoid the extra work")
+    return out
+
+
+def render(result: dict, console) -> None:
+    """Print an inspection with rich tables."""
+    from rich.table import Table
+
+    from .splits import SPLIT_NAMES
+
+    s = result["summary"]
+    eng = s["engine"]
+    console.print(f"[bold]{result['path']}[/]: {s['bars']:,} bars, {s['symbols']} symbol(s), {s['shards']} shard(s), "
+                  f"{s['bytes'] / 1e6:.1f} MB; {s['valid_bars']:,} valid bars; engine {eng['name']} "
+                  f"({eng['fixups']} fix-ups); created {s['created']}")
+    console.print("source: " + "; ".join(map(str, s["sources"])))
+    console.print("config: " + ", ".join(f"{k}={v}" for k, v in s["config"].items()))
+    sp = Table(title="splits")
+    for col in ("split", "bars", "windows"):
+        sp.add_column(col, justify="right" if col != "split" else "left")
+    for name in SPLIT_NAMES:
+        c = s["splits"]["counts"][name]
+        sp.add_row(name, f"{c['bars']:,}", f"{c['windows']:,}")
+    console.print(sp)
+    ft = Table(title="features over valid bars")
+    for col in ("feature", "min", "max", "mean", "std", "non-zero"):
+        ft.add_column(col, justify="right" if col != "feature" else "left")
+    for name in FEATURE_NAMES:
+        f = result["features"][name]
+        if f["mean"] is None:
+            ft.add_row(name, "-", "-", "-", "-", "-")
+            continue
+        ft.add_row(name, f"{f['min']:.3f}", f"{f['max']:.3f}", f"{f['mean']:.4f}", f"{f['std']:.4f}",
+                   f"{f['nonzero']:.1%}")
+    console.print(ft)
+    st = Table(title="per symbol")
+    for col in ("symbol", "bars", "valid", "swing highs", "swing lows", "bars/swing", "sessions", "missing bars"):
+        st.add_column(col, justify="right" if col != "symbol" else "left")
+    for p in result["per_symbol"]:
+        w = p["swings"]
+        st.add_row(p["symbol"], f"{p['bars']:,}", f"{p['valid_share']:.1%}", f"{w['highs']:,}", f"{w['lows']:,}",
+                   f"{w['bars_per_swing']:.2f}" if w["bars_per_swing"] else "-",
+                   f"{p['gaps']['session_breaks'] + 1:,}", f"{p['gaps']['missing_bars']:,}")
+    console.print(st)
+    if result["warnings"]:
+        console.print("[bold yellow]warnings[/]")
+        for w in result["warnings"]:
+            console.print(f"  [yellow]![/] {w}", highlight=False)
+    else:
+        console.print("[green]no warnings[/]")

@@ -1,0 +1,106 @@
+"""Chronological train / val / test splits, by fractions of bars or by dates.
+
+A split is a half-open time range ``[start, end)`` in int64 ns; the three
+ranges tile the time axis, so every bar belongs to exactly one split by its
+timestamp, and every symbol is cut at the same instants (no symbol's test
+period leaks into another's training period). Fractions are turned into
+boundary timestamps once, from the sorted timestamps of all bars
+(``boundary = t_sorted[floor(f * n)]``), and recorded in the manifest; a
+window belongs to a split only if all of its K bars do.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+
+from .errors import GpuFeaturesError
+
+SPLIT_NAMES = ("train", "val", "test")
+DEFAULT_FRACTIONS = (0.9, 0.05, 0.05)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+class SplitError(GpuFeaturesError):
+    """A split specification is malformed."""
+
+
+def parse_fractions(text: str) -> tuple[float, float, float]:
+    """``"0.9,0.05,0.05"`` -> fractions; three non-negative numbers summing to 1."""
+    try:
+        parts = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise SplitError(f"--split-fractions {text!r} must be three numbers like 0.9,0.05,0.05.") from None
+    return check_fractions(parts)
+
+
+def check_fractions(parts) -> tuple[float, float, float]:
+    parts = tuple(float(x) for x in parts)
+    if len(parts) != 3 or any(not np.isfinite(x) or x < 0 for x in parts) or abs(sum(parts) - 1.0) > 1e-9:
+        raise SplitError(f"split fractions {parts} must be three non-negative numbers (train, val, test) "
+                         "that sum to 1, like 0.9,0.05,0.05.")
+    return parts  # type: ignore[return-value]
+
+
+def parse_dates(text) -> tuple[int, int]:
+    """``"2023-01-01,2023-07-01"`` (UTC) -> two increasing ns timestamps: val start, test start."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    if len(items) != 2:
+        raise SplitError(f"--split-dates {text!r} must be two dates, val start and test start, "
+                         "like 2023-01-01,2023-07-01.")
+    out = []
+    for item in items:
+        if isinstance(item, (int, np.integer)):
+            out.append(int(item))
+            continue
+        try:
+            t = dt.datetime.fromisoformat(str(item).strip())
+        except ValueError:
+            raise SplitError(f"split date {item!r} is not an ISO 8601 date or time (like 2023-01-01).") from None
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=dt.timezone.utc)
+        delta = t - _EPOCH
+        out.append((delta.days * 86400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000)
+    if out[0] >= out[1]:
+        raise SplitError(f"split dates {items} must increase: val starts before test.")
+    return out[0], out[1]
+
+
+def resolve(spec, timestamps: np.ndarray) -> dict:
+    """Turn a split spec into the manifest's ``splits`` record (boundaries fixed in ns).
+
+    Args:
+        spec: None (default fractions), ``{"fractions": [...]}`` or ``{"dates": [...]}``.
+        timestamps: ``[n] int64`` timestamps of all bars.
+
+    Returns:
+        ``{"method", "fractions" | "dates", "boundaries": [[start, end], ...]}``
+        with ``start``/``end`` ns or None (open).
+    """
+    spec = {"fractions": DEFAULT_FRACTIONS} if spec is None else dict(spec)
+    if set(spec) == {"fractions"}:
+        fr = check_fractions(spec["fractions"])
+        t = np.sort(np.asarray(timestamps, dtype=np.int64))
+        n = len(t)
+        cuts = []
+        for f in (fr[0], fr[0] + fr[1]):
+            k = int(np.floor(f * n + 1e-9))
+            cuts.append(int(t[k]) if k < n else int(t[-1]) + 1)
+        record = {"method": "fractions", "fractions": list(fr)}
+    elif set(spec) == {"dates"}:
+        cuts = list(parse_dates(spec["dates"]))
+        record = {"method": "dates", "dates": [_iso(x) for x in cuts]}
+    else:
+        raise SplitError(f"splits must be given as fractions or as dates, got keys {sorted(spec)}.")
+    record["boundaries"] = [[None, cuts[0]], [cuts[0], cuts[1]], [cuts[1], None]]
+    return record
+
+
+def split_ids(timestamps: np.ndarray, record: dict) -> np.ndarray:
+    """``[n] int8`` split index (0 train, 1 val, 2 test) of each bar."""
+    cuts = np.array([record["boundaries"][1][0], record["boundaries"][2][0]], dtype=np.int64)
+    return np.searchsorted(cuts, np.asarray(timestamps, dtype=np.int64), side="right").astype(np.int8)
+
+
+def _iso(ns: int) -> str:
+    return dt.datetime.fromtimestamp(ns / 1e9, tz=dt.timezone.utc).isoformat()

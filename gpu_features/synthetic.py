@@ -1,0 +1,120 @@
+"""Embedded demo data: deterministic NQ-like 1-minute bars, nothing to download.
+
+Bars follow the CME Globex week (in fixed UTC-5, no DST): sessions open at
+18:00 and close at 17:00 the next day, Monday to Friday sessions, so there is
+a one-hour gap every evening and a weekend gap from Friday 17:00 to Sunday
+18:00. Returns have clustered volatility (a slowly varying log-volatility
+made of several smoothed noise components), an intraday U-shaped activity
+profile and an overnight gap at each session open; prices sit on a 0.25 tick
+grid. The same ``(n_bars, n_symbols, seed)`` always gives the same bars, so a
+store built from them can be re-derived by ``verify`` from its manifest alone.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .bars import Bars
+
+GENERATOR = "nq-synth"
+GENERATOR_VERSION = 1
+TICK = 0.25
+SESSION_BARS = 23 * 60
+_NS_PER_MIN = 60 * 1_000_000_000
+# Monday 2019-01-07 00:00 in UTC-5, as ns since the epoch (UTC).
+_FIRST_MONDAY_NS = (1546819200 + 5 * 3600) * 1_000_000_000
+DEFAULT_BARS = 1_800_000
+
+
+def session_timestamps(n_bars: int) -> np.ndarray:
+    """``[n_bars] int64`` ns timestamps of consecutive Globex minutes from 2019-01-06 18:00 ET."""
+    minute = np.arange(n_bars, dtype=np.int64)
+    session = minute // SESSION_BARS
+    in_session = minute % SESSION_BARS
+    week, weekday = session // 5, session % 5
+    # Session d (Mon..Fri) opens at 18:00 of the previous calendar day.
+    open_minutes = (week * 7 + weekday) * 24 * 60 - 6 * 60
+    return _FIRST_MONDAY_NS + (open_minutes + in_session) * _NS_PER_MIN
+
+
+def generate(n_bars: int = DEFAULT_BARS, n_symbols: int = 1, seed: int = 0) -> Bars:
+    """Synthetic bars for ``n_symbols`` symbols of ``n_bars`` bars each.
+
+    Returns:
+        :class:`Bars` with ``n_bars * n_symbols`` bars, series ``SYN0``, ``SYN1``...
+        (one series when ``n_symbols == 1``: ``NQ``), and ``source`` recording
+        the generator parameters.
+    """
+    if n_bars < 1 or n_symbols < 1:
+        from .errors import BarsError
+
+        raise BarsError(f"synthetic data needs n_bars >= 1 and n_symbols >= 1, got {n_bars} and {n_symbols}.")
+    cols = [_one_symbol(n_bars, np.random.default_rng([seed, s])) for s in range(n_symbols)]
+    ts = session_timestamps(n_bars)
+    names = ("NQ",) if n_symbols == 1 else tuple(f"SYN{s}" for s in range(n_symbols))
+    return Bars(
+        open=np.concatenate([c[0] for c in cols]),
+        high=np.concatenate([c[1] for c in cols]),
+        low=np.concatenate([c[2] for c in cols]),
+        close=np.concatenate([c[3] for c in cols]),
+        timestamp=np.tile(ts, n_symbols),
+        offsets=np.arange(n_symbols, dtype=np.int64) * n_bars,
+        symbols=names,
+        source=synthetic_source(n_bars, n_symbols, seed),
+    )
+
+
+def synthetic_source(n_bars: int, n_symbols: int, seed: int) -> dict:
+    """The manifest ``source`` record from which :func:`regenerate` rebuilds the bars."""
+    return {
+        "kind": "synthetic",
+        "generator": GENERATOR,
+        "version": GENERATOR_VERSION,
+        "n_bars": int(n_bars),
+        "n_symbols": int(n_symbols),
+        "seed": int(seed),
+    }
+
+
+def regenerate(source: dict) -> Bars:
+    """Rebuild the bars a synthetic ``source`` record describes."""
+    from .errors import StoreError
+
+    if source.get("generator") != GENERATOR or source.get("version") != GENERATOR_VERSION:
+        raise StoreError(
+            f"the store's synthetic source {source.get('generator')!r} v{source.get('version')} "
+            f"is not this package's {GENERATOR!r} v{GENERATOR_VERSION}; pass --source with the bars."
+        )
+    return generate(source["n_bars"], source["n_symbols"], source["seed"])
+
+
+def _smoothed_noise(rng: np.random.Generator, n: int, span: int) -> np.ndarray:
+    """Unit-variance noise averaged over a moving box of ``span`` bars."""
+    x = rng.standard_normal(n + span)
+    c = np.cumsum(x)
+    return (c[span:] - c[:-span]) / np.sqrt(span)
+
+
+def _one_symbol(n: int, rng: np.random.Generator):
+    base = float(rng.uniform(9_000.0, 18_000.0))
+    # Volatility clustering: log-vol from components living minutes to weeks.
+    log_vol = sum(w * _smoothed_noise(rng, n, span) for w, span in ((0.25, 30), (0.3, 600), (0.35, 6000)))
+    minute = np.arange(n) % SESSION_BARS
+    # U-shaped activity: quiet overnight, busy at the US cash open and close.
+    cash = np.exp(-((minute - 930) / 60.0) ** 2) + 0.7 * np.exp(-((minute - 1320) / 45.0) ** 2)
+    vol = 0.00035 * np.exp(log_vol) * (0.45 + 1.6 * cash)
+    ret = vol * rng.standard_t(4, size=n) / np.sqrt(2.0)
+    ret[minute == 0] += rng.normal(0.0, 0.004, size=int((minute == 0).sum()))
+    close = base * np.exp(np.cumsum(ret))
+    close = np.maximum(np.round(close / TICK) * TICK, TICK)
+    open_ = np.empty(n)
+    open_[0] = close[0]
+    open_[1:] = close[:-1]
+    # A session opens away from the last close (the overnight gap).
+    gap_at = np.flatnonzero(minute == 0)
+    gap_at = gap_at[gap_at > 0]
+    prev = close[gap_at - 1]
+    open_[gap_at] = np.maximum(np.round((prev + 0.7 * (close[gap_at] - prev)) / TICK) * TICK, TICK)
+    wick = np.abs(rng.standard_normal((2, n))) * vol * close * 0.6
+    high = np.maximum(open_, close) + np.round(wick[0] / TICK) * TICK
+    low = np.maximum(np.minimum(open_, close) - np.round(wick[1] / TICK) * TICK, TICK)
+    return open_, high, low, close

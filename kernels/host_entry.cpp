@@ -1,0 +1,46 @@
+// host_entry.cpp: the host build of the kernels. Compiles candle.cu and scan.cu
+// as plain C++ (see portable.cuh) and exports one launcher per kernel that
+// runs its grid as an OpenMP loop. Built by gpu_features/engines/host.py:
+//   g++ -O3 -ffp-contract=off -fopenmp -fPIC -shared -DPF_ATR_PERIOD=P host_entry.cpp
+#include "candle.cu"
+#include "scan.cu"
+
+#define PF_BLOCK 1  // a host "block" is one loop iteration; OpenMP schedules them
+
+extern "C" {
+
+void host_pf_candle(pf_i64 n_threads, pf_i64 n, const double* o, const double* h, const double* l,
+                    const double* c, double eps, float* feats, double* tr) {
+  PF_LAUNCH(pf_candle, n_threads, PF_BLOCK, n, o, h, l, c, eps, feats, tr);
+}
+
+void host_pf_scan(pf_i64 n_threads, pf_i64 n_chunks, const pf_i64* chunk_start, const pf_i64* chunk_end,
+                  const pf_i64* chunk_segment, const pf_i64* seg_start, const double* seg_state,
+                  const double* h, const double* l, const double* c, const double* tr,
+                  const double* params, pf_i64 warm, float* feats, unsigned char* valid, signed char* swing,
+                  double* start_state, double* end_state, const pf_i64* snap_pos, pf_i64 n_snap,
+                  double* snap_state) {
+  PF_LAUNCH(pf_scan, n_threads, PF_BLOCK, n_chunks, chunk_start, chunk_end, chunk_segment, seg_start,
+            seg_state, h, l, c, tr, params, warm, feats, valid, swing, start_state, end_state, snap_pos,
+            n_snap, snap_state);
+}
+
+void host_pf_check(pf_i64 n_threads, pf_i64 n_chunks, const pf_i64* chunk_start, const pf_i64* chunk_segment,
+                   const pf_i64* seg_start, const double* start_state, const double* end_state,
+                   unsigned char* bad) {
+  PF_LAUNCH(pf_check, n_threads, PF_BLOCK, n_chunks, chunk_start, chunk_segment, seg_start, start_state,
+            end_state, bad);
+}
+
+void host_pf_fixup(pf_i64 n_threads, pf_i64 n_segments, const pf_i64* seg_first_chunk,
+                   const pf_i64* chunk_start, const pf_i64* chunk_end, const unsigned char* bad,
+                   const double* h, const double* l, const double* c, const double* params, float* feats,
+                   unsigned char* valid, signed char* swing, double* start_state, double* end_state,
+                   const pf_i64* snap_pos, pf_i64 n_snap, double* snap_state, int* fixups) {
+  PF_LAUNCH(pf_fixup, n_threads, PF_BLOCK, n_segments, seg_first_chunk, chunk_start, chunk_end, bad, h, l,
+            c, params, feats, valid, swing, start_state, end_state, snap_pos, n_snap, snap_state, fixups);
+}
+
+int host_pf_state_dim(void) { return PF_STATE_DIM; }
+
+}  // extern "C"

@@ -1,0 +1,54 @@
+// portable.cuh: lets one CUDA C source build for the GPU (NVRTC or nvcc) and
+// for the host CPU (g++ with OpenMP), so every kernel line runs in CI.
+//
+// GPU build (__CUDACC__ or __CUDACC_RTC__): CUDA as usual.
+// Host build: __global__/__device__ vanish, threadIdx/blockIdx/blockDim are
+// thread-local variables, and PF_LAUNCH runs grid x block "threads" as an
+// OpenMP loop. Kernels therefore never use __syncthreads or shared memory:
+// each CUDA thread must be an independent task.
+#pragma once
+
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#define PF_GPU 1
+#define PF_DEVICE __device__ __forceinline__
+#define PF_KERNEL extern "C" __global__
+#define PF_UNROLL _Pragma("unroll")
+typedef long long pf_i64;
+typedef unsigned long long pf_u64;
+// Bit pattern of a double, for bit-for-bit state comparison.
+PF_DEVICE pf_u64 pf_bits(double x) { return (pf_u64)__double_as_longlong(x); }
+PF_DEVICE double pf_fabs(double x) { return fabs(x); }
+#else
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#define PF_DEVICE static inline
+#define PF_KERNEL extern "C"
+#define __global__
+#define __device__
+#define __restrict__ __restrict
+#define PF_UNROLL _Pragma("GCC unroll 64")
+typedef long long pf_i64;
+typedef unsigned long long pf_u64;
+struct pf_dim3 { unsigned int x, y, z; };
+static thread_local pf_dim3 threadIdx, blockIdx, blockDim, gridDim;
+PF_DEVICE pf_u64 pf_bits(double x) { pf_u64 u; memcpy(&u, &x, sizeof u); return u; }
+PF_DEVICE double pf_fabs(double x) { return fabs(x); }
+// Run kernel(args...) once per (block, thread) of a 1-D grid, across OpenMP threads.
+#define PF_LAUNCH(kernel, n_threads, block, ...)                                   \
+  do {                                                                            \
+    const pf_i64 pf_n_ = (n_threads);                                             \
+    const unsigned int pf_b_ = (block);                                           \
+    _Pragma("omp parallel for schedule(guided)")                                  \
+    for (pf_i64 pf_t_ = 0; pf_t_ < pf_n_; ++pf_t_) {                              \
+      blockDim.x = pf_b_; blockDim.y = blockDim.z = 1;                            \
+      gridDim.x = (unsigned int)((pf_n_ + pf_b_ - 1) / pf_b_); gridDim.y = gridDim.z = 1; \
+      blockIdx.x = (unsigned int)(pf_t_ / pf_b_); blockIdx.y = blockIdx.z = 0;    \
+      threadIdx.x = (unsigned int)(pf_t_ % pf_b_); threadIdx.y = threadIdx.z = 0; \
+      kernel(__VA_ARGS__);                                                        \
+    }                                                                             \
+  } while (0)
+#endif
+
+// Global 1-D thread index, 64-bit so grids over billions of bars do not wrap.
+PF_DEVICE pf_i64 pf_thread_index() { return (pf_i64)blockIdx.x * blockDim.x + threadIdx.x; }
