@@ -161,7 +161,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from .inspect import inspect_store, render
+    from .inspection import inspect_store, render
 
     result = inspect_store(args.store, symbol=args.symbol)
     render(result, console)

@@ -2,6 +2,8 @@
 // as plain C++ (see portable.cuh) and exports one launcher per kernel that
 // runs its grid as an OpenMP loop. Built by gpu_features/engines/host.py:
 //   g++ -O3 -ffp-contract=off -fopenmp -fPIC -shared -DPF_ATR_PERIOD=P host_entry.cpp
+#include <omp.h>
+
 #include "candle.cu"
 #include "scan.cu"
 
@@ -42,5 +44,8 @@ void host_pf_fixup(pf_i64 n_threads, pf_i64 n_segments, const pf_i64* seg_first_
 }
 
 int host_pf_state_dim(void) { return PF_STATE_DIM; }
+
+// Threads a launch will use (OMP_NUM_THREADS, else the cores), for tests and benchmarks.
+int host_pf_max_threads(void) { return omp_get_max_threads(); }
 
 }  // extern "C"

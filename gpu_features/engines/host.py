@@ -33,8 +33,10 @@ _lock = threading.Lock()
 
 
 def compiler() -> str | None:
-    """The C++ compiler to use: ``$CXX``, else g++, c++ or clang++ from PATH."""
-    return os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+    """The C++ compiler to use: ``$CXX`` if set (None when it does not exist), else g++, c++ or clang++."""
+    if os.environ.get("CXX"):
+        return shutil.which(os.environ["CXX"])
+    return shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
 
 
 def cache_dir() -> Path:
@@ -57,8 +59,9 @@ def library(atr_period: int) -> ctypes.CDLL:
 def _build(atr_period: int) -> Path:
     cxx = compiler()
     if cxx is None:
-        raise EngineError("the host engine needs a C++ compiler and none was found (set CXX or install g++); "
-                          "use --engine reference meanwhile.")
+        wanted = os.environ.get("CXX") or "g++, c++ or clang++"
+        raise EngineError(f"the host engine's compiler {wanted!r} was not found; install g++ or set CXX, "
+                          "or use --engine reference meanwhile.")
     src_dir = kernels.kernel_dir()
     flags = list(FLAGS) + [f"-DPF_ATR_PERIOD={atr_period}"]
     digest = hashlib.sha256()
@@ -95,7 +98,14 @@ def _load(path: Path) -> ctypes.CDLL:
         fn = getattr(lib, f"host_{name}")
         fn.argtypes = [ctypes.c_int64] + [_CTYPES[k] for k in kinds]
         fn.restype = None
+    lib.host_pf_state_dim.restype = ctypes.c_int
+    lib.host_pf_max_threads.restype = ctypes.c_int
     return lib
+
+
+def threads(atr_period: int = 10) -> int:
+    """OpenMP threads a host launch uses (honours ``OMP_NUM_THREADS``)."""
+    return int(library(atr_period).host_pf_max_threads())
 
 
 class _WallClock:

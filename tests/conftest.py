@@ -1,0 +1,50 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gpu_features.engines import gpu, host
+
+GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden" / "nq_synth_20k.npz"
+GOLDEN_IN_REPO = Path(__file__).resolve().parent / "data" / "nq_synth_20k.npz"
+
+
+@pytest.fixture(scope="session")
+def golden():
+    """The 20,000 golden bars and the old pipeline's features for them."""
+    for path in (GOLDEN_IN_REPO, GOLDEN):
+        if path.is_file():
+            return dict(np.load(path))
+    pytest.fail(f"golden file missing: looked in {GOLDEN_IN_REPO} and {GOLDEN}")
+
+
+def _engine_param(name):
+    if name == "gpu":
+        return pytest.param("gpu", marks=[pytest.mark.gpu, pytest.mark.skipif(
+            not gpu.available(), reason=f"GPU engine: {gpu.unavailable_reason()}")])
+    return pytest.param(name, marks=pytest.mark.skipif(not host.available(), reason="no C++ compiler for the host engine"))
+
+
+FAST = [_engine_param("host"), _engine_param("gpu")]
+ALL = ["reference"] + FAST
+
+
+@pytest.fixture(params=FAST)
+def fast_engine(request):
+    """Each fast engine in turn: host (CI) and gpu (skipped with the reason where absent)."""
+    return request.param
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    """Build the host library into a per-session cache unless the caller chose one."""
+    if "GPU_FEATURES_CACHE" not in os.environ:
+        os.environ["GPU_FEATURES_CACHE"] = str(tmp_path_factory.mktemp("kernel-cache"))
+    yield
+
+
+@pytest.fixture(params=ALL)
+def engine(request):
+    """Every engine in turn: reference, host, gpu (skipped with the reason where absent)."""
+    return request.param
