@@ -1,0 +1,53 @@
+import numpy as np
+
+from gpu_features import engines, synthetic
+from gpu_features.bars import assemble
+
+
+def test_deterministic_and_seed_dependent():
+    a, b = synthetic.generate(5000, 2, seed=3), synthetic.generate(5000, 2, seed=3)
+    for k in ("open", "high", "low", "close", "timestamp", "offsets"):
+        np.testing.assert_array_equal(getattr(a, k), getattr(b, k))
+    assert not np.array_equal(a.close, synthetic.generate(5000, 2, seed=4).close)
+    assert a.symbols == ("SYN0", "SYN1") and a.offsets.tolist() == [0, 5000]
+    assert synthetic.generate(10).symbols == ("NQ",)
+
+
+def test_bars_pass_every_ingest_rule_on_a_tick_grid():
+    b = synthetic.generate(200_000, seed=1)
+    prices = {"open": b.open, "high": b.high, "low": b.low, "close": b.close}
+    again = assemble("synthetic", prices, b.timestamp, None, "error", b.source)  # raises on any bad bar
+    assert again.n == b.n
+    for x in prices.values():
+        assert np.all(np.mod(x, synthetic.TICK) == 0) and np.all(x > 0)
+    assert np.any(b.high > np.maximum(b.open, b.close)) and np.any(b.low < np.minimum(b.open, b.close))
+
+
+def test_globex_sessions_and_gaps():
+    ts = synthetic.session_timestamps(3 * synthetic.SESSION_BARS * 5)  # three weeks
+    d = np.diff(ts) // 60_000_000_000
+    gaps = sorted(set(d.tolist()))
+    assert gaps == [1, 61, 2941]  # minutes: bar to bar, 16:59 -> 18:00 daily, Friday 16:59 -> Sunday 18:00
+    assert np.count_nonzero(d == 61) == 3 * 4 and np.count_nonzero(d == 2941) == 2
+    # the first bar is Sunday 2019-01-06 18:00 New York (23:00 UTC)
+    assert ts[0] == np.datetime64("2019-01-06T23:00", "ns").astype(np.int64)
+
+
+def test_volatility_clusters():
+    b = synthetic.generate(200_000, seed=0)
+    r = np.abs(np.diff(np.log(b.close)))
+    lag1 = np.corrcoef(r[:-1], r[1:])[0, 1]
+    assert lag1 > 0.1  # absolute returns are autocorrelated: calm and busy stretches
+
+
+def test_regenerate_from_the_manifest_record():
+    b = synthetic.generate(1000, 3, seed=9)
+    again = synthetic.regenerate(b.source)
+    np.testing.assert_array_equal(again.close, b.close)
+
+
+def test_features_are_not_degenerate():
+    b = synthetic.generate(50_000)
+    feats, valid = engines.compute_features(b.open, b.high, b.low, b.close, engine="host")
+    assert valid.mean() > 0.99
+    assert ((feats[valid] != 0).mean(axis=0) > 0.5).all()
