@@ -7,13 +7,16 @@
 #include "candle.cu"
 #include "scan.cu"
 
-#define PF_BLOCK 1  // a host "block" is one loop iteration; OpenMP schedules them
+// Host block sizes: elementwise work in blocks of 256 bars (an OpenMP task each),
+// chunk and series kernels one per task, so few long chunks still spread over cores.
+#define PF_ELEMENTWISE_BLOCK 256
+#define PF_TASK_BLOCK 1
 
 extern "C" {
 
 void host_pf_candle(pf_i64 n_threads, pf_i64 n, const double* o, const double* h, const double* l,
                     const double* c, double eps, float* feats, double* tr) {
-  PF_LAUNCH(pf_candle, n_threads, PF_BLOCK, n, o, h, l, c, eps, feats, tr);
+  PF_LAUNCH(pf_candle, n_threads, PF_ELEMENTWISE_BLOCK, n, o, h, l, c, eps, feats, tr);
 }
 
 void host_pf_scan(pf_i64 n_threads, pf_i64 n_chunks, const pf_i64* chunk_start, const pf_i64* chunk_end,
@@ -22,7 +25,7 @@ void host_pf_scan(pf_i64 n_threads, pf_i64 n_chunks, const pf_i64* chunk_start, 
                   const double* params, pf_i64 warm, float* feats, unsigned char* valid, signed char* swing,
                   double* start_state, double* end_state, const pf_i64* snap_pos, pf_i64 n_snap,
                   double* snap_state) {
-  PF_LAUNCH(pf_scan, n_threads, PF_BLOCK, n_chunks, chunk_start, chunk_end, chunk_segment, seg_start,
+  PF_LAUNCH(pf_scan, n_threads, PF_TASK_BLOCK, n_chunks, chunk_start, chunk_end, chunk_segment, seg_start,
             seg_state, h, l, c, tr, params, warm, feats, valid, swing, start_state, end_state, snap_pos,
             n_snap, snap_state);
 }
@@ -30,7 +33,7 @@ void host_pf_scan(pf_i64 n_threads, pf_i64 n_chunks, const pf_i64* chunk_start, 
 void host_pf_check(pf_i64 n_threads, pf_i64 n_chunks, const pf_i64* chunk_start, const pf_i64* chunk_segment,
                    const pf_i64* seg_start, const double* start_state, const double* end_state,
                    unsigned char* bad) {
-  PF_LAUNCH(pf_check, n_threads, PF_BLOCK, n_chunks, chunk_start, chunk_segment, seg_start, start_state,
+  PF_LAUNCH(pf_check, n_threads, PF_TASK_BLOCK, n_chunks, chunk_start, chunk_segment, seg_start, start_state,
             end_state, bad);
 }
 
@@ -39,7 +42,7 @@ void host_pf_fixup(pf_i64 n_threads, pf_i64 n_segments, const pf_i64* seg_first_
                    const double* h, const double* l, const double* c, const double* params, float* feats,
                    unsigned char* valid, signed char* swing, double* start_state, double* end_state,
                    const pf_i64* snap_pos, pf_i64 n_snap, double* snap_state, int* fixups) {
-  PF_LAUNCH(pf_fixup, n_threads, PF_BLOCK, n_segments, seg_first_chunk, chunk_start, chunk_end, bad, h, l,
+  PF_LAUNCH(pf_fixup, n_threads, PF_TASK_BLOCK, n_segments, seg_first_chunk, chunk_start, chunk_end, bad, h, l,
             c, params, feats, valid, swing, start_state, end_state, snap_pos, n_snap, snap_state, fixups);
 }
 

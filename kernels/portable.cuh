@@ -31,21 +31,33 @@ PF_DEVICE double pf_fabs(double x) { return fabs(x); }
 typedef long long pf_i64;
 typedef unsigned long long pf_u64;
 struct pf_dim3 { unsigned int x, y, z; };
-static thread_local pf_dim3 threadIdx, blockIdx, blockDim, gridDim;
+// initial-exec: plain %fs-relative loads instead of a __tls_get_addr call per access.
+#define PF_TLS static thread_local __attribute__((tls_model("initial-exec")))
+PF_TLS pf_dim3 threadIdx, blockIdx, blockDim, gridDim;
 PF_DEVICE pf_u64 pf_bits(double x) { pf_u64 u; memcpy(&u, &x, sizeof u); return u; }
 PF_DEVICE double pf_fabs(double x) { return fabs(x); }
-// Run kernel(args...) once per (block, thread) of a 1-D grid, across OpenMP threads.
+// Run kernel(args...) for every thread of a 1-D grid of `block`-thread blocks: the
+// blocks are shared among OpenMP threads, the threads of a block run in order.
+// Elementwise kernels use large blocks (cheap iterations), chunk kernels blocks of 1
+// (each chunk is a task of its own).
 #define PF_LAUNCH(kernel, n_threads, block, ...)                                   \
   do {                                                                            \
     const pf_i64 pf_n_ = (n_threads);                                             \
     const unsigned int pf_b_ = (block);                                           \
-    _Pragma("omp parallel for schedule(guided)")                                  \
-    for (pf_i64 pf_t_ = 0; pf_t_ < pf_n_; ++pf_t_) {                              \
+    const pf_i64 pf_grid_ = (pf_n_ + pf_b_ - 1) / pf_b_;                          \
+    _Pragma("omp parallel")                                                       \
+    {                                                                             \
       blockDim.x = pf_b_; blockDim.y = blockDim.z = 1;                            \
-      gridDim.x = (unsigned int)((pf_n_ + pf_b_ - 1) / pf_b_); gridDim.y = gridDim.z = 1; \
-      blockIdx.x = (unsigned int)(pf_t_ / pf_b_); blockIdx.y = blockIdx.z = 0;    \
-      threadIdx.x = (unsigned int)(pf_t_ % pf_b_); threadIdx.y = threadIdx.z = 0; \
-      kernel(__VA_ARGS__);                                                        \
+      gridDim.x = (unsigned int)pf_grid_; gridDim.y = gridDim.z = 1;              \
+      blockIdx.y = blockIdx.z = threadIdx.y = threadIdx.z = 0;                    \
+      _Pragma("omp for schedule(guided)")                                         \
+      for (pf_i64 pf_blk_ = 0; pf_blk_ < pf_grid_; ++pf_blk_) {                   \
+        blockIdx.x = (unsigned int)pf_blk_;                                       \
+        for (unsigned int pf_t_ = 0; pf_t_ < pf_b_; ++pf_t_) {                    \
+          threadIdx.x = pf_t_;                                                    \
+          kernel(__VA_ARGS__);                                                    \
+        }                                                                         \
+      }                                                                           \
     }                                                                             \
   } while (0)
 #endif

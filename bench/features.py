@@ -1,0 +1,220 @@
+"""Feature engines side by side, on the same synthetic bars, in one run.
+
+Measures (never asserted in tests; reported in the README and the issue notes):
+
+- bars/s of the seed-style baseline (the old cost model: a per-bar Python loop
+  that writes every bar into each of the K windows holding it, materializing
+  ``[n_windows, K, 10]``), the reference engine, the host engine and the GPU
+  engine (when present), with ratios to the reference and to the baseline.
+  Slow engines get fewer bars and are reported per bar;
+- GPU kernel time from CUDA events, and fix-ups at the default warm-up;
+- end to end, parquet file to written store, for each fast engine;
+- 1 symbol x 1.8M bars against 50 symbols x 36,000 bars for each engine;
+- store size against the old layout's ``n_windows x K x 10 x 4`` bytes, and the
+  peak resident memory of ``gpu-features precompute`` on the full set (a child process).
+
+Usage: ``python bench/features.py [--bars N] [--out results.json]``. Prints a table
+and writes JSON with a ``rows`` list for ``bench/summary.py``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import gpu_features as gf  # noqa: E402
+from gpu_features import engines, reference, synthetic  # noqa: E402
+from gpu_features.config import FeatureConfig, N_FEATURES  # noqa: E402
+from gpu_features.engines import gpu as gpu_engine, host as host_engine  # noqa: E402
+
+
+def seed_style_builder(o, h, l, c, cfg: FeatureConfig) -> np.ndarray:
+    """The old pipeline's cost model: per-bar features, then every bar copied into each of
+    the K windows that contain it, one Python-level write at a time. Returns ``[n-K+1, K, 10]``."""
+    n, K = len(c), cfg.window_length
+    feats = np.zeros((n, N_FEATURES), np.float32)
+    valid = np.zeros(n, bool)
+    swing = np.zeros(n, np.int8)
+    reference.run_series(o.tolist(), h.tolist(), l.tolist(), c.tolist(), cfg,
+                         np.zeros(16 + cfg.atr_period), feats, valid, swing)
+    windows = np.zeros((max(n - K + 1, 0), K, N_FEATURES), np.float32)
+    for i in range(n):
+        row = feats[i]
+        for w in range(max(0, i - K + 1), min(i, n - K) + 1):
+            windows[w, i - w] = row
+    return windows
+
+
+def best_of(fn, repeat: int):
+    """``(seconds, result)`` of the fastest of ``repeat`` calls."""
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        result = fn()
+        elapsed = time.perf_counter() - t0
+        if elapsed < best:
+            best, out = elapsed, result
+    return best, out
+
+
+def device_name(engine: str) -> str:
+    if engine == "gpu":
+        import cupy
+
+        props = cupy.cuda.runtime.getDeviceProperties(0)
+        return props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {host_engine.threads()} OpenMP threads"
+
+
+def run_engine(engine, bars, repeat):
+    """Best-of-``repeat`` wall time of one engine call over ``bars`` (all series in one call)."""
+    def call():
+        r = engines.run(bars.open, bars.high, bars.low, bars.close, offsets=bars.offsets, engine=engine)
+        if engine == "gpu":
+            import cupy
+
+            cupy.cuda.Device().synchronize()
+        return r
+    call()  # warm-up: builds and loads the kernels, touches the allocator
+    return best_of(call, repeat)
+
+
+def peak_rss_of_precompute(n_bars: int, engine: str) -> float:
+    """Peak resident MB of ``gpu-features precompute`` on ``n_bars`` synthetic bars, in a child process (Linux)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        # VmHWM belongs to the child's own address space; ru_maxrss would also count the
+        # pages this (large) parent process had when it forked.
+        code = ("import sys; from gpu_features.cli import main; "
+                f"rc = main(['precompute', '--output', sys.argv[1], '--synthetic-bars', '{n_bars}', "
+                f"'--engine', '{engine}', '--quiet']); "
+                "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
+        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+        out = subprocess.run([sys.executable, "-c", code, str(Path(tmp) / "s")], capture_output=True, text=True,
+                             env=env, check=True)
+        return int(out.stdout.strip().splitlines()[-1]) / 1024.0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--bars", type=int, default=synthetic.DEFAULT_BARS, help="bars for the fast engines [1.8M]")
+    p.add_argument("--ref-bars", type=int, default=200_000, help="bars for the reference engine [200k]")
+    p.add_argument("--seed-bars", type=int, default=10_000, help="bars for the seed-style baseline [10k]")
+    p.add_argument("--repeat", type=int, default=3, help="best of this many runs for fast engines [3]")
+    p.add_argument("--no-rss", action="store_true", help="skip the peak-memory child process")
+    p.add_argument("--out", help="JSON file to write")
+    args = p.parse_args(argv)
+
+    cfg = FeatureConfig()
+    fast = ["host"] + (["gpu"] if gpu_engine.available() else [])
+    bars = synthetic.generate(args.bars)
+    result = {"bench": "features", "bars": args.bars, "engines": {}, "rows": [],
+              "device": {e: device_name(e) for e in fast}, "python": platform.python_version()}
+    rows = result["rows"]
+
+    # 1. the seed-style baseline and the reference, on fewer bars, per bar
+    small = bars.take(0, args.seed_bars)
+    t_seed, windows = best_of(lambda: seed_style_builder(small.open, small.high, small.low, small.close, cfg), 1)
+    seed_rate = args.seed_bars / t_seed
+    result["engines"]["seed-style"] = {"bars": args.seed_bars, "seconds": t_seed, "bars_per_s": seed_rate}
+    ref_bars = bars.take(0, args.ref_bars)
+    t_ref, _ = best_of(lambda: engines.run(ref_bars.open, ref_bars.high, ref_bars.low, ref_bars.close,
+                                           engine="reference"), 1)
+    ref_rate = args.ref_bars / t_ref
+    result["engines"]["reference"] = {"bars": args.ref_bars, "seconds": t_ref, "bars_per_s": ref_rate}
+    rows.append({"what": "seed-style builder", "value": seed_rate, "unit": "bars/s"})
+    rows.append({"what": "reference engine", "value": ref_rate, "unit": "bars/s"})
+    rows.append({"what": "reference / seed-style", "value": ref_rate / seed_rate, "unit": "x"})
+
+    # 2. fast engines on the full set
+    for eng in fast:
+        t, run = run_engine(eng, bars, args.repeat)  # kernel time below is that of the best run
+        rate = args.bars / t
+        result["engines"][eng] = {"bars": args.bars, "seconds": t, "bars_per_s": rate,
+                                  "kernel_seconds": run.kernel_seconds, "chunks": run.chunks, "fixups": run.fixups,
+                                  "vs_reference": rate / ref_rate, "vs_seed_style": rate / seed_rate}
+        rows.append({"what": f"{eng} engine, {args.bars:,} bars", "value": rate, "unit": "bars/s"})
+        rows.append({"what": f"{eng} / reference", "value": rate / ref_rate, "unit": "x"})
+        rows.append({"what": f"{eng} / seed-style", "value": rate / seed_rate, "unit": "x"})
+        rows.append({"what": f"{eng} kernel time", "value": run.kernel_seconds * 1e3, "unit": "ms"})
+        rows.append({"what": f"{eng} fix-ups (default W)", "value": run.fixups, "unit": "chunks"})
+
+    # 3. many symbols: 50 x 36,000 against 1 x 1.8M (same total), one engine call each
+    per = max(args.bars // 50, 1)
+    multi = synthetic.generate(per, 50, seed=1)
+    for eng in fast + ["reference"]:
+        if eng == "reference":
+            sub = synthetic.generate(max(args.ref_bars // 50, 1), 50, seed=1)
+            t, _ = best_of(lambda: engines.run(sub.open, sub.high, sub.low, sub.close, offsets=sub.offsets,
+                                               engine="reference"), 1)
+            rate = sub.n / t
+            single = ref_rate
+        else:
+            t, _ = run_engine(eng, multi, args.repeat)
+            rate = multi.n / t
+            single = result["engines"][eng]["bars_per_s"]
+        result["engines"].setdefault(f"{eng} 50 symbols", {"bars": multi.n, "bars_per_s": rate, "vs_one_symbol": rate / single})
+        rows.append({"what": f"{eng}, 50 symbols x {per:,} / 1 symbol", "value": rate / single, "unit": "x"})
+
+    # 4. end to end: parquet file -> written store
+    with tempfile.TemporaryDirectory() as tmp:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        src = Path(tmp) / "bars.parquet"
+        pq.write_table(pa.table({"timestamp": pa.array(bars.timestamp, pa.timestamp("ns", tz="UTC")),
+                                 "open": bars.open, "high": bars.high, "low": bars.low, "close": bars.close}), src)
+        for eng in fast:
+            def e2e():
+                return gf.precompute(src, Path(tmp) / f"store-{eng}", engine=eng, overwrite=True)
+            e2e()
+            t, st = best_of(e2e, args.repeat)
+            result["engines"][eng]["end_to_end_seconds"] = t
+            rows.append({"what": f"{eng} end to end, parquet -> store", "value": t, "unit": "s"})
+        m = st.manifest
+        store_bytes = sum(s["bytes"] for s in m["shards"]) + m["state"]["bytes"]
+    K = cfg.window_length
+    old_bytes = (args.bars - K + 1) * K * N_FEATURES * 4
+    result["store_bytes"], result["old_layout_bytes"] = store_bytes, old_bytes
+    rows.append({"what": "store size", "value": store_bytes / 1e6, "unit": "MB"})
+    rows.append({"what": "old layout, windows x K x 10 float32", "value": old_bytes / 1e6, "unit": "MB"})
+    rows.append({"what": "old layout / store", "value": old_bytes / store_bytes, "unit": "x"})
+    if not args.no_rss:
+        rss = peak_rss_of_precompute(args.bars, fast[-1])
+        result["precompute_peak_rss_mb"] = rss
+        rows.append({"what": f"precompute peak RSS, {args.bars:,} bars ({fast[-1]})", "value": rss, "unit": "MB"})
+
+    print_table(result)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+def print_table(result: dict) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    t = Table(title=f"bench/features.py ({', '.join(f'{k}: {v}' for k, v in result['device'].items())})")
+    t.add_column("what")
+    t.add_column("value", justify="right")
+    t.add_column("unit")
+    for r in result["rows"]:
+        v = r["value"]
+        t.add_row(escape(r["what"]), f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.3g}", r["unit"])
+    Console().print(t)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
