@@ -145,7 +145,8 @@ def assemble(where, prices: dict, ts: np.ndarray, symbol: np.ndarray | None, on_
         names = tuple(str(x) for x in names_arr)
         order = np.argsort(codes, kind="stable")
     o, h, l, c, ts, codes, row = (a[order] for a in (o, h, l, c, ts, codes, row))
-    ingest: dict[str, Any] = {"policy": on_bad_bars, "rows_read": int(n), "dropped": {}, "repaired": {}}
+    ingest: dict[str, Any] = {"policy": on_bad_bars, "rows_read": int(n), "symbol_column": symbol is not None,
+                              "dropped": {}, "repaired": {}}
 
     finite = np.isfinite(o) & np.isfinite(h) & np.isfinite(l) & np.isfinite(c)
     with np.errstate(invalid="ignore"):

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from . import synthetic
-from .config import FEATURE_NAMES, FeatureConfig
+from .config import FeatureConfig
 from .engines import ENGINE_CHOICES
 from .errors import ConfigError, GpuFeaturesError
 
@@ -88,6 +88,15 @@ def cmd_precompute(args) -> int:
     from . import store as store_mod
     from .splits import parse_fractions
 
+    if args.append:
+        given = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(FeatureConfig)
+                 if getattr(args, f.name, None) is not None]
+        given += [flag for flag, on in (("--config", args.config), ("--input", args.input),
+                                        ("--overwrite", args.overwrite), ("--split-dates", args.split_dates),
+                                        ("--split-fractions", args.split_fractions)) if on]
+        if given:
+            raise GpuFeaturesError(f"--append continues the store's own config, input layout and splits, so "
+                                   f"{', '.join(given)} cannot be used with it; drop those flags.")
     cfg = config_from_args(args)
     if args.split_dates and args.split_fractions:
         raise GpuFeaturesError("give either --split-dates or --split-fractions, not both.")

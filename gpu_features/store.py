@@ -358,25 +358,40 @@ def feature_stats(feats: np.ndarray, valid: np.ndarray) -> dict:
     return out
 
 
-def swing_stats(swing: np.ndarray) -> dict:
-    """Swing confirmations: counts and rates per 1,000 bars."""
-    n = max(len(swing), 1)
-    highs, lows = int(np.count_nonzero(swing == 1)), int(np.count_nonzero(swing == 2))
-    total = highs + lows
-    return {"highs": highs, "lows": lows, "per_1000_bars": 1000.0 * total / n,
-            "bars_per_swing": (len(swing) / total) if total else None}
+def swing_counts(swing: np.ndarray, symbol_of_bar: np.ndarray, n_symbols: int) -> np.ndarray:
+    """``[S, 2] int64`` swing highs and lows confirmed per symbol, from the engine's ``[n] int8`` swing codes."""
+    out = np.zeros((n_symbols, 2), dtype=np.int64)
+    for code in (1, 2):
+        out[:, code - 1] = np.bincount(symbol_of_bar[swing == code], minlength=n_symbols)
+    return out
 
 
-def store_stats(feats, valid, swing, symbol_of_bar, symbols) -> dict:
-    """The manifest ``stats`` record: overall and per symbol."""
+def swing_stats(highs: int, lows: int, bars: int) -> dict:
+    """Swing confirmations: counts, per 1,000 bars, and bars per confirmed swing."""
+    total = int(highs) + int(lows)
+    return {"highs": int(highs), "lows": int(lows), "per_1000_bars": 1000.0 * total / max(bars, 1),
+            "bars_per_swing": (bars / total) if total else None}
+
+
+def store_stats(feats, valid, symbol_of_bar, symbols, counts: np.ndarray) -> dict:
+    """The manifest ``stats`` record, overall and per symbol.
+
+    Args:
+        feats: ``[n, 10] float32``; valid: ``[n] bool``; symbol_of_bar: ``[n] int64``.
+        symbols: the ``S`` symbol names; counts: ``[S, 2]`` swing highs and lows per symbol.
+    """
     per_symbol = {}
     for k, name in enumerate(symbols):
         sel = symbol_of_bar == k
-        per_symbol[name] = {"bars": int(sel.sum()), "valid_bars": int(valid[sel].sum()),
-                            "features": feature_stats(feats[sel], valid[sel]), "swings": swing_stats(swing[sel])}
+        bars = int(sel.sum())
+        per_symbol[name] = {"bars": bars, "valid_bars": int(valid[sel].sum()),
+                            "features": feature_stats(feats[sel], valid[sel]),
+                            "swings": swing_stats(counts[k, 0], counts[k, 1], bars)}
+    total = counts.sum(axis=0)
     return {"bars": int(len(valid)), "valid_bars": int(valid.sum()),
             "valid_fraction": float(valid.mean()) if len(valid) else 0.0,
-            "features": feature_stats(feats, valid), "swings": swing_stats(swing), "per_symbol": per_symbol}
+            "features": feature_stats(feats, valid), "swings": swing_stats(total[0], total[1], len(valid)),
+            "per_symbol": per_symbol}
 
 
 def split_counts(valid, split_ids, segment_bounds, K) -> dict:
@@ -436,6 +451,11 @@ def write_manifest(path: Path, manifest: dict) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def source_record(bars: Bars) -> dict:
+    """The manifest ``sources`` entry of some bars: where they came from and what ingest did."""
+    return dict({"kind": "memory"}, **bars.source, ingest=bars.ingest)
 
 
 def _is_store_or_empty(path: Path) -> bool:
@@ -542,7 +562,7 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
             "config": cfg.to_dict(),
             "n_bars": int(bars.n),
             "symbols": symbols,
-            "sources": [dict(bars.source, ingest=bars.ingest)],
+            "sources": [source_record(bars)],
             "series": series,
             "shards": shard_records,
             "state": state_record,
@@ -551,7 +571,8 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
                        "kernel_seconds": run.kernel_seconds},
             "timings": {"read_s": t_read - t_start, "compute_s": t_compute - t_read,
                         "write_s": t_write - t_compute},
-            "stats": store_stats(feats, valid, swing, symbol_of_bar, symbols),
+            "stats": store_stats(feats, valid, symbol_of_bar, symbols,
+                                 swing_counts(swing, symbol_of_bar, len(symbols))),
         }
         manifest["timings"]["total_s"] = time.perf_counter() - t_start
         write_manifest(tmp / MANIFEST, manifest)

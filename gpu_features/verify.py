@@ -28,12 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import engines, synthetic
+from . import engines
 from . import state as S
-from .bars import Bars, file_digest, read_bars
+from .bars import Bars
 from .config import FEATURE_NAMES
 from .errors import GpuFeaturesError
-from .store import (Store, _check_file, feature_stats, open_store, split_counts)
+from .sources import load_sources, store_bars
+from .store import Store, _check_file, feature_stats, open_store, split_counts
 
 DEFAULT_SAMPLE_BARS = 10_000
 DEGENERATE_ZERO_FRACTION = 0.99
@@ -104,12 +105,12 @@ def verify_store(path, sources=None, sample_bars: int = DEFAULT_SAMPLE_BARS, see
     add(_check_degenerate(feats, valid))
     add(_check_manifest_numbers(store, feats, valid))
 
-    bars_by_source, why = _load_sources(store, sources)
+    bars_by_source, why = load_sources(store, sources)
     if bars_by_source is None:
         add(Check("source", None, why))
         add(Check("values", None, "not recomputed: " + why))
         return report
-    src_bars = _store_bars(store, bars_by_source)
+    src_bars = store_bars(store, bars_by_source)
     if src_bars is None:
         add(Check("source", False, "the source does not hold the stored series (symbols or bar counts differ)"))
         add(Check("values", None, "not recomputed: the source does not match the store"))
@@ -159,55 +160,6 @@ def _check_manifest_numbers(store: Store, feats, valid) -> Check:
     if problems:
         return Check("manifest numbers", False, "manifest disagrees with the stored arrays: " + "; ".join(problems[:5]))
     return Check("manifest numbers", True, "statistics, valid-bar and window counts match the stored arrays")
-
-
-def _load_sources(store: Store, overrides):
-    """Bars of every manifest source, or ``(None, why)`` when one is missing or changed."""
-    recs = store.manifest["sources"]
-    overrides = list(overrides or [])
-    if overrides and len(overrides) != len(recs):
-        return None, f"{len(overrides)} --source given but the store has {len(recs)} source(s), in order"
-    loaded, said = [], []
-    for k, rec in enumerate(recs):
-        if rec.get("kind") == "synthetic" and not overrides:
-            loaded.append(synthetic.regenerate(rec))
-            said.append(f"synthetic {rec['generator']} seed {rec['seed']} regenerated")
-            continue
-        path = Path(overrides[k]) if overrides else Path(rec.get("path", ""))
-        if not path.is_file():
-            return None, f"source {path} is missing; pass it with --source"
-        if rec.get("kind") == "file":
-            digest = file_digest(path)
-            if digest["sha256"] != rec.get("sha256"):
-                return None, f"source {path} changed since the store was built (SHA-256 differs); pass the original with --source"
-        policy = rec.get("ingest", {}).get("policy", "error")
-        loaded.append(read_bars(path, on_bad_bars=policy))
-        said.append(f"{path.name} (sha256 ok)" if rec.get("kind") == "file" else f"{path.name}")
-    return loaded, "source " + ", ".join(said)
-
-
-def _store_bars(store: Store, bars_by_source) -> Bars | None:
-    """The source bars laid out like the store (segment by segment), or None if they do not fit."""
-    parts = {k: [] for k in ("open", "high", "low", "close", "timestamp")}
-    for seg in store.series:
-        src = bars_by_source[seg["source"]]
-        # A file without a symbol column holds one series, named after the file: match it by position.
-        if seg["name"] in src.symbols:
-            s = src.symbols.index(seg["name"])
-        elif src.n_series == 1:
-            s = 0
-        else:
-            return None
-        bounds = src.series_bounds()
-        a = int(bounds[s]) + seg["source_first"]
-        b = a + seg["count"]
-        if b > bounds[s + 1]:
-            return None
-        for key in parts:
-            parts[key].append(getattr(src, key)[a:b])
-    cat = {k: np.concatenate(v) for k, v in parts.items()}
-    return Bars(cat["open"], cat["high"], cat["low"], cat["close"], cat["timestamp"],
-                store.segment_bounds()[:-1], tuple(s["name"] for s in store.series))
 
 
 def _intervals(store: Store, cps: np.ndarray):

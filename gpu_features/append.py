@@ -1,0 +1,215 @@
+"""Incremental append: extend a store with newer bars without recomputing history.
+
+Each symbol's exact end state lives in the store's state file; new bars of a
+known symbol continue from it (any engine), so the result equals a full
+recompute of old + new bars bit for bit. New symbols start fresh.
+
+Layout: appended bars go into new shards after the old ones, one new series
+segment per symbol (``start_index`` = bars of that symbol before it), so a
+window never spans the seam between two appends. Overlap: bars at or before
+a symbol's last stored timestamp are refused, or with ``on_overlap="skip"``
+skipped after checking that they equal the stored source bars (timestamps and
+OHLC, re-derived from the manifest's sources).
+
+Splits: the boundary timestamps recorded at build time are kept, so no
+stored bar ever changes split; appended bars fall into the split their time
+says (normally the open-ended test split). Rebuild with ``precompute`` to
+re-split by fractions. Counts and statistics are recomputed over all bars.
+
+Atomicity: new shard and state files get names the old manifest does not
+use, and ``manifest.json`` is replaced by a rename only when they are all
+written; a failure before that removes them and leaves the old store intact.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import engines, splits as splits_mod
+from .bars import Bars, read_bars
+from .errors import StoreError
+from .store import (SHARD_BARS, Progress, _no_progress, checkpoint_positions, now_iso, open_store, shard_ranges,
+                    source_record, split_counts, store_stats, swing_counts, to_numpy, write_manifest, write_shard,
+                    write_state)
+
+OVERLAP_POLICIES = ("error", "skip")
+
+
+def append_store(store_dir, bars_or_path, engine: str = "auto", on_bad_bars: str = "error",
+                 on_overlap: str = "error", shard_bars: int = SHARD_BARS, progress: Progress | None = None):
+    """Append newer bars to an existing store.
+
+    Args:
+        store_dir: the store to extend.
+        bars_or_path: :class:`Bars`, or a parquet/CSV path.
+        engine: ``auto``, ``reference``, ``host`` or ``gpu``.
+        on_bad_bars: ingest policy for the new file.
+        on_overlap: ``error`` (default) or ``skip`` (see module doc).
+        shard_bars: bars per new shard.
+        progress: optional ``callback(stage, done, total)``.
+
+    Returns:
+        The reopened, extended :class:`~gpu_features.store.Store`.
+    """
+    progress = progress or _no_progress
+    if on_overlap not in OVERLAP_POLICIES:
+        raise StoreError(f"on_overlap must be one of {', '.join(OVERLAP_POLICIES)}, got {on_overlap!r}.")
+    t0 = time.perf_counter()
+    store = open_store(store_dir, verify=True)
+    m = store.manifest
+    cfg = store.config
+    progress("read", 0, 1)
+    new = bars_or_path if isinstance(bars_or_path, Bars) else read_bars(bars_or_path, on_bad_bars=on_bad_bars)
+    progress("read", 1, 1)
+    names = _symbol_names(store, new, bars_or_path)
+    states = store.states()
+    ts_old = store.timestamps()
+
+    # Which new bars to take per symbol, and where each continues from.
+    symbols = list(store.symbols)
+    bounds = new.series_bounds()
+    pieces = []  # (name, first new bar in `new`, count, start_index, skipped)
+    skipped_total = 0
+    for s, name in enumerate(names):
+        a, b = int(bounds[s]), int(bounds[s + 1])
+        segs = [g for g in store.series if g["name"] == name]
+        if segs:
+            last = segs[-1]
+            last_ts = int(ts_old[last["first"] + last["count"] - 1])
+            overlap = int(np.count_nonzero(new.timestamp[a:b] <= last_ts))
+            if overlap:
+                if on_overlap == "error":
+                    raise StoreError(f"{_where(bars_or_path)}: {overlap} bar(s) of {name} are at or before its last "
+                                     f"stored bar ({splits_mod._iso(last_ts)}); remove them, or pass --on-overlap skip "
+                                     "to skip them after checking they equal the stored bars.")
+                _check_overlap(store, name, new, a, a + overlap, bars_or_path)
+            start_index = sum(g["count"] for g in segs)
+        else:
+            overlap, start_index = 0, 0
+        skipped_total += overlap
+        if b - (a + overlap) > 0:
+            pieces.append((name, a + overlap, b - (a + overlap), start_index, overlap))
+    if not pieces:
+        raise StoreError(f"{_where(bars_or_path)}: no new bars to append (all {new.n} are already in the store).")
+
+    # One engine call over every new segment, each from its symbol's stored end state.
+    new_symbols = [p[0] for p in pieces if p[0] not in symbols]
+    symbols += new_symbols
+    index = {name: k for k, name in enumerate(symbols)}
+    take = np.concatenate([np.arange(a, a + n) for _, a, n, _, _ in pieces])
+    seg_counts = np.array([n for _, _, n, _, _ in pieces], dtype=np.int64)
+    local_bounds = np.concatenate([[0], np.cumsum(seg_counts)]).astype(np.int64)
+    n_old, n_new = store.n_bars, int(local_bounds[-1])
+    dim = states["end_state"].shape[1]
+    end_state = np.zeros((len(symbols), dim))
+    end_state[: len(store.symbols)] = states["end_state"]
+    start_states = end_state[[index[p[0]] for p in pieces]]
+    shards = shard_ranges(n_old, n_new, shard_bars)
+    shard_bounds = np.array([a for a, _ in shards] + [n_old + n_new], dtype=np.int64)
+    cps = checkpoint_positions(local_bounds + n_old, shard_bounds, m["state"]["checkpoint_every"])
+    progress("compute", 0, 1)
+    o, h, l, c = (getattr(new, k)[take] for k in ("open", "high", "low", "close"))
+    run = engines.run(o, h, l, c, offsets=local_bounds[:-1], config=cfg, engine=engine, start_states=start_states,
+                      snapshot_at=cps - n_old)
+    feats, valid, swing = to_numpy(run.features), to_numpy(run.valid), to_numpy(run.swing)
+    ends = to_numpy(run.end_states)
+    for k, p in enumerate(pieces):
+        end_state[index[p[0]]] = ends[k]
+    progress("compute", 1, 1)
+    t_compute = time.perf_counter()
+
+    gen = len(m.get("appends", [])) + 1
+    source_index = len(m["sources"])
+    new_series = [{"name": name, "first": n_old + int(local_bounds[k]), "count": int(n), "start_index": int(si),
+                   "source": source_index, "source_first": int(skip)}
+                  for k, (name, _, n, si, skip) in enumerate(pieces)]
+    root = store.path
+    written: list[Path] = []
+    try:
+        shard_records = []
+        for k, (a, count) in enumerate(shards):
+            path = root / f"bars-{len(m['shards']) + k:05d}-append{gen:03d}.safetensors"
+            written.append(path)
+            shard_records.append(write_shard(path, feats[a - n_old:a - n_old + count], valid[a - n_old:a - n_old + count],
+                                             new.timestamp[take][a - n_old:a - n_old + count], a))
+            progress("write", k + 1, len(shards))
+        state_path = root / f"state-append{gen:03d}.safetensors"
+        written.append(state_path)
+        all_cps = np.concatenate([states["checkpoint_bar"], cps])
+        all_states = np.concatenate([states["checkpoint_state"], to_numpy(run.snapshots)])
+        state_record = write_state(state_path, all_cps, all_states, end_state, m["state"]["checkpoint_every"])
+
+        # Whole-store numbers: old arrays + new ones.
+        feats_all = np.concatenate([store.array("features"), feats])
+        valid_all = np.concatenate([store.array("valid"), valid])
+        ts_all = np.concatenate([ts_old, new.timestamp[take]])
+        series = m["series"] + new_series
+        seg_bounds = np.array([g["first"] for g in series] + [n_old + n_new], dtype=np.int64)
+        symbol_of_bar = np.repeat(np.array([index[g["name"]] for g in series]), [g["count"] for g in series])
+        counts = np.zeros((len(symbols), 2), dtype=np.int64)
+        for name, st in m["stats"]["per_symbol"].items():
+            counts[index[name]] = (st["swings"]["highs"], st["swings"]["lows"])
+        counts += swing_counts(swing, symbol_of_bar[n_old:], len(symbols))
+        split_record = dict(m["splits"])
+        split_record["counts"] = split_counts(valid_all, splits_mod.split_ids(ts_all, split_record), seg_bounds,
+                                              cfg.window_length)
+        manifest = dict(m)
+        manifest.update(
+            n_bars=n_old + n_new, symbols=symbols, series=series, shards=m["shards"] + shard_records,
+            sources=m["sources"] + [source_record(new)], state=state_record, splits=split_record,
+            stats=store_stats(feats_all, valid_all, symbol_of_bar, symbols, counts),
+            appends=m.get("appends", []) + [{
+                "created": now_iso(), "source": source_index, "bars": n_new, "skipped_overlap": skipped_total,
+                "new_symbols": new_symbols, "engine": {"name": run.engine, "chunks": run.chunks, "fixups": run.fixups,
+                                                       "kernel_seconds": run.kernel_seconds},
+                "timings": {"compute_s": t_compute - t0, "total_s": time.perf_counter() - t0}}],
+        )
+        write_manifest(root / "manifest.json", manifest)  # the commit point
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    old_state = root / m["state"]["file"]
+    if old_state.name != state_record["file"]:
+        old_state.unlink(missing_ok=True)  # no longer referenced
+    return open_store(root)
+
+
+def _where(bars_or_path) -> str:
+    return str(bars_or_path) if not isinstance(bars_or_path, Bars) else "the new bars"
+
+
+def _symbol_names(store, new: Bars, bars_or_path) -> list[str]:
+    """Store symbol of each new series: a file without a symbol column continues a one-symbol store."""
+    if new.ingest.get("symbol_column", True):
+        return list(new.symbols)
+    if len(store.symbols) != 1:
+        raise StoreError(f"{_where(bars_or_path)} has no symbol column but the store holds {len(store.symbols)} "
+                         f"symbols ({', '.join(store.symbols)}); add a symbol column to say which bars are whose.")
+    return [store.symbols[0]]
+
+
+def _check_overlap(store, name: str, new: Bars, a: int, b: int, bars_or_path) -> None:
+    """Refuse unless new bars ``a:b`` equal the stored source bars of ``name`` at the same timestamps."""
+    from .sources import load_sources, store_bars
+
+    loaded, why = load_sources(store)
+    old = store_bars(store, loaded) if loaded is not None else None
+    if old is None:
+        raise StoreError(f"{_where(bars_or_path)}: cannot check the overlapping bars of {name} against the store "
+                         f"({why or 'its sources do not match it'}); remove the overlap from the new file instead.")
+    sel = np.repeat([g["name"] == name for g in store.series], [g["count"] for g in store.series])
+    ts = old.timestamp[sel]
+    pos = np.searchsorted(ts, new.timestamp[a:b])
+    found = (pos < len(ts)) & (ts[np.minimum(pos, len(ts) - 1)] == new.timestamp[a:b])
+    same = found.copy()
+    for key in ("open", "high", "low", "close"):
+        stored = getattr(old, key)[sel][np.minimum(pos, len(ts) - 1)]
+        same &= stored == getattr(new, key)[a:b]
+    if not same.all():
+        first = int(np.flatnonzero(~same)[0]) + a
+        raise StoreError(f"{_where(bars_or_path)}: {int((~same).sum())} overlapping bar(s) of {name} differ from the "
+                         f"stored bars (first at {splits_mod._iso(int(new.timestamp[first]))}); the history changed, "
+                         "so rebuild the store with precompute.")

@@ -1,0 +1,68 @@
+"""The bars behind a store, re-derived from the sources its manifest records.
+
+``verify`` recomputes features from them; ``--append --on-overlap skip`` checks
+overlapping new bars against them. A file source is found by its recorded
+path and must still have its recorded SHA-256; a synthetic source is
+regenerated from its parameters. Files are re-read with the ingest policy
+they were read with, so dropped bars are dropped again, identically.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import synthetic
+from .bars import Bars, file_digest, read_bars
+from .store import Store
+
+
+def load_sources(store: Store, overrides=None):
+    """Bars of every manifest source, or ``(None, why)`` when one is missing or changed."""
+    recs = store.manifest["sources"]
+    overrides = list(overrides or [])
+    if overrides and len(overrides) != len(recs):
+        return None, f"{len(overrides)} --source given but the store has {len(recs)} source(s), in order"
+    loaded, said = [], []
+    for k, rec in enumerate(recs):
+        if rec.get("kind") == "synthetic" and not overrides:
+            loaded.append(synthetic.regenerate(rec))
+            said.append(f"synthetic {rec['generator']} seed {rec['seed']} regenerated")
+            continue
+        if rec.get("kind") not in ("file", "synthetic") and not overrides:
+            return None, "the store was built from bars in memory, so there is no file to re-read; pass one with --source"
+        path = Path(overrides[k]) if overrides else Path(rec["path"])
+        if not path.is_file():
+            return None, f"source {path} is missing; pass it with --source"
+        if rec.get("kind") == "file":
+            digest = file_digest(path)
+            if digest["sha256"] != rec.get("sha256"):
+                return None, f"source {path} changed since the store was built (SHA-256 differs); pass the original with --source"
+        policy = rec.get("ingest", {}).get("policy", "error")
+        loaded.append(read_bars(path, on_bad_bars=policy))
+        said.append(f"{path.name} (sha256 ok)" if rec.get("kind") == "file" else f"{path.name}")
+    return loaded, "source " + ", ".join(said)
+
+
+def store_bars(store: Store, bars_by_source) -> Bars | None:
+    """The source bars laid out like the store (segment by segment), or None if they do not fit."""
+    parts = {k: [] for k in ("open", "high", "low", "close", "timestamp")}
+    for seg in store.series:
+        src = bars_by_source[seg["source"]]
+        # A file without a symbol column holds one series, named after the file: match it by position.
+        if seg["name"] in src.symbols:
+            s = src.symbols.index(seg["name"])
+        elif src.n_series == 1:
+            s = 0
+        else:
+            return None
+        bounds = src.series_bounds()
+        a = int(bounds[s]) + seg["source_first"]
+        b = a + seg["count"]
+        if b > bounds[s + 1]:
+            return None
+        for key in parts:
+            parts[key].append(getattr(src, key)[a:b])
+    cat = {k: np.concatenate(v) for k, v in parts.items()}
+    return Bars(cat["open"], cat["high"], cat["low"], cat["close"], cat["timestamp"],
+                store.segment_bounds()[:-1], tuple(s["name"] for s in store.series))

@@ -1,0 +1,166 @@
+"""Incremental append equals a full recompute bit for bit, for every engine; failures leave the store intact."""
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import gpu_features as gf
+from gpu_features import append as append_mod, store as store_mod, synthetic
+from gpu_features.append import append_store
+from gpu_features.bars import Bars
+from gpu_features.errors import StoreError
+from gpu_features.verify import verify_store
+
+N = 9_000
+
+
+def write_parquet(path, bars: Bars, a=None, b=None, symbols=True):
+    """Bars a:b of every series of ``bars`` as one parquet file (with a symbol column)."""
+    cols = {k: [] for k in ("symbol", "timestamp", "open", "high", "low", "close")}
+    bounds = bars.series_bounds()
+    for s, name in enumerate(bars.symbols):
+        lo, hi = int(bounds[s]), int(bounds[s + 1])
+        sl = slice(lo + (a or 0), lo + (hi - lo if b is None else b))
+        cols["symbol"] += [name] * len(bars.close[sl])
+        cols["timestamp"].append(bars.timestamp[sl])
+        for k in ("open", "high", "low", "close"):
+            cols[k].append(getattr(bars, k)[sl])
+    tbl = {"symbol": cols["symbol"]} if symbols else {}
+    tbl.update({k: np.concatenate(cols[k]) for k in ("timestamp", "open", "high", "low", "close")})
+    tbl["timestamp"] = pa.array(tbl["timestamp"], pa.timestamp("ns", tz="UTC"))
+    pq.write_table(pa.table(tbl), path)
+    return path
+
+
+def per_symbol(store, name, key):
+    parts = [store.array(key)[g["first"]: g["first"] + g["count"]] for g in store.series if g["name"] == name]
+    return np.concatenate(parts)
+
+
+@pytest.fixture(scope="module")
+def bars():
+    return synthetic.generate(N, 2, seed=21)
+
+
+def test_append_equals_full_recompute(engine, bars, tmp_path):
+    old = write_parquet(tmp_path / "old.parquet", bars, 0, 6000)
+    new = write_parquet(tmp_path / "new.parquet", bars, 6000, None)
+    path = tmp_path / "s"
+    gf.precompute(old, path, engine="host", shard_bars=2500)
+    st = append_store(path, new, engine=engine, shard_bars=2500)
+    full = gf.precompute(write_parquet(tmp_path / "all.parquet", bars), tmp_path / "full", engine="reference")
+    for name in ("SYN0", "SYN1"):
+        np.testing.assert_array_equal(per_symbol(st, name, "features").view(np.uint32),
+                                      per_symbol(full, name, "features").view(np.uint32))
+        np.testing.assert_array_equal(per_symbol(st, name, "valid"), per_symbol(full, name, "valid"))
+        np.testing.assert_array_equal(per_symbol(st, name, "timestamp"), per_symbol(full, name, "timestamp"))
+    np.testing.assert_array_equal(st.states()["end_state"], full.states()["end_state"])
+    m = st.manifest
+    assert m["n_bars"] == 2 * N and len(m["sources"]) == 2 and m["appends"][0]["engine"]["name"] == engine
+    assert [g["start_index"] for g in m["series"]] == [0, 0, 6000, 6000]
+    assert m["shards"][-1]["file"].endswith("-append001.safetensors")
+    assert m["stats"]["per_symbol"]["SYN0"]["swings"] == full.manifest["stats"]["per_symbol"]["SYN0"]["swings"]
+    assert sorted(p.name for p in path.glob("state*")) == ["state-append001.safetensors"]
+    assert verify_store(path).ok
+
+
+def test_new_symbols_start_fresh_and_splits_keep_their_boundaries(bars, tmp_path):
+    path = tmp_path / "s"
+    gf.precompute(bars.take(0, 5000, 0), path, engine="host")
+    before = json.loads((path / "manifest.json").read_text())["splits"]["boundaries"]
+    more = synthetic.generate(3000, 1, seed=99)
+    more = Bars(more.open, more.high, more.low, more.close, more.timestamp, more.offsets, ("ES",),
+                more.source, dict(more.ingest, symbol_column=True))
+    st = append_store(path, more, engine="host")
+    assert st.symbols == ["SYN0", "ES"] and st.manifest["splits"]["boundaries"] == before
+    alone = gf.compute_features(more.open, more.high, more.low, more.close, engine="reference")[0]
+    np.testing.assert_array_equal(per_symbol(st, "ES", "features").view(np.uint32), alone.view(np.uint32))
+    assert st.manifest["appends"][0]["new_symbols"] == ["ES"]
+
+
+def test_file_without_symbol_column_continues_a_one_symbol_store(bars, tmp_path):
+    one = bars.take(0, N, 0)
+    path = tmp_path / "s"
+    gf.precompute(write_parquet(tmp_path / "nq.parquet", one, 0, 4000, symbols=False), path, engine="host")
+    st = append_store(path, write_parquet(tmp_path / "nq_more.parquet", one, 4000, None, symbols=False), engine="host")
+    assert st.symbols == ["nq"] and st.n_bars == N
+    full = gf.compute_features(one.open, one.high, one.low, one.close, engine="reference")[0]
+    np.testing.assert_array_equal(st.array("features").view(np.uint32), full.view(np.uint32))
+    assert verify_store(path).ok
+
+
+def test_overlap_is_refused_or_skipped_after_checking(bars, tmp_path):
+    path = tmp_path / "s"
+    gf.precompute(write_parquet(tmp_path / "old.parquet", bars, 0, 6000), path, engine="host")
+    overlapping = write_parquet(tmp_path / "new.parquet", bars, 5990, None)
+    with pytest.raises(StoreError, match="10 bar\\(s\\) of SYN0 are at or before its last stored bar .*--on-overlap skip"):
+        append_store(path, overlapping, engine="host")
+    st = append_store(path, overlapping, engine="host", on_overlap="skip")
+    assert st.n_bars == 2 * N and st.manifest["appends"][0]["skipped_overlap"] == 20
+    assert [g["source_first"] for g in st.series[2:]] == [10, 10]
+    assert verify_store(path).ok
+
+
+def test_overlap_that_differs_from_the_stored_bars_is_refused(bars, tmp_path):
+    path = tmp_path / "s"
+    gf.precompute(write_parquet(tmp_path / "old.parquet", bars, 0, 6000), path, engine="host")
+    tbl = pq.read_table(write_parquet(tmp_path / "new.parquet", bars, 5995, None))
+    close = tbl.column("close").to_numpy().copy()
+    close[2] += 0.25
+    high = np.maximum(tbl.column("high").to_numpy(), close)
+    tbl = tbl.set_column(tbl.column_names.index("close"), "close", pa.array(close))
+    tbl = tbl.set_column(tbl.column_names.index("high"), "high", pa.array(high))
+    pq.write_table(tbl, tmp_path / "new.parquet")
+    with pytest.raises(StoreError, match="1 overlapping bar\\(s\\) of SYN0 differ from the stored bars"):
+        append_store(path, tmp_path / "new.parquet", engine="host", on_overlap="skip")
+
+
+def test_a_failed_append_leaves_the_old_store_intact(bars, tmp_path, monkeypatch):
+    path = tmp_path / "s"
+    gf.precompute(write_parquet(tmp_path / "old.parquet", bars, 0, 6000), path, engine="host")
+    before = {p.name: p.read_bytes() for p in path.iterdir()}
+    calls = {"n": 0}
+    real = store_mod.write_shard
+
+    def failing(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("disk full (injected)")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(append_mod, "write_shard", failing)
+    with pytest.raises(OSError, match="injected"):
+        append_store(path, write_parquet(tmp_path / "new.parquet", bars, 6000, None), engine="host", shard_bars=1000)
+    assert {p.name: p.read_bytes() for p in path.iterdir()} == before
+    assert verify_store(path).ok
+
+
+def test_nothing_new_and_ambiguous_symbols(bars, tmp_path):
+    path = tmp_path / "s"
+    gf.precompute(write_parquet(tmp_path / "old.parquet", bars, 0, 6000), path, engine="host")
+    with pytest.raises(StoreError, match="no new bars to append"):
+        append_store(path, tmp_path / "old.parquet", engine="host", on_overlap="skip")
+    with pytest.raises(StoreError, match="has no symbol column but the store holds 2 symbols"):
+        append_store(path, write_parquet(tmp_path / "x.parquet", bars.take(0, 7000, 0), 6500, None, symbols=False),
+                     engine="host")
+
+
+def test_cli_append(bars, tmp_path, capsys):
+    from gpu_features.cli import main
+
+    path = tmp_path / "s"
+    gf.precompute(write_parquet(tmp_path / "old.parquet", bars, 0, 6000), path, engine="host")
+    code = main(["precompute", "--append", str(write_parquet(tmp_path / "new.parquet", bars, 6000, None)),
+                 "--output", str(path), "--engine", "host", "--quiet"])
+    assert code == 0 and "appended to" in capsys.readouterr().out
+    code = main(["precompute", "--append", str(tmp_path / "new.parquet"), "--output", str(path), "--quiet"])
+    assert code == 2 and "--on-overlap skip" in capsys.readouterr().err
+
+
+def test_cli_append_refuses_flags_that_do_not_apply(tmp_path, capsys):
+    from gpu_features.cli import main
+
+    code = main(["precompute", "--append", "x.parquet", "--output", str(tmp_path), "--zigzag-k", "2", "--overwrite"])
+    assert code == 2 and "--zigzag-k, --overwrite cannot be used with it" in capsys.readouterr().err
