@@ -74,12 +74,20 @@ class Bars:
         """``[n] int64`` series index of every bar."""
         return np.repeat(np.arange(self.n_series, dtype=np.int64), np.diff(self.series_bounds()))
 
-    def take(self, start: int, stop: int, series: int | None = None) -> "Bars":
-        """Bars ``start:stop`` (global positions) of one series, as a one-series Bars."""
+    def take(self, start: int, stop: int, series: int = 0) -> "Bars":
+        """Bars ``start:stop`` (global positions, all inside ``series``) as a one-series Bars.
+
+        The source record gains ``"take": [start, stop, series]``, so a store built from
+        the slice can still re-derive exactly these bars from the original source.
+        """
+        bounds = self.series_bounds()
+        if not (bounds[series] <= start < stop <= bounds[series + 1]):
+            raise BarsError(f"take({start}, {stop}) must lie inside series {series} "
+                            f"(bars {bounds[series]} .. {bounds[series + 1]}).")
         sl = slice(start, stop)
-        name = self.symbols[series] if series is not None else self.symbols[0]
+        source = dict(self.source, take=[int(start), int(stop), int(series)])
         return Bars(self.open[sl], self.high[sl], self.low[sl], self.close[sl], self.timestamp[sl],
-                    np.zeros(1, dtype=np.int64), (name,), self.source, self.ingest)
+                    np.zeros(1, dtype=np.int64), (self.symbols[series],), source, self.ingest)
 
 
 def file_digest(path: str | os.PathLike) -> dict:

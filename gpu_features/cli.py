@@ -177,6 +177,21 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+# --- plot -----------------------------------------------------------------------------------
+
+
+def cmd_plot(args) -> int:
+    from .plot import DEFAULT_FEATURES, chart_data, render
+
+    features = args.features.split(",") if args.features else list(DEFAULT_FEATURES)
+    data = chart_data(args.store, symbol=args.symbol, start=args.start, end=args.end, last=args.last,
+                      features=features, sources=args.source)
+    out = render(data, args.out)
+    console.print(f"[bold green]wrote[/] {out}: {data.symbol}, {len(data.bars)} bars, {len(data.swings)} confirmed "
+                  f"swings, {int((~data.valid).sum())} invalid bars, panels {', '.join(features)}")
+    return 0
+
+
 # --- parser ---------------------------------------------------------------------------------
 
 
@@ -225,6 +240,21 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("store", nargs="?", default=DEFAULT_STORE, help=f"store directory [{DEFAULT_STORE}]")
     ins.add_argument("--symbol", help="one symbol only")
     ins.set_defaults(func=cmd_inspect)
+
+    plt = sub.add_parser("plot", help="candlesticks with swings, invalid bars and feature panels (PNG)",
+                         description="Chart one symbol of a store: candlesticks, each confirmed swing at its "
+                                     "extreme bar and at the bar that confirmed it, invalid bars shaded, and "
+                                     "one panel per chosen feature. Needs matplotlib (extra 'plot').")
+    plt.add_argument("store", nargs="?", default=DEFAULT_STORE, help=f"store directory [{DEFAULT_STORE}]")
+    plt.add_argument("--symbol", help="which symbol [the first]")
+    plt.add_argument("--start", metavar="TIME", help="first time shown (ISO 8601, UTC)")
+    plt.add_argument("--end", metavar="TIME", help="time after the last bar shown (ISO 8601, UTC)")
+    plt.add_argument("--last", type=int, metavar="N", help="the last N bars [300 when no --start/--end]")
+    plt.add_argument("--features", metavar="A,B", help="feature panels [range_z,dist_to_prev_SH,dist_to_prev_SL,"
+                                                       "bars_since_SH_norm]")
+    plt.add_argument("--source", action="append", metavar="FILE", help="bar file(s) replacing the manifest's sources")
+    plt.add_argument("--out", default="chart.png", metavar="PNG", help="output file [chart.png]")
+    plt.set_defaults(func=cmd_plot)
     return p
 
 

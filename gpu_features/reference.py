@@ -16,7 +16,7 @@ def _clip(x: float, a: float, b: float) -> float:
     return a if x < a else (b if x > b else x)
 
 
-def run_series(o, h, l, c, cfg: FeatureConfig, start_state, feats, valid, swing, snapshots=None):
+def run_series(o, h, l, c, cfg: FeatureConfig, start_state, feats, valid, swing, snapshots=None, events=None):
     """Run one series (or a continuation of one) through the state machine.
 
     Args:
@@ -29,6 +29,8 @@ def run_series(o, h, l, c, cfg: FeatureConfig, start_state, feats, valid, swing,
             bar, 2 where a swing low was, else 0.
         snapshots: optional ``{position: None}`` dict; for each local position
             ``p`` in it (0 <= p <= m) the state before bar ``p`` is stored under ``p``.
+        events: optional list; each confirmed swing appends ``(j, code, extreme
+            local index, extreme price)`` with ``j`` the confirming bar's position here.
 
     Returns:
         The ``[16 + P] float64`` state after the last bar.
@@ -98,10 +100,14 @@ def run_series(o, h, l, c, cfg: FeatureConfig, start_state, feats, valid, swing,
                             sh_set, sh_i, sh_p = True, ext_i, ext
                             trend, ext, cand, ext_i, cand_i = S.TREND_DOWN, lj, lj, i, i
                             code = 1
+                            if events is not None:
+                                events.append((j, 1, sh_i, sh_p))
                         else:
                             sl_set, sl_i, sl_p = True, ext_i, ext
                             trend, ext, cand, ext_i, cand_i = S.TREND_UP, hj, hj, i, i
                             code = 2
+                            if events is not None:
+                                events.append((j, 2, sl_i, sl_p))
                         cand_set = True
         # 6. features of bar i, float64 then one rounding to float32
         rng = max(hj - lj, eps)

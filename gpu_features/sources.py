@@ -25,23 +25,28 @@ def load_sources(store: Store, overrides=None):
         return None, f"{len(overrides)} --source given but the store has {len(recs)} source(s), in order"
     loaded, said = [], []
     for k, rec in enumerate(recs):
-        if rec.get("kind") == "synthetic" and not overrides:
-            loaded.append(synthetic.regenerate(rec))
-            said.append(f"synthetic {rec['generator']} seed {rec['seed']} regenerated")
-            continue
-        if rec.get("kind") not in ("file", "synthetic") and not overrides:
-            return None, "the store was built from bars in memory, so there is no file to re-read; pass one with --source"
-        path = Path(overrides[k]) if overrides else Path(rec["path"])
-        if not path.is_file():
-            return None, f"source {path} is missing; pass it with --source"
-        if rec.get("kind") == "file":
-            digest = file_digest(path)
-            if digest["sha256"] != rec.get("sha256"):
-                return None, f"source {path} changed since the store was built (SHA-256 differs); pass the original with --source"
-        policy = rec.get("ingest", {}).get("policy", "error")
-        loaded.append(read_bars(path, on_bad_bars=policy))
-        said.append(f"{path.name} (sha256 ok)" if rec.get("kind") == "file" else f"{path.name}")
+        bars, what = _load_one(rec, overrides[k] if overrides else None)
+        if bars is None:
+            return None, what
+        # A store built from a slice of some bars (Bars.take) re-derives that slice.
+        loaded.append(bars.take(*rec["take"]) if "take" in rec and not overrides else bars)
+        said.append(what)
     return loaded, "source " + ", ".join(said)
+
+
+def _load_one(rec: dict, override):
+    """``(Bars, description)`` of one source record, or ``(None, why not)``."""
+    if rec.get("kind") == "synthetic" and override is None:
+        return synthetic.regenerate(rec), f"synthetic {rec['generator']} seed {rec['seed']} regenerated"
+    if rec.get("kind") not in ("file", "synthetic") and override is None:
+        return None, "the store was built from bars in memory, so there is no file to re-read; pass one with --source"
+    path = Path(override) if override is not None else Path(rec["path"])
+    if not path.is_file():
+        return None, f"source {path} is missing; pass it with --source"
+    if rec.get("kind") == "file" and override is None and file_digest(path)["sha256"] != rec.get("sha256"):
+        return None, f"source {path} changed since the store was built (SHA-256 differs); pass the original with --source"
+    policy = rec.get("ingest", {}).get("policy", "error")
+    return read_bars(path, on_bad_bars=policy), (f"{path.name} (sha256 ok)" if override is None else f"{path.name} (given)")
 
 
 def store_bars(store: Store, bars_by_source) -> Bars | None:
