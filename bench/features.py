@@ -149,6 +149,18 @@ def main(argv=None) -> int:
         rows.append({"what": f"{eng} kernel time", "value": run.kernel_seconds * 1e3, "unit": "ms"})
         rows.append({"what": f"{eng} fix-ups (default W)", "value": run.fixups, "unit": "chunks"})
 
+    # 2b. GPU chunk-size sweep at the default warm-up: kernel time per C, to tune gpu.CHUNK_BARS
+    if "gpu" in fast:
+        for chunk in (64, 128, 256, 512, 1024):
+            def call(chunk=chunk):
+                return engines.run(bars.open, bars.high, bars.low, bars.close, engine="gpu", chunk_bars=chunk)
+            call()
+            runs = [call() for _ in range(args.repeat)]
+            best = min(r.kernel_seconds for r in runs)
+            result["engines"]["gpu"].setdefault("chunk_sweep_ms", {})[chunk] = best * 1e3
+            rows.append({"what": f"gpu kernel time, C={chunk}, W={gpu_engine.WARM_BARS}", "value": best * 1e3,
+                         "unit": "ms"})
+
     # 3. many symbols: 50 x 36,000 against 1 x 1.8M (same total), one engine call each
     per = max(args.bars // 50, 1)
     multi = synthetic.generate(per, 50, seed=1)

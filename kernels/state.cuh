@@ -46,8 +46,14 @@ PF_DEVICE void pf_pack(const PfState& s, double* __restrict__ out) {
   out[9] = (double)s.sh_set; out[10] = (double)s.sh_i; out[11] = s.sh_p;
   out[12] = (double)s.sl_set; out[13] = (double)s.sl_i; out[14] = s.sl_p;
   out[15] = (double)s.n_trs;
+  // Only constant indices into s.trs (after unrolling), so it can live in registers on
+  // the GPU: the moving index goes into global memory instead.
+  const int skip = PF_P - s.n_trs;
 PF_UNROLL
-  for (int k = 0; k < PF_P; ++k) out[16 + k] = k < s.n_trs ? s.trs[PF_P - s.n_trs + k] : 0.0;
+  for (int k = 0; k < PF_P; ++k) out[16 + k] = 0.0;
+PF_UNROLL
+  for (int k = 0; k < PF_P; ++k)
+    if (k >= skip) out[16 + k - skip] = s.trs[k];
 }
 
 PF_DEVICE void pf_unpack(const double* __restrict__ in, PfState& s) {
@@ -57,11 +63,9 @@ PF_DEVICE void pf_unpack(const double* __restrict__ in, PfState& s) {
   s.sh_set = (int)in[9]; s.sh_i = (pf_i64)in[10]; s.sh_p = in[11];
   s.sl_set = (int)in[12]; s.sl_i = (pf_i64)in[13]; s.sl_p = in[14];
   s.n_trs = (int)in[15];
+  const int skip = PF_P - s.n_trs;
 PF_UNROLL
-  for (int k = 0; k < PF_P; ++k) s.trs[k] = 0.0;
-PF_UNROLL
-  for (int k = 0; k < PF_P; ++k)
-    if (k < s.n_trs) s.trs[PF_P - s.n_trs + k] = in[16 + k];
+  for (int k = 0; k < PF_P; ++k) s.trs[k] = k >= skip ? in[16 + k - skip] : 0.0;
 }
 
 // True range of a bar against the previous close (FEATURES.md step 3);
