@@ -185,3 +185,22 @@ def test_nvcc_compiles_every_kernel_for_sm90(source, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "k.o").stat().st_size > 0
+
+
+def test_kernel_sources_ship_in_the_wheel(tmp_path):
+    """A non-editable install finds the kernels as package data (gpu_features/kernels/)."""
+    import zipfile
+    from pathlib import Path
+
+    pytest.importorskip("wheel", reason="building a wheel needs the 'wheel' package (make test installs it)")
+    root = Path(__file__).resolve().parents[1]
+    src = tmp_path / "src"  # build from a copy: setuptools leaves build/ and *.egg-info behind
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "gpu_features", "kernels", "train"):
+        (shutil.copytree if (root / name).is_dir() else shutil.copy)(root / name, src / name)
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                           "-w", str(tmp_path), str(src)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    names = zipfile.ZipFile(next(tmp_path.glob("gpu_features-*.whl"))).namelist()
+    for source in kernels.KERNEL_SOURCES:
+        assert f"gpu_features/kernels/{source}" in names
