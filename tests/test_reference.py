@@ -176,3 +176,13 @@ def test_several_series_equal_each_series_alone(engine):
         np.testing.assert_array_equal(whole.features[a:a + n].view(np.uint32), alone.features.view(np.uint32))
         np.testing.assert_array_equal(whole.valid[a:a + n], alone.valid)
         np.testing.assert_array_equal(whole.end_states[s], alone.end_states[0])
+
+
+def test_contract_copy_matches_shared_original():
+    from pathlib import Path
+
+    shared = Path(__file__).resolve().parents[2] / "shared" / "FEATURES.md"
+    if not shared.is_file():
+        pytest.skip(f"shared original not present at {shared}; docs/FEATURES.md is the copy in use")
+    copy = (Path(__file__).resolve().parents[1] / "docs" / "FEATURES.md").read_text()
+    assert copy.split("\n", 2)[2] == shared.read_text()
