@@ -1,0 +1,157 @@
+"""``python -m train``: pretrain Jade on a feature store; ``python -m train plot RUN_DIR``: draw its curves.
+
+Exit status: 0 done, 2 bad input or a stopped run (one line saying why), 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from gpu_features.errors import GpuFeaturesError
+
+DEFAULT_STORE, DEFAULT_RUN = "data/features/demo", "runs/demo"
+
+# Flags that set TrainConfig fields (default None = "take the profile's value" / "keep the saved one").
+_CONFIG_FLAGS = ("epochs", "batch_size", "lr", "seed", "device", "max_train_windows", "max_val_windows",
+                 "max_final_windows", "stride", "min_valid_fraction", "mask", "mask_ratio", "patch_length", "patience",
+                 "hidden_size", "num_layers", "dropout", "weight_decay", "warmup_fraction", "grad_clip", "bf16",
+                 "position_channel")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m train",
+        description="Pretrain the Jade BiLSTM masked autoencoder on a gpu-features store. On a CPU the "
+                    "'small' profile trains a reduced model on a subset of windows (minutes); on a GPU the "
+                    "'full' profile trains Jade 2x128 at B=256 on every window. Also: `python -m train plot "
+                    "RUN_DIR --out curves.png` draws a run's curves.",
+        epilog="Writes RUN_DIR/metrics.jsonl, checkpoint.json + checkpoint-eNNNN.safetensors (every epoch), "
+               "model.safetensors, encoder.safetensors and summary.json.")
+    p.add_argument("--store", default=DEFAULT_STORE, help=f"feature store [{DEFAULT_STORE}]")
+    p.add_argument("--run-dir", default=DEFAULT_RUN, help=f"run directory [{DEFAULT_RUN}]")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --run-dir")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --run-dir")
+    p.add_argument("--profile", choices=("auto", "small", "full"), default="auto",
+                   help="defaults to fill in: small (CPU), full (GPU) [auto: by device]")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="[auto]")
+    p.add_argument("--epochs", type=int, help="planned epochs [small 4, full 10]")
+    p.add_argument("--batch-size", type=int, help="windows per step [small 128, full 256]")
+    p.add_argument("--lr", type=float, help="peak learning rate [small 2e-3, full 1e-3]")
+    p.add_argument("--seed", type=int, help="seed of weights, shuffling, masks and dropout [0]")
+    p.add_argument("--max-train-windows", type=int, metavar="N",
+                   help="evenly spaced training windows per epoch [small 16384, full all]")
+    p.add_argument("--max-val-windows", type=int, metavar="N", help="validation windows per epoch [small 4096, full all]")
+    p.add_argument("--max-final-windows", type=int, metavar="N",
+                   help="windows of the final val and test evaluation [small 8192, full all]")
+    p.add_argument("--stride", type=int, help="keep every N-th usable window [1]")
+    p.add_argument("--min-valid-fraction", type=float, help="least share of valid bars per window [1.0]")
+    p.add_argument("--mask", choices=("random", "patch"), help="masking [random]")
+    p.add_argument("--mask-ratio", type=float, help="share of valid bars masked [0.15]")
+    p.add_argument("--patch-length", type=int, help="bars per block of patch masks [10]")
+    p.add_argument("--patience", type=int, help="epochs without a better val MAE before stopping [3]")
+    p.add_argument("--hidden-size", type=int, help="LSTM units per direction [small 64, full 128]")
+    p.add_argument("--num-layers", type=int, help="BiLSTM layers [2]")
+    p.add_argument("--dropout", type=float, help="dropout between LSTM layers [0.1]")
+    p.add_argument("--weight-decay", type=float, help="AdamW weight decay on matrices [0.01]")
+    p.add_argument("--warmup-fraction", type=float, help="share of steps in the linear warm-up [0.05]")
+    p.add_argument("--grad-clip", type=float, help="max gradient norm [1.0]")
+    p.add_argument("--no-bf16", dest="bf16", action="store_false", default=None, help="fp32 on the GPU too")
+    p.add_argument("--position-channel", action="store_true", default=None, help="add the input channel t/(K-1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def _config(args):
+    from gpu_features.windows import resolve_device
+
+    from .checkpoint import CHECKPOINT_JSON
+    from .config import TrainConfig, TrainError, make_config
+
+    overrides = {k: getattr(args, k) for k in _CONFIG_FLAGS}
+    if args.resume:
+        path = Path(args.run_dir) / CHECKPOINT_JSON
+        if not path.is_file():
+            raise TrainError(f"{args.run_dir}: no {CHECKPOINT_JSON} to resume from; start a new run without --resume.")
+        try:
+            saved = json.loads(path.read_text())["config"]
+        except (ValueError, KeyError, TypeError):
+            raise TrainError(f"{path}: not a readable checkpoint record; start a new run.") from None
+        explicit = {k: v for k, v in overrides.items() if v is not None}
+        if args.profile != "auto":
+            explicit["profile"] = args.profile
+        return TrainConfig.from_dict({**saved, **explicit}) if explicit else None
+    profile = args.profile
+    if profile == "auto":
+        try:
+            profile = "full" if resolve_device(args.device).type == "cuda" else "small"
+        except GpuFeaturesError as err:
+            raise TrainError(str(err)) from None
+    return make_config(profile, **overrides)
+
+
+def cmd_train(args, console, err_console) -> int:
+    from .loop import prepare
+    from .report import print_report
+
+    cfg = _config(args)
+    run = prepare(args.store, args.run_dir, cfg, resume=args.resume, overwrite=args.overwrite, console=err_console,
+                  quiet=args.quiet)
+    c = run.cfg
+    verb = "resuming" if args.resume else "training"
+    console.print(f"[bold]{verb}[/] Jade on {args.store} -> {args.run_dir}: device {run.device}"
+                  f"{' bf16' if run.use_bf16 else ''}, profile {c.profile}, {c.num_layers}x{c.hidden_size} BiLSTM, "
+                  f"B={c.batch_size}, lr {c.lr:g}, {c.epochs} epochs of {run.train_loader.n_windows:,} windows "
+                  f"({len(run.train_loader)} steps), val {run.val_loader.n_windows:,} windows"
+                  + (f", from epoch {run.state['epoch'] + 1}" if args.resume else ""))
+    try:
+        run.fit()
+    except KeyboardInterrupt:
+        done = run.state["epoch"]
+        err_console.print(f"interrupted; {'the checkpoint of epoch ' + str(done) + ' is kept' if done else 'no epoch had finished'}"
+                          f"; continue with `python -m train --resume --store {args.store} --run-dir {args.run_dir}`")
+        return 130
+    summary = run.finish()
+    print_report(summary, console)
+    console.print(f"wrote {run.run_dir}/model.safetensors, encoder.safetensors, metrics.jsonl, summary.json; "
+                  f"curves: python -m train plot {run.run_dir} --out {run.run_dir}/curves.png")
+    return 0
+
+
+def plot_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m train plot",
+                                description="Draw a run's losses and its per-feature masked MAE against the "
+                                            "mean and interpolation baselines (PNG, matplotlib Agg).")
+    p.add_argument("run_dir", nargs="?", default=DEFAULT_RUN, help=f"run directory [{DEFAULT_RUN}]")
+    p.add_argument("--out", default=None, help="PNG file [RUN_DIR/curves.png]")
+    p.add_argument("--dpi", type=int, default=100, help="[100]")
+    return p
+
+
+def cmd_plot(argv, console) -> int:
+    from .plot import plot_run
+
+    args = plot_parser().parse_args(argv)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "curves.png"
+    data = plot_run(args.run_dir, out, dpi=args.dpi)
+    console.print(f"wrote {out} ({data['width']}x{data['height']} px): {len(data['epochs'])} epoch(s), "
+                  f"per-feature MAE on {data['split']}")
+    return 0
+
+
+def main(argv=None) -> int:
+    from rich.console import Console
+
+    console, err_console = Console(), Console(stderr=True)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "plot":
+            return cmd_plot(argv[1:], console)
+        return cmd_train(build_parser().parse_args(argv), console, err_console)
+    except GpuFeaturesError as err:
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130

@@ -1,0 +1,131 @@
+"""TrainConfig: everything that decides a training run, frozen, validated, saved whole in its checkpoint.
+
+Two profiles fill what the user leaves unset: ``full`` (the issue's
+configuration: Jade 2x128 BiLSTM, B = 256, every window of every split) on a
+GPU, and ``small`` on a CPU (hidden 64, a few epochs over an evenly spaced
+subset of windows) so ``make train`` finishes in under 3 minutes on 2 cores.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from gpu_features.errors import GpuFeaturesError
+
+from .jade import JadeConfig
+
+
+class TrainError(GpuFeaturesError):
+    """A run cannot start, resume or continue (bad option, bad run directory, non-finite loss)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One training run.
+
+    Attributes:
+        epochs: planned epochs (the schedule's length; early stopping may end sooner).
+        batch_size: windows per step (B).
+        lr: peak AdamW learning rate, reached after the linear warm-up.
+        weight_decay: AdamW decoupled weight decay.
+        warmup_fraction: share of all planned steps spent warming up linearly.
+        grad_clip: max global gradient norm.
+        seed: drives shuffling, masks, dropout and the initial weights.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        bf16: bf16 autocast (used on CUDA only).
+        stride: keep every stride-th usable window.
+        min_valid_fraction: least share of valid bars per window.
+        max_train_windows, max_val_windows, max_final_windows: evenly spaced caps (None = all) on the
+            windows of an epoch, of the per-epoch validation, and of the final val/test evaluation.
+        mask, mask_ratio, patch_length: masking (see gpu_features.windows.WindowLoader).
+        patience: epochs without a better validation MAE before stopping early.
+        hidden_size, num_layers, dropout, position_channel: the Jade architecture.
+        profile: ``small`` or ``full`` (recorded; defaults were filled from it).
+    """
+
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.05
+    grad_clip: float = 1.0
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = True
+    stride: int = 1
+    min_valid_fraction: float = 1.0
+    max_train_windows: int | None = None
+    max_val_windows: int | None = None
+    max_final_windows: int | None = None
+    mask: str = "random"
+    mask_ratio: float = 0.15
+    patch_length: int = 10
+    patience: int = 3
+    hidden_size: int = 128
+    num_layers: int = 2
+    dropout: float = 0.1
+    position_channel: bool = False
+    profile: str = "full"
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value, (want, optional) = getattr(self, f.name), _TYPES[f.name]
+            if optional and value is None:
+                continue
+            if want is float and isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, f.name, float(value))
+            elif not isinstance(value, want) or (want is int and isinstance(value, bool)):
+                raise TrainError(f"training option {f.name} must be {want.__name__}, got {value!r}.")
+        checks = [("epochs", self.epochs >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
+                  ("lr", 0 < self.lr < 10, "0 < lr < 10"), ("weight_decay", self.weight_decay >= 0, ">= 0"),
+                  ("warmup_fraction", 0 <= self.warmup_fraction < 1, "0 <= f < 1"),
+                  ("grad_clip", self.grad_clip > 0, "> 0"), ("stride", self.stride >= 1, ">= 1"),
+                  ("min_valid_fraction", 0 <= self.min_valid_fraction <= 1, "0 .. 1"),
+                  ("mask_ratio", 0 < self.mask_ratio < 1, "0 < ratio < 1"),
+                  ("patch_length", self.patch_length >= 1, ">= 1"), ("patience", self.patience >= 1, ">= 1"),
+                  ("device", self.device in ("auto", "cpu", "cuda"), "auto, cpu or cuda"),
+                  ("mask", self.mask in ("random", "patch"), "random or patch"),
+                  ("profile", self.profile in ("small", "full"), "small or full")]
+        for name in ("max_train_windows", "max_val_windows", "max_final_windows"):
+            checks.append((name, getattr(self, name) is None or getattr(self, name) >= 1, ">= 1 or unset"))
+        for name, ok, allowed in checks:
+            if not ok:
+                raise TrainError(f"training option {name} = {getattr(self, name)!r} is out of range; allowed: {allowed}.")
+        self.jade_config()  # architecture errors surface now, not after the store is loaded
+
+    def jade_config(self, n_features: int = 10) -> JadeConfig:
+        return JadeConfig(n_features=n_features, hidden_size=self.hidden_size, num_layers=self.num_layers,
+                          dropout=self.dropout, position_channel=self.position_channel)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
+        unknown = sorted(set(data) - set(_TYPES))
+        if unknown:
+            raise TrainError(f"TrainConfig got unknown key(s) {', '.join(unknown)}; allowed: {', '.join(_TYPES)}.")
+        return cls(**data)
+
+
+_TYPES = {f.name: ({"int": int, "float": float, "str": str, "bool": bool, "int | None": int}[str(f.type)],
+                   "None" in str(f.type)) for f in dataclasses.fields(TrainConfig)}
+
+# What each profile sets when the user does not.
+PROFILES: dict[str, dict[str, Any]] = {
+    "full": {"epochs": 10, "batch_size": 256, "lr": 1e-3, "hidden_size": 128, "num_layers": 2,
+             "max_train_windows": None, "max_val_windows": None, "max_final_windows": None},
+    # 65k window-steps at ~900 windows/s on 2 cores plus ~10 s of evaluation: about 90 s in all.
+    "small": {"epochs": 4, "batch_size": 128, "lr": 2e-3, "hidden_size": 64, "num_layers": 2,
+              "max_train_windows": 16_384, "max_val_windows": 4_096, "max_final_windows": 8_192},
+}
+
+
+def make_config(profile: str, **overrides) -> TrainConfig:
+    """A TrainConfig from a profile's defaults and the options the user set (``None`` = unset)."""
+    if profile not in PROFILES:
+        raise TrainError(f"unknown profile {profile!r}; choose small or full.")
+    values = dict(PROFILES[profile])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    values["profile"] = profile
+    return TrainConfig.from_dict(values)
