@@ -51,7 +51,7 @@ $(STORE)/manifest.json: | $(VENV)/.core
 	$(VENV)/bin/gpu-features precompute --output $(STORE)
 
 train: $(VENV)/.torch $(STORE)/manifest.json
-	$(PY) -m train --store $(STORE) --run-dir $(RUN)
+	$(PY) -m train --store $(STORE) --run-dir $(RUN) --overwrite
 
 verify: $(VENV)/.core $(STORE)/manifest.json
 	$(VENV)/bin/gpu-features verify $(STORE)

@@ -241,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--symbol", help="one symbol only")
     ins.set_defaults(func=cmd_inspect)
 
+    from .export import add_parser as add_export_parser
+
+    add_export_parser(sub)
+
     plt = sub.add_parser("plot", help="candlesticks with swings, invalid bars and feature panels (PNG)",
                          description="Chart one symbol of a store: candlesticks, each confirmed swing at its "
                                      "extreme bar and at the bar that confirmed it, invalid bars shaded, and "

@@ -442,15 +442,27 @@ def write_state(path: Path, checkpoint_bar, checkpoint_state, end_state, every: 
     return {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path), "checkpoint_every": every}
 
 
-def write_manifest(path: Path, manifest: dict) -> None:
-    """Write ``manifest.json`` through a temporary file and a rename (the store's commit point)."""
+def write_json_atomic(path: Path, obj, lines: bool = False) -> None:
+    """Write ``obj`` as JSON (or, with ``lines``, a list as JSON lines) through a temporary sibling,
+    an fsync and a rename: readers see the old file or the new one, never a part."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(manifest, f, indent=1, sort_keys=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            if lines:
+                f.writelines(json.dumps(x) + "\n" for x in obj)
+            else:
+                json.dump(obj, f, indent=1)
+                f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_manifest(path: Path, manifest: dict) -> None:
+    """Write ``manifest.json`` atomically: the commit point of a store."""
+    write_json_atomic(path, manifest)
 
 
 def source_record(bars: Bars) -> dict:
