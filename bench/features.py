@@ -110,7 +110,7 @@ def main(argv=None) -> int:
     p.add_argument("--bars", type=int, default=synthetic.DEFAULT_BARS, help="bars for the fast engines [1.8M]")
     p.add_argument("--ref-bars", type=int, default=200_000, help="bars for the reference engine [200k]")
     p.add_argument("--seed-bars", type=int, default=10_000, help="bars for the seed-style baseline [10k]")
-    p.add_argument("--repeat", type=int, default=3, help="best of this many runs for fast engines [3]")
+    p.add_argument("--repeat", type=int, default=5, help="best of this many runs for fast engines [5]")
     p.add_argument("--no-rss", action="store_true", help="skip the peak-memory child process")
     p.add_argument("--out", help="JSON file to write")
     args = p.parse_args(argv)
