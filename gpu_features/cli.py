@@ -269,13 +269,18 @@ def main(argv=None) -> int:
         from .store import SHARD_BARS
 
         args.shard_bars = SHARD_BARS
+    return guarded(lambda: args.func(args), err_console, "interrupted; nothing half-written was left behind")
+
+
+def guarded(call, err_console, interrupted: str) -> int:
+    """Run a command: a refusal prints its one line and gives exit 2, Ctrl-C gives 130."""
     try:
-        return args.func(args)
+        return call()
     except GpuFeaturesError as err:
         err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
-        err_console.print("interrupted; nothing half-written was left behind")
+        err_console.print(interrupted)
         return 130
 
 

@@ -30,8 +30,79 @@ N_FEATURES = len(FEATURE_NAMES)
 MAX_ATR_PERIOD = 64
 
 
+class FrozenConfig:
+    """Base of the frozen config dataclasses (FeatureConfig, and the trainer's JadeConfig and TrainConfig).
+
+    Checks every field's type on construction (an int is accepted for a float
+    field; bool is never an int), and rebuilds from a dict or JSON refusing
+    unknown keys. Subclasses set ``_error`` (the exception raised) and check
+    ranges in ``__post_init__`` after calling ``super().__post_init__()``.
+    """
+
+    _error: type = ConfigError
+    _prefix: str = ""  # how messages name a field; default "<ClassName>."
+
+    @classmethod
+    def _name(cls, field: str) -> str:
+        return (cls._prefix or f"{cls.__name__}.") + field
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            want, optional = _field_type(f)
+            value = getattr(self, f.name)
+            if optional and value is None:
+                continue
+            if want is float and isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, f.name, float(value))
+            elif not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
+                raise self._error(f"{self._name(f.name)} must be {want.__name__}, "
+                                  f"got {type(value).__name__} {value!r}.")
+
+    def _check(self, ok: bool, name: str, allowed: str) -> None:
+        if not ok:
+            raise self._error(f"{self._name(name)} = {getattr(self, name)!r} is out of range; "
+                              f"allowed: {allowed}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]):
+        """Build from a mapping; unknown keys are an error, missing keys take defaults."""
+        if not isinstance(data, Mapping):
+            raise cls._error(f"{cls.__name__} must be built from a mapping, got {type(data).__name__}.")
+        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise cls._error(f"{cls.__name__} got unknown key(s) {', '.join(unknown)}; "
+                             f"allowed keys are {', '.join(names)}.")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise cls._error(f"{cls.__name__} JSON does not parse: {err}.") from None
+        return cls.from_dict(data)
+
+
+_TYPE_NAMES = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def _field_type(f: dataclasses.Field) -> tuple[type, bool]:
+    """``(type, optional)`` of a field annotated ``T`` or ``T | None`` (string annotations included)."""
+    text = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    parts = [p.strip() for p in text.split("|")]
+    optional = "None" in parts
+    return _TYPE_NAMES[next(p for p in parts if p != "None")], optional
+
+
 @dataclasses.dataclass(frozen=True)
-class FeatureConfig:
+class FeatureConfig(FrozenConfig):
     """Parameters of the relativity-10 features (defaults = FEATURES.md)."""
 
     eps: float = 1e-6
@@ -45,74 +116,17 @@ class FeatureConfig:
     warmup_bars: int = 60
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            want = _FIELD_TYPES[f.name]
-            ok = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
-            if want is float and isinstance(value, int) and not isinstance(value, bool):
-                object.__setattr__(self, f.name, float(value))
-                ok = True
-            if not ok:
-                raise ConfigError(
-                    f"FeatureConfig.{f.name} must be {want.__name__}, got {type(value).__name__} {value!r}."
-                )
-        _check(self.eps > 0 and self.eps < 1, "eps", self.eps, "0 < eps < 1")
-        _check(self.ema_period >= 1, "ema_period", self.ema_period, ">= 1")
-        _check(1 <= self.atr_period <= MAX_ATR_PERIOD, "atr_period", self.atr_period,
-               f"1 .. {MAX_ATR_PERIOD}")
-        _check(self.zigzag_k > 0, "zigzag_k", self.zigzag_k, "> 0")
-        _check(self.hybrid_lookback >= 0, "hybrid_lookback", self.hybrid_lookback, ">= 0")
-        _check(self.hybrid_min_retrace_atr >= 0, "hybrid_min_retrace_atr",
-               self.hybrid_min_retrace_atr, ">= 0")
-        _check(self.window_length >= 2, "window_length", self.window_length, ">= 2")
-        _check(self.warmup_bars >= 0, "warmup_bars", self.warmup_bars, ">= 0")
+        super().__post_init__()
+        self._check(0 < self.eps < 1, "eps", "0 < eps < 1")
+        self._check(self.ema_period >= 1, "ema_period", ">= 1")
+        self._check(1 <= self.atr_period <= MAX_ATR_PERIOD, "atr_period", f"1 .. {MAX_ATR_PERIOD}")
+        self._check(self.zigzag_k > 0, "zigzag_k", "> 0")
+        self._check(self.hybrid_lookback >= 0, "hybrid_lookback", ">= 0")
+        self._check(self.hybrid_min_retrace_atr >= 0, "hybrid_min_retrace_atr", ">= 0")
+        self._check(self.window_length >= 2, "window_length", ">= 2")
+        self._check(self.warmup_bars >= 0, "warmup_bars", ">= 0")
 
     @property
     def alpha(self) -> float:
         """EMA smoothing factor, ``2.0 / (ema_period + 1)`` (FEATURES.md)."""
         return 2.0 / (self.ema_period + 1)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "FeatureConfig":
-        """Build from a mapping; unknown keys are an error, missing keys take defaults."""
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"FeatureConfig must be built from a mapping, got {type(data).__name__}.")
-        unknown = sorted(set(data) - set(_FIELD_TYPES))
-        if unknown:
-            raise ConfigError(
-                f"FeatureConfig got unknown key(s) {', '.join(unknown)}; "
-                f"allowed keys are {', '.join(_FIELD_TYPES)}."
-            )
-        return cls(**data)
-
-    @classmethod
-    def from_json(cls, text: str) -> "FeatureConfig":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"FeatureConfig JSON does not parse: {err}.") from None
-        return cls.from_dict(data)
-
-
-_FIELD_TYPES = {
-    "eps": float,
-    "ema_period": int,
-    "atr_period": int,
-    "zigzag_k": float,
-    "hybrid_lookback": int,
-    "hybrid_min_retrace_atr": float,
-    "hybrid": bool,
-    "window_length": int,
-    "warmup_bars": int,
-}
-
-
-def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"FeatureConfig.{name} = {value!r} is out of range; allowed: {allowed}.")

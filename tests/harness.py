@@ -71,3 +71,16 @@ def cross_check(engine: str, o, h, l, c, offsets=None, config: FeatureConfig | N
     assert got.engine == engine
     assert_same_run(got, want, f"{engine} vs reference {what}")
     return got, want
+
+
+def fail_on_call(fn, n: int, error: Exception):
+    """A stand-in for ``fn`` that raises ``error`` on its ``n``-th call (failure injection)."""
+    calls = {"n": 0}
+
+    def wrapper(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise error
+        return fn(*args, **kw)
+
+    return wrapper

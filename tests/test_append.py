@@ -12,6 +12,7 @@ from gpu_features.append import append_store
 from gpu_features.bars import Bars
 from gpu_features.errors import StoreError
 from gpu_features.verify import verify_store
+from tests.harness import fail_on_call
 
 N = 9_000
 
@@ -121,16 +122,7 @@ def test_a_failed_append_leaves_the_old_store_intact(bars, tmp_path, monkeypatch
     path = tmp_path / "s"
     gf.precompute(write_parquet(tmp_path / "old.parquet", bars, 0, 6000), path, engine="host")
     before = {p.name: p.read_bytes() for p in path.iterdir()}
-    calls = {"n": 0}
-    real = store_mod.write_shard
-
-    def failing(*a, **kw):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise OSError("disk full (injected)")
-        return real(*a, **kw)
-
-    monkeypatch.setattr(append_mod, "write_shard", failing)
+    monkeypatch.setattr(append_mod, "write_shard", fail_on_call(store_mod.write_shard, 2, OSError("disk full (injected)")))
     with pytest.raises(OSError, match="injected"):
         append_store(path, write_parquet(tmp_path / "new.parquet", bars, 6000, None), engine="host", shard_bars=1000)
     assert {p.name: p.read_bytes() for p in path.iterdir()} == before

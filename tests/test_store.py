@@ -10,6 +10,7 @@ from gpu_features import engines, store as store_mod, synthetic
 from gpu_features import state as S
 from gpu_features.errors import StoreError
 from gpu_features.windows import usable_starts
+from tests.harness import fail_on_call
 
 N, SYMBOLS = 15_000, 2
 
@@ -136,16 +137,7 @@ def test_overwrite_refuses_a_directory_that_is_not_a_store(bars, tmp_path):
 
 def test_a_failure_midway_leaves_the_old_store_intact(bars, store_copy, monkeypatch):
     before = (store_copy / "manifest.json").read_text()
-    calls = {"n": 0}
-    real = store_mod.write_shard
-
-    def failing(*args, **kw):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise OSError("disk full (injected)")
-        return real(*args, **kw)
-
-    monkeypatch.setattr(store_mod, "write_shard", failing)
+    monkeypatch.setattr(store_mod, "write_shard", fail_on_call(store_mod.write_shard, 2, OSError("disk full (injected)")))
     with pytest.raises(OSError, match="injected"):
         gf.precompute(bars, store_copy, engine="host", overwrite=True, shard_bars=7000)
     assert (store_copy / "manifest.json").read_text() == before

@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+from gpu_features.cli import guarded
 from gpu_features.errors import GpuFeaturesError
 
 DEFAULT_STORE, DEFAULT_RUN = "data/features/demo", "runs/demo"
@@ -145,13 +146,7 @@ def main(argv=None) -> int:
 
     console, err_console = Console(), Console(stderr=True)
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        if argv and argv[0] == "plot":
-            return cmd_plot(argv[1:], console)
-        return cmd_train(build_parser().parse_args(argv), console, err_console)
-    except GpuFeaturesError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
-        return 2
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-        return 130
+    if argv and argv[0] == "plot":
+        return guarded(lambda: cmd_plot(argv[1:], console), err_console, "interrupted")
+    args = build_parser().parse_args(argv)
+    return guarded(lambda: cmd_train(args, console, err_console), err_console, "interrupted")

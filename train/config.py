@@ -8,8 +8,9 @@ subset of windows) so ``make train`` finishes in under 3 minutes on 2 cores.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any
 
+from gpu_features.config import FrozenConfig
 from gpu_features.errors import GpuFeaturesError
 
 from .jade import JadeConfig
@@ -20,7 +21,7 @@ class TrainError(GpuFeaturesError):
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(FrozenConfig):
     """One training run.
 
     Attributes:
@@ -42,6 +43,9 @@ class TrainConfig:
         hidden_size, num_layers, dropout, position_channel: the Jade architecture.
         profile: ``small`` or ``full`` (recorded; defaults were filled from it).
     """
+
+    _error = TrainError
+    _prefix = "training option "
 
     epochs: int = 10
     batch_size: int = 256
@@ -68,14 +72,7 @@ class TrainConfig:
     profile: str = "full"
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value, (want, optional) = getattr(self, f.name), _TYPES[f.name]
-            if optional and value is None:
-                continue
-            if want is float and isinstance(value, int) and not isinstance(value, bool):
-                object.__setattr__(self, f.name, float(value))
-            elif not isinstance(value, want) or (want is int and isinstance(value, bool)):
-                raise TrainError(f"training option {f.name} must be {want.__name__}, got {value!r}.")
+        super().__post_init__()
         checks = [("epochs", self.epochs >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
                   ("lr", 0 < self.lr < 10, "0 < lr < 10"), ("weight_decay", self.weight_decay >= 0, ">= 0"),
                   ("warmup_fraction", 0 <= self.warmup_fraction < 1, "0 <= f < 1"),
@@ -89,27 +86,13 @@ class TrainConfig:
         for name in ("max_train_windows", "max_val_windows", "max_final_windows"):
             checks.append((name, getattr(self, name) is None or getattr(self, name) >= 1, ">= 1 or unset"))
         for name, ok, allowed in checks:
-            if not ok:
-                raise TrainError(f"training option {name} = {getattr(self, name)!r} is out of range; allowed: {allowed}.")
+            self._check(ok, name, allowed)
         self.jade_config()  # architecture errors surface now, not after the store is loaded
 
     def jade_config(self, n_features: int = 10) -> JadeConfig:
         return JadeConfig(n_features=n_features, hidden_size=self.hidden_size, num_layers=self.num_layers,
                           dropout=self.dropout, position_channel=self.position_channel)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
-        unknown = sorted(set(data) - set(_TYPES))
-        if unknown:
-            raise TrainError(f"TrainConfig got unknown key(s) {', '.join(unknown)}; allowed: {', '.join(_TYPES)}.")
-        return cls(**data)
-
-
-_TYPES = {f.name: ({"int": int, "float": float, "str": str, "bool": bool, "int | None": int}[str(f.type)],
-                   "None" in str(f.type)) for f in dataclasses.fields(TrainConfig)}
 
 # What each profile sets when the user does not.
 PROFILES: dict[str, dict[str, Any]] = {

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Mapping
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from gpu_features.config import FrozenConfig
 from gpu_features.errors import GpuFeaturesError
 
 
@@ -27,7 +27,7 @@ class JadeConfigError(GpuFeaturesError):
 
 
 @dataclasses.dataclass(frozen=True)
-class JadeConfig:
+class JadeConfig(FrozenConfig):
     """Architecture and loss of Jade.
 
     Attributes:
@@ -41,6 +41,8 @@ class JadeConfig:
         uncertainty_weighting: learn log sigma; off gives the plain Huber loss.
     """
 
+    _error = JadeConfigError
+
     n_features: int = 10
     hidden_size: int = 128
     num_layers: int = 2
@@ -50,38 +52,17 @@ class JadeConfig:
     uncertainty_weighting: bool = True
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value, want = getattr(self, f.name), _TYPES[f.name]
-            if want is float and isinstance(value, int) and not isinstance(value, bool):
-                object.__setattr__(self, f.name, float(value))
-            elif not isinstance(value, want) or (want is int and isinstance(value, bool)):
-                raise JadeConfigError(f"JadeConfig.{f.name} must be {want.__name__}, got {value!r}.")
-        for name, ok, allowed in (("n_features", self.n_features >= 1, ">= 1"),
-                                  ("hidden_size", self.hidden_size >= 1, ">= 1"),
-                                  ("num_layers", self.num_layers >= 1, ">= 1"),
-                                  ("dropout", 0.0 <= self.dropout < 1.0, "0 <= dropout < 1"),
-                                  ("huber_delta", self.huber_delta > 0, "> 0")):
-            if not ok:
-                raise JadeConfigError(f"JadeConfig.{name} = {getattr(self, name)!r} is out of range; allowed: {allowed}.")
+        super().__post_init__()
+        self._check(self.n_features >= 1, "n_features", ">= 1")
+        self._check(self.hidden_size >= 1, "hidden_size", ">= 1")
+        self._check(self.num_layers >= 1, "num_layers", ">= 1")
+        self._check(0.0 <= self.dropout < 1.0, "dropout", "0 <= dropout < 1")
+        self._check(self.huber_delta > 0, "huber_delta", "> 0")
 
     @property
     def input_size(self) -> int:
         """Channels of X: the features, plus the position channel when on."""
         return self.n_features + int(self.position_channel)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "JadeConfig":
-        unknown = sorted(set(data) - set(_TYPES))
-        if unknown:
-            raise JadeConfigError(f"JadeConfig got unknown key(s) {', '.join(unknown)}; allowed: {', '.join(_TYPES)}.")
-        return cls(**data)
-
-
-_TYPES = {"n_features": int, "hidden_size": int, "num_layers": int, "dropout": float, "huber_delta": float,
-          "position_channel": bool, "uncertainty_weighting": bool}
 
 
 class Jade(nn.Module):
