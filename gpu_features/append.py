@@ -110,7 +110,7 @@ def append_store(store_dir, bars_or_path, engine: str = "auto", on_bad_bars: str
     shard_bounds = np.array([a for a, _ in shards] + [n_old + n_new], dtype=np.int64)
     cps = checkpoint_positions(local_bounds + n_old, shard_bounds, m["state"]["checkpoint_every"])
     progress("compute", 0, 1)
-    o, h, l, c = (getattr(new, k)[take] for k in ("open", "high", "low", "close"))
+    o, h, l, c, ts_new = (getattr(new, k)[take] for k in ("open", "high", "low", "close", "timestamp"))
     run = engines.run(o, h, l, c, offsets=local_bounds[:-1], config=cfg, engine=engine, start_states=start_states,
                       snapshot_at=cps - n_old)
     feats, valid, swing = to_numpy(run.features), to_numpy(run.valid), to_numpy(run.swing)
@@ -133,7 +133,7 @@ def append_store(store_dir, bars_or_path, engine: str = "auto", on_bad_bars: str
             path = root / f"bars-{len(m['shards']) + k:05d}-append{gen:03d}.safetensors"
             written.append(path)
             shard_records.append(write_shard(path, feats[a - n_old:a - n_old + count], valid[a - n_old:a - n_old + count],
-                                             new.timestamp[take][a - n_old:a - n_old + count], a))
+                                             ts_new[a - n_old:a - n_old + count], a))
             progress("write", k + 1, len(shards))
         state_path = root / f"state-append{gen:03d}.safetensors"
         written.append(state_path)
@@ -144,7 +144,7 @@ def append_store(store_dir, bars_or_path, engine: str = "auto", on_bad_bars: str
         # Whole-store numbers: old arrays + new ones.
         feats_all = np.concatenate([store.array("features"), feats])
         valid_all = np.concatenate([store.array("valid"), valid])
-        ts_all = np.concatenate([ts_old, new.timestamp[take]])
+        ts_all = np.concatenate([ts_old, ts_new])
         series = m["series"] + new_series
         seg_bounds = np.array([g["first"] for g in series] + [n_old + n_new], dtype=np.int64)
         symbol_of_bar = np.repeat(np.array([index[g["name"]] for g in series]), [g["count"] for g in series])

@@ -44,7 +44,7 @@ from . import state as S
 from .bars import Bars, read_bars
 from .config import FEATURE_NAMES, N_FEATURES, FeatureConfig
 from .errors import ConfigError, GpuFeaturesError, StoreError
-from .windows import usable_starts
+from .windows import split_window_starts, usable_starts
 
 FORMAT = "gpu-features-store"
 VERSION = 1
@@ -225,14 +225,8 @@ class Store:
 
     def usable_window_starts(self, split: str | None = None, min_valid_fraction: float = 1.0) -> np.ndarray:
         """``[w] int64`` starts of usable windows (all of a split when ``split`` is given)."""
-        ids = self.split_ids()
-        mask = usable_starts(self.array("valid"), ids, self.segment_bounds(), self.config.window_length,
-                             min_valid_fraction)
-        if split is not None:
-            if split not in splits_mod.SPLIT_NAMES:
-                raise StoreError(f"unknown split {split!r}; choose one of {', '.join(splits_mod.SPLIT_NAMES)}.")
-            mask &= ids == splits_mod.SPLIT_NAMES.index(split)
-        return np.flatnonzero(mask)
+        return split_window_starts(self.array("valid"), self.split_ids(), self.segment_bounds(),
+                                   self.config.window_length, split, min_valid_fraction)
 
 
 def _to_torch(a: np.ndarray, device: str):

@@ -71,6 +71,22 @@ def usable_starts(valid: np.ndarray, split: np.ndarray, segment_bounds: np.ndarr
     return out
 
 
+def split_window_starts(valid: np.ndarray, split_ids: np.ndarray, segment_bounds: np.ndarray, K: int,
+                        split: str | None = None, min_valid_fraction: float = 1.0) -> np.ndarray:
+    """``[w] int64`` sorted usable window starts, of one split (``train``/``val``/``test``) or of all.
+
+    Args as :func:`usable_starts`; ``split_ids`` is ``[n] int8`` (0 train, 1 val, 2 test).
+    """
+    from .splits import SPLIT_NAMES
+
+    usable = usable_starts(valid, split_ids, segment_bounds, K, min_valid_fraction)
+    if split is not None:
+        if split not in SPLIT_NAMES:
+            raise WindowError(f"unknown split {split!r}; choose one of {', '.join(SPLIT_NAMES)}.")
+        usable &= split_ids == SPLIT_NAMES.index(split)
+    return np.flatnonzero(usable)
+
+
 def stride_starts(starts: np.ndarray, stride: int) -> np.ndarray:
     """Thin sorted usable starts to every ``stride``-th bar.
 
@@ -264,17 +280,11 @@ class WindowSource:
         Returns:
             ``[w] int64`` sorted window starts; every window lies in one segment and one split.
         """
-        from .splits import SPLIT_NAMES
-
         if not (0.0 <= float(min_valid_fraction) <= 1.0):
             raise WindowError(f"min_valid_fraction must lie in [0, 1], got {min_valid_fraction!r}.")
-        usable = usable_starts(self._valid_np(), self.split_ids, self.segment_bounds, self.window_length,
-                               min_valid_fraction)
-        if split is not None:
-            if split not in SPLIT_NAMES:
-                raise WindowError(f"unknown split {split!r}; choose one of {', '.join(SPLIT_NAMES)}.")
-            usable &= self.split_ids == SPLIT_NAMES.index(split)
-        return evenly_spaced(stride_starts(np.flatnonzero(usable), stride), max_windows)
+        starts = split_window_starts(self._valid_np(), self.split_ids, self.segment_bounds, self.window_length,
+                                     split, min_valid_fraction)
+        return evenly_spaced(stride_starts(starts, stride), max_windows)
 
     def loader(self, split: str = "train", batch_size: int = 256, *, stride: int = 1,
                min_valid_fraction: float = 1.0, max_windows: int | None = None, shuffle: bool | None = None,
