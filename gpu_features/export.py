@@ -26,6 +26,7 @@ import numpy as np
 
 from .errors import GpuFeaturesError
 from .splits import SPLIT_NAMES
+from .windows import SEED_FILES
 
 CONFIRM_ABOVE_BYTES = 1_000_000_000
 CHUNK_WINDOWS = 16_384
@@ -61,10 +62,7 @@ def _is_seed_export_or_empty(path: Path) -> bool:
     if not path.is_dir():
         return False
     names = {p.name for p in path.iterdir()}
-    return not names or names == set(_SEED_FILES)
-
-
-_SEED_FILES = ("features_10d.npy", "valid_mask.npy", "metadata.json", "splits.json")
+    return not names or names == set(SEED_FILES)
 
 
 def export_seed(store, out_dir, splits=SPLIT_NAMES, stride: int = 1, yes: bool = False, overwrite: bool = False,

@@ -28,6 +28,7 @@ from typing import Iterator, NamedTuple
 import numpy as np
 
 from .errors import GpuFeaturesError
+from .splits import SPLIT_NAMES
 
 MASK_KINDS = ("random", "patch")
 # Streams of the seeded generators (the same seed drives independent streams).
@@ -77,8 +78,6 @@ def split_window_starts(valid: np.ndarray, split_ids: np.ndarray, segment_bounds
 
     Args as :func:`usable_starts`; ``split_ids`` is ``[n] int8`` (0 train, 1 val, 2 test).
     """
-    from .splits import SPLIT_NAMES
-
     usable = usable_starts(valid, split_ids, segment_bounds, K, min_valid_fraction)
     if split is not None:
         if split not in SPLIT_NAMES:
@@ -442,7 +441,7 @@ def _seed_layout_source(path: Path, device) -> WindowSource:
                           "describe [N, K, D] windows; re-export them.")
     N, K, D = feats.shape
     ids = np.full(N, -1, dtype=np.int8)
-    for k, name in enumerate(("train", "val", "test")):
+    for k, name in enumerate(SPLIT_NAMES):
         a, b = splits[f"{name}_indices"]
         ids[a:b] = k
     return WindowSource(np.asarray(feats, dtype=np.float32).reshape(N * K, D), np.asarray(valid).reshape(N * K),
@@ -477,4 +476,4 @@ def create_fast_dataloaders(feature_dir, batch_size: int = 256, mask_ratio: floa
     stride = 1 if stride is None else stride
     return tuple(src.loader(name, batch_size, stride=stride, min_valid_fraction=fraction, drop_last=name == "train",
                             mask_ratio=mask_ratio, seed=derive_seed(seed, k))
-                 for k, name in enumerate(("train", "val", "test")))
+                 for k, name in enumerate(SPLIT_NAMES))
