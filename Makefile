@@ -10,6 +10,8 @@ STORE ?= data/features/demo
 RUN ?= runs/demo
 # CI and laptops get the CPU build from local disk; a machine that already has torch keeps it.
 TORCH ?= torch==2.13.0
+# NVRTC alone (no GPU needed) lets the tests compile the GPU program exactly as CuPy does.
+NVRTC ?= nvidia-cuda-nvrtc==13.0.88
 BENCH_OUT ?= bench/results
 
 .DEFAULT_GOAL := help
@@ -40,6 +42,8 @@ $(VENV)/.torch: $(VENV)/.core
 
 $(VENV)/.dev: $(VENV)/.torch
 	@$(PY) -c "import pytest, matplotlib" 2>/dev/null || $(PIP) pytest matplotlib
+	@$(PY) -m pip show -q nvidia-cuda-nvrtc >/dev/null 2>&1 || $(PIP) $(NVRTC) \
+	  || echo "note: $(NVRTC) not installed; the NVRTC compile check will skip"
 	@touch $@
 
 # --- main jobs ---------------------------------------------------------------------------

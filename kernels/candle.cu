@@ -21,10 +21,10 @@ PF_KERNEL void pf_candle(pf_i64 n, const double* __restrict__ o, const double* _
   const double top = oj > cj ? oj : cj;   // max(o, c): o unless c is larger
   const double bottom = cj < oj ? cj : oj;  // min(o, c): o unless c is smaller
   float* row = feats + j * PF_N_FEATURES;
-  row[0] = (float)pf_clip((oj - lj) / rng, 0.0, 1.0);
-  row[1] = (float)pf_clip((cj - lj) / rng, 0.0, 1.0);
-  row[2] = (float)pf_clip((cj - oj) / rng, -1.0, 1.0);
-  row[3] = (float)pf_clip((hj - top) / rng, 0.0, 1.0);
-  row[4] = (float)pf_clip((bottom - lj) / rng, 0.0, 1.0);
+  row[0] = pf_f32(pf_clip((oj - lj) / rng, 0.0, 1.0));
+  row[1] = pf_f32(pf_clip((cj - lj) / rng, 0.0, 1.0));
+  row[2] = pf_f32(pf_clip((cj - oj) / rng, -1.0, 1.0));
+  row[3] = pf_f32(pf_clip((hj - top) / rng, 0.0, 1.0));
+  row[4] = pf_f32(pf_clip((bottom - lj) / rng, 0.0, 1.0));
   tr[j] = j == 0 ? 0.0 : pf_true_range(hj, lj, c[j - 1]);
 }

@@ -18,6 +18,11 @@ typedef unsigned long long pf_u64;
 // Bit pattern of a double, for bit-for-bit state comparison.
 PF_DEVICE pf_u64 pf_bits(double x) { return (pf_u64)__double_as_longlong(x); }
 PF_DEVICE double pf_fabs(double x) { return fabs(x); }
+// Round a double to float (round to nearest even) keeping subnormal results. CuPy's
+// RawModule always appends -ftz=true, under which a plain (float) cast or
+// __double2float_rn becomes cvt.rn.ftz.f32.f64 and flushes results below 2^-126
+// to zero, unlike numpy's cast in the reference. Inline PTX is never rewritten.
+PF_DEVICE float pf_f32(double x) { float r; asm("cvt.rn.f32.f64 %0, %1;" : "=f"(r) : "d"(x)); return r; }
 #else
 #include <math.h>
 #include <stdint.h>
@@ -36,6 +41,7 @@ struct pf_dim3 { unsigned int x, y, z; };
 PF_TLS pf_dim3 threadIdx, blockIdx, blockDim, gridDim;
 PF_DEVICE pf_u64 pf_bits(double x) { pf_u64 u; memcpy(&u, &x, sizeof u); return u; }
 PF_DEVICE double pf_fabs(double x) { return fabs(x); }
+PF_DEVICE float pf_f32(double x) { return (float)x; }  // no FTZ/DAZ: never built with fast-math
 // Run kernel(args...) for every thread of a 1-D grid of `block`-thread blocks: the
 // blocks are shared among OpenMP threads, the threads of a block run in order.
 // Elementwise kernels use large blocks (cheap iterations), chunk kernels blocks of 1

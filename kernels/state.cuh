@@ -153,11 +153,11 @@ PF_UNROLL
   if (WRITE) {
     const double a = atr != 0 ? atr : 1e-8;
     const double ema_floor = p.eps > s.ema ? p.eps : s.ema;  // Python's max(ema, eps)
-    row[5] = (float)pf_clip(range / ema_floor, 0.0, 3.0);
-    row[6] = s.sh_set ? (float)pf_clip((s.sh_p - c) / a, -3.0, 3.0) : 0.0f;
-    row[7] = s.sl_set ? (float)pf_clip((c - s.sl_p) / a, -3.0, 3.0) : 0.0f;
-    row[8] = s.sh_set ? (float)pf_clip((double)(s.bars - s.sh_i) / p.window_length, 0.0, 3.0) : 0.0f;
-    row[9] = s.sl_set ? (float)pf_clip((double)(s.bars - s.sl_i) / p.window_length, 0.0, 3.0) : 0.0f;
+    row[5] = pf_f32(pf_clip(range / ema_floor, 0.0, 3.0));
+    row[6] = s.sh_set ? pf_f32(pf_clip((s.sh_p - c) / a, -3.0, 3.0)) : 0.0f;
+    row[7] = s.sl_set ? pf_f32(pf_clip((c - s.sl_p) / a, -3.0, 3.0)) : 0.0f;
+    row[8] = s.sh_set ? pf_f32(pf_clip((double)(s.bars - s.sh_i) / p.window_length, 0.0, 3.0)) : 0.0f;
+    row[9] = s.sl_set ? pf_f32(pf_clip((double)(s.bars - s.sl_i) / p.window_length, 0.0, 3.0)) : 0.0f;
     *valid = (unsigned char)((double)s.bars >= p.warmup && s.sh_set && s.sl_set);
     *swing = (signed char)code;
   }

@@ -7,6 +7,7 @@ chunk cold at its first bar, so the speculative start is wrong and the
 fix-up pass must repair it exactly.
 """
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,8 +17,9 @@ import pytest
 
 from gpu_features import FeatureConfig, engines
 from gpu_features import state as S
-from gpu_features.engines import host, kernels
+from gpu_features.engines import gpu, host, kernels
 from gpu_features.errors import EngineError
+from tests import nvrtc as nvrtc_lib
 from tests.harness import cross_check, random_bars
 
 P, K = 10, 105
@@ -185,6 +187,50 @@ def test_nvcc_compiles_every_kernel_for_sm90(source, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "k.o").stat().st_size > 0
+
+
+@pytest.fixture(scope="module")
+def nvrtc():
+    lib = nvrtc_lib.load()
+    if lib is None:
+        pytest.skip("libnvrtc not found (CUDA toolkit or the nvidia-cuda-nvrtc wheel that make test installs)")
+    return lib
+
+
+@pytest.mark.parametrize("atr_period", [1, 14, 64])
+def test_nvrtc_builds_the_gpu_program_exactly_as_cupy_would(nvrtc, atr_period):
+    """The GPU engine's program through NVRTC with CuPy's own options appended, for sm_90.
+
+    Checks what would otherwise first show on a GPU: NVRTC accepts the sources (no host
+    headers there), the four kernels exist with the argument kinds engines/kernels.py
+    passes, no multiply-add was fused, and CuPy's -ftz=true flushed no float rounding.
+    """
+    code, options = gpu.nvrtc_program(atr_period)
+    result, log, ptx = nvrtc.compile(code, options + nvrtc_lib.CUPY_APPENDED_OPTIONS + ("-arch=compute_90",))
+    assert result == 0, f"NVRTC {nvrtc.version()} failed:\n{log}"
+    assert "warning" not in log.lower(), log
+    ptx_kind = {"p": {"u64", "b64", "s64"}, "q": {"u64", "b64", "s64"}, "d": {"f64"}}
+    entries = dict(re.findall(r"\.entry\s+(\w+)\s*\(([^)]*)\)", ptx))
+    assert set(entries) == set(kernels.SIGNATURES)
+    for name, params in entries.items():
+        kinds = re.findall(r"\.param\s+\.(\w+)", params)
+        sig = kernels.SIGNATURES[name]
+        assert len(kinds) == len(sig), f"{name}: {len(kinds)} parameters in the kernel, {len(sig)} in SIGNATURES"
+        for i, (kind, want) in enumerate(zip(kinds, sig)):
+            assert kind in ptx_kind[want], f"{name} argument {i}: .{kind} in the kernel, '{want}' in SIGNATURES"
+    assert not re.search(r"\bfma\.", ptx), "a fused multiply-add: --fmad=false did not hold"
+    roundings = re.findall(r"cvt\.\S*f32\.f64", ptx)
+    assert roundings and set(roundings) == {"cvt.rn.f32.f64"}, sorted(set(roundings))
+
+
+def test_float_rounding_keeps_subnormals(fast_engine):
+    """Prices near 1e-46 make candle features float32-subnormal; no engine may flush them to 0."""
+    rng = np.random.default_rng(46)
+    o, h, l, c, off = random_bars(rng, [300, 41])
+    o, h, l, c = (x * 1e-46 for x in (o, h, l, c))
+    got, want = cross_check(fast_engine, o, h, l, c, off, chunk_bars=64, warm_bars=16, what="tiny prices")
+    feats = np.asarray(want.features)
+    assert np.count_nonzero((feats != 0) & (np.abs(feats) < np.finfo(np.float32).tiny)) > 100
 
 
 def test_kernel_sources_ship_in_the_wheel(tmp_path):

@@ -45,17 +45,28 @@ def unavailable_reason() -> str:
     return "no CUDA device is visible" if count == 0 else "the GPU is available"
 
 
-@functools.lru_cache(maxsize=None)
-def module(atr_period: int):
-    """The compiled ``cupy.RawModule`` holding the four kernels for ``atr_period``."""
-    import cupy
+def nvrtc_program(atr_period: int) -> tuple[str, tuple[str, ...]]:
+    """``(code, options)`` handed to NVRTC for ``atr_period``: the one definition of the GPU build.
 
+    CuPy's ``RawModule`` appends its own options after these (CuPy 14: ``-ftz=true``,
+    ``--device-as-default-execution-space``, ``-arch=...``); the kernels are written so
+    that none of them changes a result (portable.cuh ``pf_f32``), and
+    tests/test_engines.py compiles exactly this program with those options appended.
+    """
     src_dir = kernels.kernel_dir()
     digest = hashlib.sha256()
     for name in kernels.KERNEL_SOURCES:
         digest.update(name.encode() + b"\0" + (src_dir / name).read_bytes())
     code = f'// gpu-features kernels, sources sha256 {digest.hexdigest()}\n#include "candle.cu"\n#include "scan.cu"\n'
-    options = NVRTC_OPTIONS + (f"-DPF_ATR_PERIOD={atr_period}", f"-I{src_dir}")
+    return code, NVRTC_OPTIONS + (f"-DPF_ATR_PERIOD={atr_period}", f"-I{src_dir}")
+
+
+@functools.lru_cache(maxsize=None)
+def module(atr_period: int):
+    """The compiled ``cupy.RawModule`` holding the four kernels for ``atr_period``."""
+    import cupy
+
+    code, options = nvrtc_program(atr_period)
     mod = cupy.RawModule(code=code, options=options)
     mod.compile()
     return mod
