@@ -28,10 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from . import engines, splits as splits_mod
+from .arrays import to_numpy
 from .bars import Bars, read_bars
 from .errors import StoreError
 from .store import (SHARD_BARS, Progress, _no_progress, checkpoint_positions, now_iso, open_store, shard_ranges,
-                    source_record, split_counts, store_stats, swing_counts, to_numpy, write_manifest, write_shard,
+                    source_record, split_counts, store_stats, swing_counts, write_manifest, write_shard,
                     write_state)
 
 OVERLAP_POLICIES = ("error", "skip")

@@ -20,6 +20,7 @@ cover open/close, for the two ordering rules only.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -27,11 +28,13 @@ from typing import Any
 
 import numpy as np
 
+from .arrays import array_module, to_numpy
 from .errors import BarsError
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 TIME_COLUMNS = ("timestamp", "ts_event", "datetime", "date", "time")
 POLICIES = ("error", "drop", "repair")
+READERS = ("auto", "pyarrow", "cudf")
 _SHOW_ROWS = 5
 
 
@@ -40,9 +43,9 @@ class Bars:
     """OHLC bars of one or several series, concatenated series after series.
 
     Attributes:
-        open, high, low, close: ``[n] float64``.
+        open, high, low, close: ``[n] float64``, numpy (or CuPy from the cudf reader).
         timestamp: ``[n] int64`` ns since the epoch, UTC; increasing within a series.
-        offsets: ``[S] int64`` first bar of each series (first 0, increasing).
+        offsets: ``[S] int64`` numpy, first bar of each series (first 0, increasing).
         symbols: ``S`` series names.
         source: where the bars came from (path, bytes, sha256 or generator parameters).
         ingest: what ingest did: policy, dropped and repaired bars by rule.
@@ -74,6 +77,10 @@ class Bars:
         """``[n] int64`` series index of every bar."""
         return np.repeat(np.arange(self.n_series, dtype=np.int64), np.diff(self.series_bounds()))
 
+    def on_host(self) -> "Bars":
+        """These bars with numpy arrays (copied from the GPU where the cudf reader left them)."""
+        return dataclasses.replace(self, **{k: to_numpy(getattr(self, k)) for k in PRICE_COLUMNS + ("timestamp",)})
+
     def take(self, start: int, stop: int, series: int = 0) -> "Bars":
         """Bars ``start:stop`` (global positions, all inside ``series``) as a one-series Bars.
 
@@ -101,12 +108,14 @@ def file_digest(path: str | os.PathLike) -> dict:
     return {"kind": "file", "path": str(Path(path).resolve()), "bytes": size, "sha256": h.hexdigest()}
 
 
-def read_bars(path: str | os.PathLike, on_bad_bars: str = "error") -> Bars:
+def read_bars(path: str | os.PathLike, on_bad_bars: str = "error", reader: str = "pyarrow") -> Bars:
     """Read and validate bars from a parquet or CSV file.
 
     Args:
         path: ``.parquet``/``.pq`` or ``.csv``/``.csv.gz`` file.
         on_bad_bars: ``"error"`` (default), ``"drop"`` or ``"repair"`` (see module doc).
+        reader: ``"pyarrow"`` (default: numpy arrays), ``"cudf"`` (parquet decoded on the GPU,
+            CuPy arrays; needs cudf) or ``"auto"`` (cudf for parquet when it imports, else pyarrow).
 
     Returns:
         :class:`Bars` with float64 prices and int64 ns timestamps.
@@ -116,17 +125,32 @@ def read_bars(path: str | os.PathLike, on_bad_bars: str = "error") -> Bars:
     """
     if on_bad_bars not in POLICIES:
         raise BarsError(f"on_bad_bars must be one of {', '.join(POLICIES)}, got {on_bad_bars!r}.")
+    if reader not in READERS:
+        raise BarsError(f"reader must be one of {', '.join(READERS)}, got {reader!r}.")
     path = Path(path)
     if not path.is_file():
         raise BarsError(f"{path}: no such file; give a parquet or CSV file of OHLC bars.")
+    parquet = path.name.lower().endswith((".parquet", ".pq"))
+    note = None
+    if reader == "cudf" and not parquet:
+        raise BarsError(f"{path}: the cudf reader decodes parquet only; use --reader pyarrow for CSV files.")
+    if reader == "cudf" or (reader == "auto" and parquet and _cudf() is not None):
+        got = _read_bars_cudf(path, on_bad_bars)
+        if isinstance(got, Bars):
+            return got
+        note = got
     table = _read_table(path)
     if table.num_rows == 0:
         raise BarsError(f"{path}: the file holds no bars (0 rows); give a file with at least one bar.")
-    cols = _match_columns(path, table)
+    cols = _match_columns(path, table.column_names)
     prices = {name: _float_column(table.column(cols[name])) for name in PRICE_COLUMNS}
     ts = _time_column(path, table, cols)
     symbol = _symbol_column(path, table, cols)
-    return assemble(path, prices, ts, symbol, on_bad_bars, file_digest(path))
+    bars = assemble(path, prices, ts, symbol, on_bad_bars, file_digest(path))
+    bars.ingest["reader"] = "pyarrow"
+    if note:
+        bars.ingest["reader_note"] = note
+    return bars
 
 
 def assemble(where, prices: dict, ts: np.ndarray, symbol: np.ndarray | None, on_bad_bars: str,
@@ -153,19 +177,9 @@ def assemble(where, prices: dict, ts: np.ndarray, symbol: np.ndarray | None, on_
         names = tuple(str(x) for x in names_arr)
         order = np.argsort(codes, kind="stable")
     o, h, l, c, ts, codes, row = (a[order] for a in (o, h, l, c, ts, codes, row))
-    ingest: dict[str, Any] = {"policy": on_bad_bars, "rows_read": int(n), "symbol_column": symbol is not None,
-                              "dropped": {}, "repaired": {}}
-
-    finite = np.isfinite(o) & np.isfinite(h) & np.isfinite(l) & np.isfinite(c)
-    with np.errstate(invalid="ignore"):
-        bad_price = ~finite | (o <= 0) | (h <= 0) | (l <= 0) | (c <= 0)
-        low_above = ~bad_price & (l > np.minimum(o, c))
-        high_below = ~bad_price & (h < np.maximum(o, c))
-    rules = [
-        ("price missing, non-finite or <= 0", bad_price),
-        ("low above min(open, close)", low_above),
-        ("high below max(open, close)", high_below),
-    ]
+    ingest = _ingest_record(on_bad_bars, n, symbol is not None)
+    rules = rule_masks(o, h, l, c)
+    bad_price = rules[0][1]
     broken = [(name, mask) for name, mask in rules if mask.any()]
     if broken and on_bad_bars == "error":
         raise BarsError(f"{where}: " + "; ".join(_describe(name, mask, row) for name, mask in broken)
@@ -217,6 +231,66 @@ def assemble(where, prices: dict, ts: np.ndarray, symbol: np.ndarray | None, on_
     return Bars(o, h, l, c, ts.astype(np.int64), starts, names, source, ingest)
 
 
+def rule_masks(o, h, l, c) -> list:
+    """The per-bar ingest rules: ``[(rule, [n] bool mask of the bars breaking it)]``, numpy or CuPy alike."""
+    xp = array_module(c)
+    finite = xp.isfinite(o) & xp.isfinite(h) & xp.isfinite(l) & xp.isfinite(c)
+    with np.errstate(invalid="ignore"):
+        bad_price = ~finite | (o <= 0) | (h <= 0) | (l <= 0) | (c <= 0)
+        low_above = ~bad_price & (l > xp.minimum(o, c))
+        high_below = ~bad_price & (h < xp.maximum(o, c))
+    return [
+        ("price missing, non-finite or <= 0", bad_price),
+        ("low above min(open, close)", low_above),
+        ("high below max(open, close)", high_below),
+    ]
+
+
+def assemble_clean(where, prices: dict, ts, codes, names: tuple, on_bad_bars: str, source: dict,
+                   reader: str) -> Bars | None:
+    """:func:`assemble` for bars that break no rule, computed where the columns live (numpy or CuPy).
+
+    Args:
+        where: file name used for the one-series name.
+        prices: ``{"open"|"high"|"low"|"close": [n] float}`` arrays (NaN for missing).
+        ts: ``[n] int64`` ns timestamps.
+        codes: ``[n]`` integer index into ``names`` per row, or None for one series.
+        names: the series names, sorted, each with at least one row (one name when codes is None).
+        on_bad_bars, source: as for :func:`assemble` (the policy is only recorded: nothing is broken).
+        reader: recorded as ``ingest["reader"]``.
+
+    Returns:
+        The same :class:`Bars` as :func:`assemble` (arrays on the columns' device), or None when a bar
+        breaks a rule: then :func:`assemble` must report it or apply the policy on the host.
+    """
+    xp = array_module(ts)
+    n = len(ts)
+    o, h, l, c = (xp.ascontiguousarray(xp.asarray(prices[k]), dtype=xp.float64) for k in PRICE_COLUMNS)
+    ts = xp.ascontiguousarray(xp.asarray(ts), dtype=xp.int64)
+    if codes is not None:
+        codes = xp.asarray(codes).astype(xp.int64)
+        # Series in name order, each keeping file order: the row number breaks ties, so any sort is stable.
+        order = xp.argsort(codes * n + xp.arange(n, dtype=xp.int64))
+        o, h, l, c, ts, codes = (a[order] for a in (o, h, l, c, ts, codes))
+    if any(bool(mask.any()) for _, mask in rule_masks(o, h, l, c)):
+        return None
+    # Strictly increasing time within each series: with nothing dropped, each bar against the one before.
+    same_series = True if codes is None else codes[1:] == codes[:-1]
+    if bool(xp.any((ts[1:] <= ts[:-1]) & same_series)):
+        return None
+    starts = np.zeros(1, dtype=np.int64) if codes is None else \
+        to_numpy(xp.flatnonzero(codes[1:] != codes[:-1]) + 1)
+    offsets = np.concatenate([[0], starts]).astype(np.int64) if codes is not None else starts
+    ingest = _ingest_record(on_bad_bars, n, codes is not None)
+    ingest.update(bars=int(n), reader=reader)
+    return Bars(o, h, l, c, ts, offsets, tuple(names), source, ingest)
+
+
+def _ingest_record(on_bad_bars: str, rows: int, symbol_column: bool) -> dict[str, Any]:
+    return {"policy": on_bad_bars, "rows_read": int(rows), "symbol_column": symbol_column,
+            "dropped": {}, "repaired": {}}
+
+
 def _series_name(where) -> str:
     """Name of the one series of a file without a symbol column: the file name without suffixes."""
     name = Path(str(where)).name
@@ -259,9 +333,11 @@ def _read_table(path: Path):
     raise BarsError(f"{path}: unsupported file type '{path.suffix}'; give a .parquet, .pq, .csv or .csv.gz file.")
 
 
-def _match_columns(path: Path, table) -> dict:
+def _match_columns(path: Path, column_names) -> dict:
+    """``{lower-case name: name in the file}``; refuses names equal but for case, and missing prices."""
+    column_names = [str(x) for x in column_names]
     by_lower: dict[str, str] = {}
-    for name in table.column_names:
+    for name in column_names:
         key = name.lower()
         if key in by_lower:
             raise BarsError(f"{path}: columns '{by_lower[key]}' and '{name}' differ only in case; "
@@ -270,7 +346,7 @@ def _match_columns(path: Path, table) -> dict:
     missing = [c for c in PRICE_COLUMNS if c not in by_lower]
     if missing:
         raise BarsError(f"{path}: missing column(s) {', '.join(missing)}; required (any case): "
-                        f"{', '.join(PRICE_COLUMNS)}, found: {', '.join(table.column_names)}.")
+                        f"{', '.join(PRICE_COLUMNS)}, found: {', '.join(column_names)}.")
     return by_lower
 
 
@@ -303,9 +379,7 @@ def _time_column(path: Path, table, cols: dict) -> np.ndarray:
     try:
         if pa.types.is_integer(t):
             v = col.to_numpy(zero_copy_only=False).astype(np.int64)
-            mag = int(np.abs(v).max()) if len(v) else 0
-            scale = 1_000_000_000 if mag < 1e11 else 1_000_000 if mag < 1e14 else 1_000 if mag < 1e17 else 1
-            return v * scale
+            return v * _epoch_scale(v)
         if pa.types.is_string(t) or pa.types.is_large_string(t):
             col = pc.cast(col, pa.timestamp("ns"))
             t = col.type
@@ -320,6 +394,12 @@ def _time_column(path: Path, table, cols: dict) -> np.ndarray:
                         f"({str(err).splitlines()[0]}); use ISO 8601 text, a timestamp type or epoch integers.") from None
     raise BarsError(f"{path}: time column '{name}' has type {t}, which is not a time; use ISO 8601 text, "
                     "a timestamp type or epoch integers.")
+
+
+def _epoch_scale(v) -> int:
+    """ns per unit of integer epoch times ``v`` (numpy or CuPy), judged by the largest magnitude."""
+    mag = int(abs(v).max()) if len(v) else 0
+    return 1_000_000_000 if mag < 1e11 else 1_000_000 if mag < 1e14 else 1_000 if mag < 1e17 else 1
 
 
 def _pandas_index_column(table) -> str | None:
@@ -343,3 +423,68 @@ def _symbol_column(path: Path, table, cols: dict) -> np.ndarray | None:
         raise BarsError(f"{path}: {col.null_count} bar(s) have no symbol (first data rows, 0-based: "
                         f"{', '.join(map(str, first))}); fill the symbol column or remove it.")
     return np.asarray(col.to_pylist(), dtype=object).astype(str)
+
+
+# --- file reading on the GPU (cudf) -----------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _cudf():
+    """The cudf module, or None where it does not import (not installed, or no usable GPU)."""
+    try:
+        import cudf
+
+        return cudf
+    except Exception:  # ImportError, or cudf's own error when no CUDA driver or device is present
+        return None
+
+
+_NS_PER = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
+
+
+def _read_bars_cudf(path: Path, on_bad_bars: str) -> Bars | str:
+    """Bars of a parquet file decoded by cudf, kept on the GPU (see module doc).
+
+    Returns:
+        :class:`Bars` with CuPy arrays, or a sentence saying why the pyarrow path must read the file.
+    """
+    cudf = _cudf()
+    if cudf is None:
+        raise BarsError(f"{path}: the cudf reader needs cudf and a CUDA GPU, and cudf does not import here; "
+                        "install gpu-features[cudf] on a GPU machine or use --reader pyarrow.")
+    try:
+        df = cudf.read_parquet(str(path))
+    except Exception as err:  # the pyarrow path reports unreadable files with its own message
+        return f"cudf could not decode the file ({type(err).__name__})"
+    if len(df) == 0:
+        return "the file holds no rows"
+    cols = _match_columns(path, df.columns)
+    time_name = next((cols[t] for t in TIME_COLUMNS if t in cols), None)
+    if time_name is None:
+        return "no time column (the time may be the parquet index)"
+    for name in PRICE_COLUMNS:
+        if df[cols[name]].dtype.kind not in "fiu":
+            return f"column '{cols[name]}' has type {df[cols[name]].dtype}, not a float or integer"
+    prices = {name: df[cols[name]].astype("float64").to_cupy(na_value=np.nan) for name in PRICE_COLUMNS}
+    t = df[time_name]
+    if t.null_count:
+        return f"time column '{time_name}' has missing values"
+    if t.dtype.kind == "M":  # datetime64, naive or with a time zone: int64 counts of its unit since the epoch, UTC
+        unit = getattr(t.dtype, "unit", None) or np.datetime_data(t.dtype)[0]
+        if unit not in _NS_PER:
+            return f"time column '{time_name}' has unit {unit}"
+        ts = t.astype("int64").to_cupy() * _NS_PER[unit]
+    elif t.dtype.kind in "iu":
+        ts = t.astype("int64").to_cupy()
+        ts = ts * _epoch_scale(ts)
+    else:
+        return f"time column '{time_name}' has type {t.dtype}, decoded on the CPU"
+    codes, names = None, (_series_name(path),)
+    if "symbol" in cols:
+        sym = df[cols["symbol"]]
+        if sym.null_count or str(sym.dtype) not in ("object", "str", "string"):
+            return f"symbol column '{cols['symbol']}' has missing values or type {sym.dtype}, not text"
+        codes, uniques = cudf.factorize(sym, sort=True)
+        names = tuple(str(x) for x in uniques.to_arrow().to_pylist())
+    bars = assemble_clean(path, prices, ts, codes, names, on_bad_bars, file_digest(path), "cudf")
+    return bars if bars is not None else "some bars break an ingest rule"

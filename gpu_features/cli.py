@@ -17,6 +17,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from . import synthetic
+from .bars import READERS
 from .config import FeatureConfig
 from .engines import ENGINE_CHOICES
 from .errors import ConfigError, GpuFeaturesError
@@ -92,7 +93,8 @@ def cmd_precompute(args) -> int:
         given = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(FeatureConfig)
                  if getattr(args, f.name, None) is not None]
         given += [flag for flag, on in (("--config", args.config), ("--input", args.input),
-                                        ("--overwrite", args.overwrite), ("--split-dates", args.split_dates),
+                                        ("--overwrite", args.overwrite), ("--reader", args.reader),
+                                        ("--split-dates", args.split_dates),
                                         ("--split-fractions", args.split_fractions)) if on]
         if given:
             raise GpuFeaturesError(f"--append continues the store's own config, input layout and splits, so "
@@ -117,7 +119,7 @@ def cmd_precompute(args) -> int:
     with _progress(args.quiet) as prog:
         st = store_mod.precompute(source, args.output, config=cfg, engine=args.engine, shard_bars=args.shard_bars,
                                   splits=splits, overwrite=args.overwrite, on_bad_bars=args.on_bad_bars,
-                                  progress=_RichProgress(prog))
+                                  progress=_RichProgress(prog), reader=args.reader or "auto")
     _print_store_summary(st, "wrote")
     return 0
 
@@ -129,8 +131,13 @@ def _print_store_summary(st, verb: str) -> None:
     size = sum(s["bytes"] for s in m["shards"]) + m["state"]["bytes"]
     console.print(f"[bold green]{verb}[/] {st.path}: {st.n_bars:,} bars, {len(st.symbols)} symbol(s), "
                   f"{len(m['shards'])} shard(s), {size / 1e6:.1f} MB")
+    ingests = [src.get("ingest", {}) for src in m["sources"]]
+    readers = sorted({i["reader"] for i in ingests if "reader" in i})
+    notes = sorted({f" (cudf handed over: {i['reader_note']})" for i in ingests if "reader_note" in i})
     console.print(f"engine [bold]{eng['name']}[/] ({eng['chunks']} chunks, {eng['fixups']} fix-ups, kernels "
-                  f"{eng['kernel_seconds'] * 1e3:.1f} ms); total {t['total_s']:.2f} s "
+                  f"{eng['kernel_seconds'] * 1e3:.1f} ms); "
+                  + (f"read with [bold]{', '.join(readers)}[/]{''.join(notes)}; " if readers else "")
+                  + f"total {t['total_s']:.2f} s "
                   f"(read {t['read_s']:.2f}, compute {t['compute_s']:.2f}, write {t['write_s']:.2f})")
     table = Table(title="splits")
     for col in ("split", "from", "to", "bars", "windows"):
@@ -209,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--overwrite", action="store_true", help="replace an existing store (only by a complete new one)")
     pre.add_argument("--on-bad-bars", choices=("error", "drop", "repair"), default="error",
                      help="bad-bar policy [error]")
+    pre.add_argument("--reader", choices=READERS, default=None,
+                     help="how --input is read [auto: cudf for parquet where cudf imports, else pyarrow]")
     pre.add_argument("--shard-bars", type=int, default=None, metavar="N", help="bars per shard [524288]")
     pre.add_argument("--split-fractions", metavar="A,B,C", help="chronological train,val,test fractions [0.9,0.05,0.05]")
     pre.add_argument("--split-dates", metavar="VAL,TEST", help="chronological split dates (UTC): val start, test start")

@@ -41,6 +41,7 @@ import numpy as np
 
 from . import engines, splits as splits_mod
 from . import state as S
+from .arrays import to_numpy
 from .bars import Bars, read_bars
 from .config import FEATURE_NAMES, N_FEATURES, FeatureConfig
 from .errors import ConfigError, GpuFeaturesError, StoreError
@@ -62,11 +63,6 @@ Progress = Callable[[str, int, int], None]
 
 def _no_progress(stage: str, done: int, total: int) -> None:
     pass
-
-
-def to_numpy(x) -> np.ndarray:
-    """A host numpy array from numpy or CuPy input."""
-    return x.get() if hasattr(x, "get") else np.asarray(x)
 
 
 def now_iso() -> str:
@@ -494,7 +490,8 @@ def _replace_dir(tmp: Path, out: Path) -> None:
 
 def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engine: str = "auto",
                shard_bars: int = SHARD_BARS, splits=None, overwrite: bool = False, on_bad_bars: str = "error",
-               checkpoint_every: int = CHECKPOINT_BARS, progress: Progress | None = None) -> Store:
+               checkpoint_every: int = CHECKPOINT_BARS, progress: Progress | None = None,
+               reader: str = "pyarrow") -> Store:
     """Compute the features of some bars and write them as a new store.
 
     Args:
@@ -506,6 +503,7 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
         splits: None (fractions 0.9/0.05/0.05), ``{"fractions": [a, b, c]}`` or ``{"dates": [val, test]}``.
         overwrite: replace an existing store (only ever by a complete new one).
         on_bad_bars: ingest policy when reading a path (``error``, ``drop``, ``repair``).
+        reader: how to read a path: ``pyarrow``, ``cudf`` or ``auto`` (:func:`read_bars`).
         checkpoint_every: bars between stored engine states.
         progress: optional ``callback(stage, done, total)``.
 
@@ -524,7 +522,8 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
         raise StoreError(f"{out} exists and is not a gpu-features store; refusing to replace it, choose another --output.")
     cfg = config or FeatureConfig()
     progress("read", 0, 1)
-    bars = bars_or_path if isinstance(bars_or_path, Bars) else read_bars(bars_or_path, on_bad_bars=on_bad_bars)
+    read = bars_or_path if isinstance(bars_or_path, Bars) else read_bars(bars_or_path, on_bad_bars, reader)
+    bars = read.on_host()  # timestamps and offsets for the store; the engine takes the prices where they were read
     progress("read", 1, 1)
     t_read = time.perf_counter()
     split_record = splits_mod.resolve(splits, bars.timestamp)
@@ -534,7 +533,7 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
     shard_bounds = np.array([a for a, _ in shards] + [bars.n], dtype=np.int64)
     cps = checkpoint_positions(seg_bounds, shard_bounds, checkpoint_every)
     progress("compute", 0, 1)
-    run = engines.run(bars.open, bars.high, bars.low, bars.close, offsets=bars.offsets, config=cfg,
+    run = engines.run(read.open, read.high, read.low, read.close, offsets=bars.offsets, config=cfg,
                       engine=engine, snapshot_at=cps)
     feats, valid, swing = to_numpy(run.features), to_numpy(run.valid), to_numpy(run.swing)
     snaps, ends = to_numpy(run.snapshots), to_numpy(run.end_states)

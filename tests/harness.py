@@ -10,7 +10,7 @@ import numpy as np
 
 from gpu_features import engines
 from gpu_features.config import FEATURE_NAMES, FeatureConfig
-from gpu_features.store import to_numpy
+from gpu_features.arrays import to_numpy
 
 FAST_ENGINES = ("host", "gpu")
 

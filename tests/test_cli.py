@@ -106,3 +106,28 @@ def test_splits_flags(capsys, tmp_path):
 def test_missing_store(capsys, tmp_path):
     code, _, err = run(capsys, "inspect", str(tmp_path / "nope"))
     assert code == 2 and "no such store directory" in err
+
+
+def test_reader_flag(capsys, tmp_path, demo):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from gpu_features import bars as bars_mod
+
+    n = 300
+    c = 100.0 + np.arange(n) * 0.25
+    pq.write_table(pa.table({"timestamp": pa.array(1_704_067_200 + np.arange(n) * 60, pa.int64()),
+                             "open": c, "high": c + 1, "low": c - 1, "close": c}), tmp_path / "nq.parquet")
+    code, out, _ = run(capsys, "precompute", "--input", str(tmp_path / "nq.parquet"), "--output",
+                       str(tmp_path / "s"), "--reader", "pyarrow", "--engine", "host", "--quiet")
+    assert code == 0 and "read with pyarrow" in out
+    m = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert m["sources"][0]["ingest"]["reader"] == "pyarrow"
+    if bars_mod._cudf() is None:
+        code, _, err = run(capsys, "precompute", "--input", str(tmp_path / "nq.parquet"), "--output",
+                           str(tmp_path / "s2"), "--reader", "cudf", "--quiet")
+        assert code == 2 and "the cudf reader needs cudf and a CUDA GPU" in err and not (tmp_path / "s2").exists()
+    code, _, err = run(capsys, "precompute", "--output", str(demo), "--append", str(tmp_path / "nq.parquet"),
+                       "--reader", "pyarrow")
+    assert code == 2 and "--reader cannot be used with it" in err

@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import reference
 from .. import state as S
+from ..arrays import to_numpy
 from ..config import N_FEATURES, FeatureConfig
 from ..errors import EngineError
 from .kernels import EngineRun
@@ -41,8 +42,8 @@ def _check_inputs(o, h, l, c, offsets, cfg):
         if getattr(x, "ndim", 1) != 1 or len(x) != n:
             raise EngineError(f"price array {name} must be 1-D with {n} elements like close, "
                               f"got shape {getattr(x, 'shape', (len(x),))}.")
-    offsets = np.zeros(1 if n else 0, dtype=np.int64) if offsets is None else np.asarray(
-        offsets.get() if hasattr(offsets, "get") else offsets).astype(np.int64).ravel()
+    offsets = np.zeros(1 if n else 0, dtype=np.int64) if offsets is None else \
+        to_numpy(offsets).astype(np.int64).ravel()
     if n and (len(offsets) == 0 or offsets[0] != 0 or np.any(np.diff(offsets) <= 0) or offsets[-1] >= n):
         raise EngineError(f"offsets must start at 0 and strictly increase below n = {n} "
                           f"(one entry per series start), got {offsets[:8].tolist()}.")
@@ -84,7 +85,7 @@ def run(o, h, l, c, offsets=None, config: FeatureConfig | None = None, engine: s
                          np.zeros((0, dim)), np.zeros((len(snaps), dim)), name)
     if name == "reference":
         t0 = time.perf_counter()
-        arrays = [np.asarray(x.get() if hasattr(x, "get") else x, dtype=np.float64) for x in (o, h, l, c)]
+        arrays = [to_numpy(x).astype(np.float64, copy=False) for x in (o, h, l, c)]
         feats, valid, swing, ends, snap_states = reference.compute(*arrays, offsets, cfg, states, snaps)
         return EngineRun(feats, valid, swing, ends, snap_states, "reference",
                          kernel_seconds=time.perf_counter() - t0)
@@ -92,7 +93,7 @@ def run(o, h, l, c, offsets=None, config: FeatureConfig | None = None, engine: s
         from . import host
 
         backend, chunk, warm = host.HostBackend(cfg.atr_period), host.CHUNK_BARS, host.WARM_BARS
-        o, h, l, c = (np.asarray(x.get() if hasattr(x, "get") else x) for x in (o, h, l, c))
+        o, h, l, c = (to_numpy(x) for x in (o, h, l, c))
     else:
         from . import gpu
 
