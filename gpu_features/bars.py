@@ -34,6 +34,7 @@ from .errors import BarsError
 PRICE_COLUMNS = ("open", "high", "low", "close")
 TIME_COLUMNS = ("timestamp", "ts_event", "datetime", "date", "time")
 POLICIES = ("error", "drop", "repair")
+NS_PER = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 READERS = ("auto", "pyarrow", "cudf")
 _SHOW_ROWS = 5
 
@@ -175,7 +176,7 @@ def assemble(where, prices: dict, ts: np.ndarray, symbol: np.ndarray | None, on_
     else:
         names_arr, codes = np.unique(symbol, return_inverse=True)
         names = tuple(str(x) for x in names_arr)
-        order = np.argsort(codes, kind="stable")
+        order = _series_order(codes)
     o, h, l, c, ts, codes, row = (a[order] for a in (o, h, l, c, ts, codes, row))
     ingest = _ingest_record(on_bad_bars, n, symbol is not None)
     rules = rule_masks(o, h, l, c)
@@ -269,8 +270,7 @@ def assemble_clean(where, prices: dict, ts, codes, names: tuple, on_bad_bars: st
     ts = xp.ascontiguousarray(xp.asarray(ts), dtype=xp.int64)
     if codes is not None:
         codes = xp.asarray(codes).astype(xp.int64)
-        # Series in name order, each keeping file order: the row number breaks ties, so any sort is stable.
-        order = xp.argsort(codes * n + xp.arange(n, dtype=xp.int64))
+        order = _series_order(codes)
         o, h, l, c, ts, codes = (a[order] for a in (o, h, l, c, ts, codes))
     if any(bool(mask.any()) for _, mask in rule_masks(o, h, l, c)):
         return None
@@ -278,12 +278,23 @@ def assemble_clean(where, prices: dict, ts, codes, names: tuple, on_bad_bars: st
     same_series = True if codes is None else codes[1:] == codes[:-1]
     if bool(xp.any((ts[1:] <= ts[:-1]) & same_series)):
         return None
-    starts = np.zeros(1, dtype=np.int64) if codes is None else \
-        to_numpy(xp.flatnonzero(codes[1:] != codes[:-1]) + 1)
-    offsets = np.concatenate([[0], starts]).astype(np.int64) if codes is not None else starts
+    offsets = np.zeros(1, dtype=np.int64)
+    if codes is not None:  # a series starts where the code changes; only these S positions come to the host
+        offsets = np.concatenate([offsets, to_numpy(xp.flatnonzero(codes[1:] != codes[:-1]) + 1)]).astype(np.int64)
     ingest = _ingest_record(on_bad_bars, n, codes is not None)
     ingest.update(bars=int(n), reader=reader)
     return Bars(o, h, l, c, ts, offsets, tuple(names), source, ingest)
+
+
+def _series_order(codes):
+    """``[n]`` row order putting series in code order, each keeping file order (numpy or CuPy).
+
+    The row number breaks ties inside the key, so the result is stable whatever sort the array
+    module uses.
+    """
+    xp = array_module(codes)
+    n = len(codes)
+    return xp.argsort(codes.astype(xp.int64) * n + xp.arange(n, dtype=xp.int64))
 
 
 def _ingest_record(on_bad_bars: str, rows: int, symbol_column: bool) -> dict[str, Any]:
@@ -399,7 +410,7 @@ def _time_column(path: Path, table, cols: dict) -> np.ndarray:
 def _epoch_scale(v) -> int:
     """ns per unit of integer epoch times ``v`` (numpy or CuPy), judged by the largest magnitude."""
     mag = int(abs(v).max()) if len(v) else 0
-    return 1_000_000_000 if mag < 1e11 else 1_000_000 if mag < 1e14 else 1_000 if mag < 1e17 else 1
+    return NS_PER["s"] if mag < 1e11 else NS_PER["ms"] if mag < 1e14 else NS_PER["us"] if mag < 1e17 else 1
 
 
 def _pandas_index_column(table) -> str | None:
@@ -439,9 +450,6 @@ def _cudf():
         return None
 
 
-_NS_PER = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
-
-
 def _read_bars_cudf(path: Path, on_bad_bars: str) -> Bars | str:
     """Bars of a parquet file decoded by cudf, kept on the GPU (see module doc).
 
@@ -471,9 +479,9 @@ def _read_bars_cudf(path: Path, on_bad_bars: str) -> Bars | str:
         return f"time column '{time_name}' has missing values"
     if t.dtype.kind == "M":  # datetime64, naive or with a time zone: int64 counts of its unit since the epoch, UTC
         unit = getattr(t.dtype, "unit", None) or np.datetime_data(t.dtype)[0]
-        if unit not in _NS_PER:
+        if unit not in NS_PER:
             return f"time column '{time_name}' has unit {unit}"
-        ts = t.astype("int64").to_cupy() * _NS_PER[unit]
+        ts = t.astype("int64").to_cupy() * NS_PER[unit]
     elif t.dtype.kind in "iu":
         ts = t.astype("int64").to_cupy()
         ts = ts * _epoch_scale(ts)
