@@ -27,6 +27,7 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
+from .arrays import to_numpy
 from .errors import GpuFeaturesError
 from .splits import SPLIT_NAMES
 
@@ -191,11 +192,9 @@ def _same_device(have, want) -> bool:
 
 def _host(x, dtype) -> np.ndarray:
     """A numpy copy of a small index array given as numpy, CuPy or torch."""
-    if hasattr(x, "get"):        # CuPy
-        x = x.get()
-    elif hasattr(x, "cpu"):      # torch
+    if hasattr(x, "cpu"):        # torch
         x = x.cpu().numpy()
-    return np.asarray(x, dtype=dtype)
+    return to_numpy(x).astype(dtype, copy=False)
 
 
 class Batch(NamedTuple):
