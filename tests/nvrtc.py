@@ -48,8 +48,12 @@ class Nvrtc:
         self.lib.nvrtcVersion(ctypes.byref(major), ctypes.byref(minor))
         return major.value, minor.value
 
-    def compile(self, code: str, options) -> tuple[int, str, str]:
-        """Compile ``code`` to PTX. Returns ``(result code, log, ptx)``; result 0 is success."""
+    def compile(self, code: str, options) -> tuple[int, str, str | bytes]:
+        """Compile ``code``. Returns ``(result code, log, output)``; result 0 is success.
+
+        The output is PTX text for ``-arch=compute_XX`` and a CUBIN for ``-arch=sm_XX``
+        (what CuPy asks for on a card NVRTC knows).
+        """
         lib = self.lib
         prog = ctypes.c_void_p()
         assert lib.nvrtcCreateProgram(ctypes.byref(prog), code.encode(), b"kern.cu", 0, None, None) == 0
@@ -60,13 +64,14 @@ class Nvrtc:
             lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
             log = ctypes.create_string_buffer(size.value)
             lib.nvrtcGetProgramLog(prog, log)
-            ptx = b""
-            if result == 0:
-                lib.nvrtcGetPTXSize(prog, ctypes.byref(size))
-                buf = ctypes.create_string_buffer(size.value)
-                lib.nvrtcGetPTX(prog, buf)
-                ptx = buf.value
-            return result, log.value.decode(errors="replace"), ptx.decode()
+            if result != 0:
+                return result, log.value.decode(errors="replace"), ""
+            cubin = any(o.startswith(("-arch=sm_", "--gpu-architecture=sm_")) for o in options)
+            get_size, get = (lib.nvrtcGetCUBINSize, lib.nvrtcGetCUBIN) if cubin else (lib.nvrtcGetPTXSize, lib.nvrtcGetPTX)
+            assert get_size(prog, ctypes.byref(size)) == 0
+            buf = ctypes.create_string_buffer(size.value)
+            assert get(prog, buf) == 0
+            return result, log.value.decode(errors="replace"), buf.raw if cubin else buf.value.decode()
         finally:
             lib.nvrtcDestroyProgram(ctypes.byref(prog))
 

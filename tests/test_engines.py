@@ -223,6 +223,13 @@ def test_nvrtc_builds_the_gpu_program_exactly_as_cupy_would(nvrtc, atr_period):
     assert roundings and set(roundings) == {"cvt.rn.f32.f64"}, sorted(set(roundings))
 
 
+def test_nvrtc_builds_a_cubin_for_sm90_as_cupy_does_on_an_h100(nvrtc):
+    code, options = gpu.nvrtc_program(14)
+    result, log, cubin = nvrtc.compile(code, options + nvrtc_lib.CUPY_APPENDED_OPTIONS + ("-arch=sm_90",))
+    assert result == 0, f"NVRTC {nvrtc.version()} failed:\n{log}"
+    assert cubin[:4] == b"\x7fELF" and len(cubin) > 10_000
+
+
 def test_float_rounding_keeps_subnormals(fast_engine):
     """Prices near 1e-46 make candle features float32-subnormal; no engine may flush them to 0."""
     rng = np.random.default_rng(46)
