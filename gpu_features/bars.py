@@ -117,6 +117,8 @@ def read_bars(path: str | os.PathLike, on_bad_bars: str = "error", reader: str =
         on_bad_bars: ``"error"`` (default), ``"drop"`` or ``"repair"`` (see module doc).
         reader: ``"pyarrow"`` (default: numpy arrays), ``"cudf"`` (parquet decoded on the GPU,
             CuPy arrays; needs cudf) or ``"auto"`` (cudf for parquet when it imports, else pyarrow).
+            The default stays pyarrow so that code using the arrays gets numpy on every machine;
+            ``precompute`` and the CLI, which only hand the prices to an engine, default to auto.
 
     Returns:
         :class:`Bars` with float64 prices and int64 ns timestamps.

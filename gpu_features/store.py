@@ -491,7 +491,7 @@ def _replace_dir(tmp: Path, out: Path) -> None:
 def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engine: str = "auto",
                shard_bars: int = SHARD_BARS, splits=None, overwrite: bool = False, on_bad_bars: str = "error",
                checkpoint_every: int = CHECKPOINT_BARS, progress: Progress | None = None,
-               reader: str = "pyarrow") -> Store:
+               reader: str = "auto") -> Store:
     """Compute the features of some bars and write them as a new store.
 
     Args:
@@ -503,7 +503,8 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
         splits: None (fractions 0.9/0.05/0.05), ``{"fractions": [a, b, c]}`` or ``{"dates": [val, test]}``.
         overwrite: replace an existing store (only ever by a complete new one).
         on_bad_bars: ingest policy when reading a path (``error``, ``drop``, ``repair``).
-        reader: how to read a path: ``pyarrow``, ``cudf`` or ``auto`` (:func:`read_bars`).
+        reader: how to read a path: ``auto`` (cudf for parquet where it imports, else pyarrow),
+            ``pyarrow`` or ``cudf`` (:func:`read_bars`); the store is the same whichever reads.
         checkpoint_every: bars between stored engine states.
         progress: optional ``callback(stage, done, total)``.
 
