@@ -145,10 +145,7 @@ def read_bars(path: str | os.PathLike, on_bad_bars: str = "error", reader: str =
     table = _read_table(path)
     if table.num_rows == 0:
         raise BarsError(f"{path}: the file holds no bars (0 rows); give a file with at least one bar.")
-    cols = _match_columns(path, table.column_names)
-    prices = {name: _float_column(table.column(cols[name])) for name in PRICE_COLUMNS}
-    ts = _time_column(path, table, cols)
-    symbol = _symbol_column(path, table, cols)
+    prices, ts, symbol = decode_table(path, table)
     bars = assemble(path, prices, ts, symbol, on_bad_bars, file_digest(path))
     bars.ingest["reader"] = "pyarrow"
     if note:
@@ -176,8 +173,7 @@ def assemble(where, prices: dict, ts: np.ndarray, symbol: np.ndarray | None, on_
         order = row
         codes = np.zeros(n, dtype=np.int64)
     else:
-        names_arr, codes = np.unique(symbol, return_inverse=True)
-        names = tuple(str(x) for x in names_arr)
+        codes, names = encode_symbols(symbol)
         order = _series_order(codes)
     o, h, l, c, ts, codes, row = (a[order] for a in (o, h, l, c, ts, codes, row))
     ingest = _ingest_record(on_bad_bars, n, symbol is not None)
@@ -232,6 +228,19 @@ def assemble(where, prices: dict, ts: np.ndarray, symbol: np.ndarray | None, on_
     starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]).astype(np.int64)
     ingest["bars"] = int(len(c))
     return Bars(o, h, l, c, ts.astype(np.int64), starts, names, source, ingest)
+
+
+def decode_table(path: Path, table) -> tuple[dict, np.ndarray, np.ndarray | None]:
+    """The columns of a pyarrow table as ``(prices {name: [n] float64}, ts [n] int64 ns, symbol [n] str or None)``."""
+    cols = _match_columns(path, table.column_names)
+    prices = {name: _float_column(table.column(cols[name])) for name in PRICE_COLUMNS}
+    return prices, _time_column(path, table, cols), _symbol_column(path, table, cols)
+
+
+def encode_symbols(symbol: np.ndarray) -> tuple[np.ndarray, tuple]:
+    """``(codes [n] int64, names)``: each row's index into the sorted distinct symbol names."""
+    names, codes = np.unique(symbol, return_inverse=True)
+    return codes.astype(np.int64), tuple(str(x) for x in names)
 
 
 def rule_masks(o, h, l, c) -> list:

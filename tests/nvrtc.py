@@ -76,6 +76,12 @@ class Nvrtc:
             lib.nvrtcDestroyProgram(ctypes.byref(prog))
 
 
+    def compile_like_cupy(self, program: tuple[str, tuple], arch: str) -> tuple[int, str, str | bytes]:
+        """Compile ``(code, options)`` as CuPy's RawModule does: its own options appended, then ``-arch``."""
+        code, options = program
+        return self.compile(code, tuple(options) + CUPY_APPENDED_OPTIONS + (f"-arch={arch}",))
+
+
 def load() -> Nvrtc | None:
     """The first libnvrtc that loads, or None."""
     for path in _candidates():

@@ -205,8 +205,7 @@ def test_nvrtc_builds_the_gpu_program_exactly_as_cupy_would(nvrtc, atr_period):
     headers there), the four kernels exist with the argument kinds engines/kernels.py
     passes, no multiply-add was fused, and CuPy's -ftz=true flushed no float rounding.
     """
-    code, options = gpu.nvrtc_program(atr_period)
-    result, log, ptx = nvrtc.compile(code, options + nvrtc_lib.CUPY_APPENDED_OPTIONS + ("-arch=compute_90",))
+    result, log, ptx = nvrtc.compile_like_cupy(gpu.nvrtc_program(atr_period), "compute_90")
     assert result == 0, f"NVRTC {nvrtc.version()} failed:\n{log}"
     assert "warning" not in log.lower(), log
     ptx_kind = {"p": {"u64", "b64", "s64"}, "q": {"u64", "b64", "s64"}, "d": {"f64"}}
@@ -224,8 +223,7 @@ def test_nvrtc_builds_the_gpu_program_exactly_as_cupy_would(nvrtc, atr_period):
 
 
 def test_nvrtc_builds_a_cubin_for_sm90_as_cupy_does_on_an_h100(nvrtc):
-    code, options = gpu.nvrtc_program(14)
-    result, log, cubin = nvrtc.compile(code, options + nvrtc_lib.CUPY_APPENDED_OPTIONS + ("-arch=sm_90",))
+    result, log, cubin = nvrtc.compile_like_cupy(gpu.nvrtc_program(14), "sm_90")
     assert result == 0, f"NVRTC {nvrtc.version()} failed:\n{log}"
     assert cubin[:4] == b"\x7fELF" and len(cubin) > 10_000
 

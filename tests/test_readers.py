@@ -58,15 +58,10 @@ def broken_files():
 
 def host_columns(path):
     """The decoded columns of a file, as the cudf reader hands them to ``assemble_clean``."""
-    tbl = bars_mod._read_table(path)
-    cols = bars_mod._match_columns(path, tbl.column_names)
-    prices = {k: bars_mod._float_column(tbl.column(cols[k])) for k in PRICE_COLUMNS}
-    ts = bars_mod._time_column(path, tbl, cols)
-    symbol = bars_mod._symbol_column(path, tbl, cols)
+    prices, ts, symbol = bars_mod.decode_table(path, bars_mod._read_table(path))
     if symbol is None:
         return prices, ts, None, (bars_mod._series_name(path),)
-    names, codes = np.unique(symbol, return_inverse=True)
-    return prices, ts, codes, tuple(str(x) for x in names)
+    return (prices, ts) + bars_mod.encode_symbols(symbol)
 
 
 def device_assemble(path, xp, policy="error"):
