@@ -194,14 +194,12 @@ def main(argv=None) -> int:
                 return gf.precompute(src, Path(tmp) / f"store-{eng}", engine=eng, overwrite=True, reader="auto")
             e2e()
             t, st = best_of(e2e, args.repeat)
-            m = st.manifest
-            reader = m["sources"][0]["ingest"]["reader"]
+            reader = st.sources[0]["ingest"]["reader"]
             result["engines"][eng].update(end_to_end_seconds=t, end_to_end_reader=reader)
             rows.append({"what": f"{eng} end to end, parquet ({reader}) -> store", "value": t, "unit": "s"})
         if not fast:
             st = gf.precompute(src, Path(tmp) / "store-reference", engine="reference", overwrite=True)
-            m = st.manifest
-        store_bytes = sum(s["bytes"] for s in m["shards"]) + m["state"]["bytes"]
+        store_bytes = st.bytes_on_disk
     K = cfg.window_length
     old_bytes = (args.bars - K + 1) * K * N_FEATURES * 4
     result["store_bytes"], result["old_layout_bytes"] = store_bytes, old_bytes

@@ -177,7 +177,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         store = gf.precompute(synthetic.generate(P["bars"], 1, 0), Path(tmp) / "s")
         src = WindowSource.from_store(store, device)
-        console.print(f"store: {store.n_bars:,} bars ({store.manifest['engine']['name']} engine, "
+        console.print(f"store: {store.n_bars:,} bars ({store.engine['name']} engine, "
                       f"{time.perf_counter() - t0:.1f} s)")
         # The seed pipeline's materialized windows: an evenly spaced subset of the training windows.
         starts = src.starts("train", max_windows=P["seed_windows"])

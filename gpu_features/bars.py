@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import numpy as np
 
 from .arrays import array_module, to_numpy
 from .errors import BarsError
+from .fileio import sha256_file
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 TIME_COLUMNS = ("timestamp", "ts_event", "datetime", "date", "time")
@@ -99,14 +99,9 @@ class Bars:
 
 
 def file_digest(path: str | os.PathLike) -> dict:
-    """``{"path", "bytes", "sha256"}`` of a file, read in 8 MiB blocks."""
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while block := f.read(8 << 20):
-            h.update(block)
-            size += len(block)
-    return {"kind": "file", "path": str(Path(path).resolve()), "bytes": size, "sha256": h.hexdigest()}
+    """``{"kind": "file", "path", "bytes", "sha256"}`` of a file (its source record)."""
+    return {"kind": "file", "path": str(Path(path).resolve()), "bytes": Path(path).stat().st_size,
+            "sha256": sha256_file(path)}
 
 
 def read_bars(path: str | os.PathLike, on_bad_bars: str = "error", reader: str = "pyarrow") -> Bars:

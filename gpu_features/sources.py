@@ -19,7 +19,7 @@ from .store import Store
 
 def load_sources(store: Store, overrides=None):
     """Bars of every manifest source, or ``(None, why)`` when one is missing or changed."""
-    recs = store.manifest["sources"]
+    recs = store.sources
     overrides = list(overrides or [])
     if overrides and len(overrides) != len(recs):
         return None, f"{len(overrides)} --source given but the store has {len(recs)} source(s), in order"
@@ -52,22 +52,22 @@ def _load_one(rec: dict, override):
 def store_bars(store: Store, bars_by_source) -> Bars | None:
     """The source bars laid out like the store (segment by segment), or None if they do not fit."""
     parts = {k: [] for k in ("open", "high", "low", "close", "timestamp")}
-    for seg in store.series:
-        src = bars_by_source[seg["source"]]
+    for seg in store.segments:
+        src = bars_by_source[seg.source]
         # A file without a symbol column holds one series, named after the file: match it by position.
-        if seg["name"] in src.symbols:
-            s = src.symbols.index(seg["name"])
+        if seg.name in src.symbols:
+            s = src.symbols.index(seg.name)
         elif src.n_series == 1:
             s = 0
         else:
             return None
         bounds = src.series_bounds()
-        a = int(bounds[s]) + seg["source_first"]
-        b = a + seg["count"]
+        a = int(bounds[s]) + seg.source_first
+        b = a + seg.count
         if b > bounds[s + 1]:
             return None
         for key in parts:
             parts[key].append(getattr(src, key)[a:b])
     cat = {k: np.concatenate(v) for k, v in parts.items()}
     return Bars(cat["open"], cat["high"], cat["low"], cat["close"], cat["timestamp"],
-                store.segment_bounds()[:-1], tuple(s["name"] for s in store.series))
+                store.segment_bounds()[:-1], tuple(s.name for s in store.segments))

@@ -7,8 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import gpu_features as gf
-from gpu_features import append as append_mod, store as store_mod, synthetic
-from gpu_features.append import append_store
+from gpu_features import synthetic
+from gpu_features.store import append as append_mod, writer as writer_mod
+from gpu_features.store import append_store
 from gpu_features.bars import Bars
 from gpu_features.errors import StoreError
 from gpu_features.verify import verify_store
@@ -36,7 +37,7 @@ def write_parquet(path, bars: Bars, a=None, b=None, symbols=True):
 
 
 def per_symbol(store, name, key):
-    parts = [store.array(key)[g["first"]: g["first"] + g["count"]] for g in store.series if g["name"] == name]
+    parts = [store.array(key)[g.first: g.stop] for g in store.segments if g.name == name]
     return np.concatenate(parts)
 
 
@@ -61,7 +62,8 @@ def test_append_equals_full_recompute(engine, bars, tmp_path):
     m = st.manifest
     assert m["n_bars"] == 2 * N and len(m["sources"]) == 2 and m["appends"][0]["engine"]["name"] == engine
     assert [g["start_index"] for g in m["series"]] == [0, 0, 6000, 6000]
-    assert m["shards"][-1]["file"].endswith("-append001.safetensors")
+    # shard files are numbered in bar order, the appended ones continuing the numbering
+    assert [s["file"] for s in m["shards"]] == [f"bars-{k:05d}.safetensors" for k in range(len(m["shards"]))]
     assert m["stats"]["per_symbol"]["SYN0"]["swings"] == full.manifest["stats"]["per_symbol"]["SYN0"]["swings"]
     assert sorted(p.name for p in path.glob("state*")) == ["state-append001.safetensors"]
     assert verify_store(path).ok
@@ -100,7 +102,7 @@ def test_overlap_is_refused_or_skipped_after_checking(bars, tmp_path):
         append_store(path, overlapping, engine="host")
     st = append_store(path, overlapping, engine="host", on_overlap="skip")
     assert st.n_bars == 2 * N and st.manifest["appends"][0]["skipped_overlap"] == 20
-    assert [g["source_first"] for g in st.series[2:]] == [10, 10]
+    assert [g.source_first for g in st.segments[2:]] == [10, 10]
     assert verify_store(path).ok
 
 
@@ -122,7 +124,7 @@ def test_a_failed_append_leaves_the_old_store_intact(bars, tmp_path, monkeypatch
     path = tmp_path / "s"
     gf.precompute(write_parquet(tmp_path / "old.parquet", bars, 0, 6000), path, engine="host")
     before = {p.name: p.read_bytes() for p in path.iterdir()}
-    monkeypatch.setattr(append_mod, "write_shard", fail_on_call(store_mod.write_shard, 2, OSError("disk full (injected)")))
+    monkeypatch.setattr(writer_mod, "write_shard", fail_on_call(writer_mod.write_shard, 2, OSError("disk full (injected)")))
     with pytest.raises(OSError, match="injected"):
         append_store(path, write_parquet(tmp_path / "new.parquet", bars, 6000, None), engine="host", shard_bars=1000)
     assert {p.name: p.read_bytes() for p in path.iterdir()} == before

@@ -6,7 +6,7 @@ import pytest
 
 import gpu_features as gf
 from gpu_features import engines, reference, synthetic
-from gpu_features.append import append_store
+from gpu_features.store import append_store
 from gpu_features.cli import main
 from gpu_features.errors import GpuFeaturesError
 from gpu_features.plot import chart_data, render

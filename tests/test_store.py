@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 import gpu_features as gf
-from gpu_features import engines, store as store_mod, synthetic
+from gpu_features import engines, synthetic
+from gpu_features.store import writer as store_mod
 from gpu_features import state as S
 from gpu_features.errors import StoreError
-from gpu_features.windows import usable_starts
+from gpu_features.window_index import usable_starts
 from tests.harness import fail_on_call
 
 N, SYMBOLS = 15_000, 2
@@ -35,7 +36,7 @@ def store_copy(built, tmp_path):
 
 
 def test_round_trip_equals_the_engine(bars, built):
-    st = gf.open_store(built, verify=True)
+    st = gf.open_store(built, checksums=True)
     run = engines.run(bars.open, bars.high, bars.low, bars.close, offsets=bars.offsets, engine="reference")
     np.testing.assert_array_equal(st.array("features").view(np.uint32), run.features.view(np.uint32))
     np.testing.assert_array_equal(st.array("valid"), run.valid)
@@ -45,7 +46,7 @@ def test_round_trip_equals_the_engine(bars, built):
     assert [(s["first"], s["count"]) for s in m["series"]] == [(0, N), (N, N)]
     assert [(s["first"], s["count"]) for s in m["shards"]] == [(0, 7000), (7000, 7000), (14000, 7000),
                                                                (21000, 7000), (28000, 2000)]
-    assert m["shards"][0]["file"] == "bars-00000-of-00005.safetensors"
+    assert m["shards"][0]["file"] == "bars-00000.safetensors"
     assert m["config"] == gf.FeatureConfig().to_dict() and m["engine"]["name"] == "host"
     assert m["sources"][0]["kind"] == "synthetic" and m["sources"][0]["seed"] == 11
     assert m["stats"]["valid_bars"] == int(run.valid.sum())
@@ -141,7 +142,7 @@ def test_a_failure_midway_leaves_the_old_store_intact(bars, store_copy, monkeypa
     with pytest.raises(OSError, match="injected"):
         gf.precompute(bars, store_copy, engine="host", overwrite=True, shard_bars=7000)
     assert (store_copy / "manifest.json").read_text() == before
-    gf.open_store(store_copy, verify=True)
+    gf.open_store(store_copy, checksums=True)
     assert not [p for p in store_copy.parent.iterdir() if p.name.startswith(".")]  # no temporary left
 
 
@@ -163,9 +164,9 @@ def edit_manifest(path, fn):
     (path / "manifest.json").write_text(json.dumps(m))
 
 
-def refused(path, *fragments, verify=False):
+def refused(path, *fragments, checksums=False):
     with pytest.raises(StoreError) as err:
-        gf.open_store(path, verify=verify)
+        gf.open_store(path, checksums=checksums)
     for f in fragments:
         assert f in str(err.value), f"{f!r} not in {err.value}"
 
@@ -173,7 +174,7 @@ def refused(path, *fragments, verify=False):
 def test_truncated_shard(store_copy):
     p = shard0(store_copy)
     p.write_bytes(p.read_bytes()[:-100])
-    refused(store_copy, "shard bars-00000-of-00005.safetensors has", "bytes but the manifest says", "truncated")
+    refused(store_copy, "shard bars-00000.safetensors has", "bytes but the manifest says", "truncated")
 
 
 def test_flipped_byte(store_copy):
@@ -182,12 +183,12 @@ def test_flipped_byte(store_copy):
     data[-5000] ^= 0x01
     p.write_bytes(bytes(data))
     gf.open_store(store_copy)  # sizes and header still fine
-    refused(store_copy, "shard bars-00000-of-00005.safetensors fails its SHA-256 checksum", verify=True)
+    refused(store_copy, "shard bars-00000.safetensors fails its SHA-256 checksum", checksums=True)
 
 
 def test_missing_shard(store_copy):
     shard0(store_copy).unlink()
-    refused(store_copy, "shard bars-00000-of-00005.safetensors is missing")
+    refused(store_copy, "shard bars-00000.safetensors is missing")
 
 
 def test_unknown_version(store_copy):

@@ -6,7 +6,6 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import gpu_features as gf  # noqa: E402
-import train  # noqa: E402,F401  (at collection: sets CUBLAS_WORKSPACE_CONFIG before any CUDA work, for exact resume)
 from gpu_features import synthetic  # noqa: E402
 
 pytestmark = [pytest.mark.gpu,

@@ -8,7 +8,9 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 import gpu_features as gf
-from gpu_features import store as store_mod, synthetic
+from gpu_features import synthetic
+from gpu_features.fileio import sha256_file
+from gpu_features.store.stats import feature_stats
 from gpu_features.bars import Bars
 from gpu_features.verify import verify_store
 
@@ -75,11 +77,11 @@ def rewrite_shard(path, k, fn, fix_stats=True):
     save_file(tensors, str(path / rec["file"]), metadata={"format": "gpu-features-store", "version": "1",
                                                         "first_bar": str(rec["first"])})
     rec["bytes"] = (path / rec["file"]).stat().st_size
-    rec["sha256"] = store_mod.sha256_file(path / rec["file"])
+    rec["sha256"] = sha256_file(path / rec["file"])
     (path / "manifest.json").write_text(json.dumps(m))
     if fix_stats:
         st = gf.open_store(path)
-        m["stats"]["features"] = store_mod.feature_stats(st.array("features"), st.array("valid"))
+        m["stats"]["features"] = feature_stats(st.array("features"), st.array("valid"))
         (path / "manifest.json").write_text(json.dumps(m))
 
 

@@ -6,8 +6,9 @@ torch = pytest.importorskip("torch")
 
 import gpu_features as gf  # noqa: E402
 from gpu_features import synthetic  # noqa: E402
-from gpu_features.windows import (WindowError, WindowSource, create_fast_dataloaders,  # noqa: E402
-                                  derive_seed, evenly_spaced, stride_starts, usable_starts)
+from gpu_features.seed import create_fast_dataloaders  # noqa: E402
+from gpu_features.window_index import evenly_spaced, stride_starts, usable_starts  # noqa: E402
+from gpu_features.windows import WindowError, WindowSource, derive_seed  # noqa: E402
 
 K = 105
 

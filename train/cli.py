@@ -5,7 +5,6 @@ Exit status: 0 done, 2 bad input or a stopped run (one line saying why), 130 int
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -65,20 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args):
-    from gpu_features.windows import resolve_device
+    from gpu_features.devices import resolve_device
 
-    from .checkpoint import CHECKPOINT_JSON
+    from .checkpoint import CHECKPOINT_JSON, read_checkpoint_record
     from .config import TrainConfig, TrainError, make_config
 
     overrides = {k: getattr(args, k) for k in _CONFIG_FLAGS}
     if args.resume:
-        path = Path(args.run_dir) / CHECKPOINT_JSON
-        if not path.is_file():
-            raise TrainError(f"{args.run_dir}: no {CHECKPOINT_JSON} to resume from; start a new run without --resume.")
-        try:
-            saved = json.loads(path.read_text())["config"]
-        except (ValueError, KeyError, TypeError):
-            raise TrainError(f"{path}: not a readable checkpoint record; start a new run.") from None
+        saved = read_checkpoint_record(Path(args.run_dir)).get("config")
+        if not isinstance(saved, dict):
+            raise TrainError(f"{Path(args.run_dir) / CHECKPOINT_JSON}: holds no run config; start a new run.")
         explicit = {k: v for k, v in overrides.items() if v is not None}
         if args.profile != "auto":
             explicit["profile"] = args.profile
