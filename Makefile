@@ -42,6 +42,7 @@ $(VENV)/.torch: $(VENV)/.core
 
 $(VENV)/.dev: $(VENV)/.torch
 	@$(PY) -c "import pytest, matplotlib" 2>/dev/null || $(PIP) pytest matplotlib
+	@$(PY) -c "import importlinter" 2>/dev/null || $(PIP) "import-linter==2.17"
 	@$(PY) -m pip show -q nvidia-cuda-nvrtc >/dev/null 2>&1 || $(PIP) $(NVRTC) \
 	  || echo "note: $(NVRTC) not installed; the NVRTC compile check will skip"
 	@touch $@
@@ -64,6 +65,7 @@ inspect: $(VENV)/.core $(STORE)/manifest.json
 	$(VENV)/bin/gpu-features inspect $(STORE)
 
 test: $(VENV)/.dev
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.torch

@@ -5,6 +5,9 @@ overlapping new bars against them. A file source is found by its recorded
 path and must still have its recorded SHA-256; a synthetic source is
 regenerated from its parameters. Files are re-read with the ingest policy
 they were read with, so dropped bars are dropped again, identically.
+
+``store`` is an opened :class:`~gpu_features.store.Store` (this module sits
+below the store package, which uses it to check overlapping appends).
 """
 from __future__ import annotations
 
@@ -14,10 +17,9 @@ import numpy as np
 
 from . import synthetic
 from .bars import Bars, file_digest, read_bars
-from .store import Store
 
 
-def load_sources(store: Store, overrides=None):
+def load_sources(store, overrides=None):
     """Bars of every manifest source, or ``(None, why)`` when one is missing or changed."""
     recs = store.sources
     overrides = list(overrides or [])
@@ -49,7 +51,7 @@ def _load_one(rec: dict, override):
     return read_bars(path, on_bad_bars=policy), (f"{path.name} (sha256 ok)" if override is None else f"{path.name} (given)")
 
 
-def store_bars(store: Store, bars_by_source) -> Bars | None:
+def store_bars(store, bars_by_source) -> Bars | None:
     """The source bars laid out like the store (segment by segment), or None if they do not fit."""
     parts = {k: [] for k in ("open", "high", "low", "close", "timestamp")}
     for seg in store.segments:

@@ -13,8 +13,8 @@ K = 105
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return gf.precompute(synthetic.generate(10_000, 2, 11), tmp_path_factory.mktemp("x") / "s", engine="host")
+def store(make_store, tmp_path_factory):
+    return make_store(synthetic.generate(10_000, 2, 11), tmp_path_factory.mktemp("x") / "s")
 
 
 def _run_cli(argv):

@@ -22,9 +22,9 @@ def bars():
 
 
 @pytest.fixture(scope="module")
-def built(bars, tmp_path_factory):
+def built(make_store, bars, tmp_path_factory):
     path = tmp_path_factory.mktemp("stores") / "s"
-    gf.precompute(bars, path, engine="host", shard_bars=7000, checkpoint_every=1000)
+    make_store(bars, path, shard_bars=7000, checkpoint_every=1000)
     return path
 
 
@@ -115,39 +115,39 @@ def test_usable_starts_against_brute_force():
     assert half.sum() > got.sum()
 
 
-def test_split_dates(bars, tmp_path):
-    st = gf.precompute(bars, tmp_path / "d", engine="host", splits={"dates": ["2019-01-15", "2019-01-17T12:00"]})
+def test_split_dates(make_store, bars, tmp_path):
+    st = make_store(bars, tmp_path / "d", splits={"dates": ["2019-01-15", "2019-01-17T12:00"]})
     ts, ids = st.timestamps(), st.split_ids()
     cut1 = np.datetime64("2019-01-15", "ns").astype(np.int64)
     assert (ids[ts < cut1] == 0).all() and (ids[ts >= cut1] > 0).all()
     assert st.manifest["splits"]["method"] == "dates"
 
 
-def test_existing_store_needs_overwrite(bars, built):
+def test_existing_store_needs_overwrite(make_store, bars, built):
     with pytest.raises(StoreError, match="already exists; pass --overwrite"):
-        gf.precompute(bars, built, engine="host")
+        make_store(bars, built)
 
 
-def test_overwrite_refuses_a_directory_that_is_not_a_store(bars, tmp_path):
+def test_overwrite_refuses_a_directory_that_is_not_a_store(make_store, bars, tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("precious")
     with pytest.raises(StoreError, match="is not a gpu-features store; refusing to replace it"):
-        gf.precompute(bars, tmp_path / "mine", engine="host", overwrite=True)
+        make_store(bars, tmp_path / "mine", overwrite=True)
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
 
 
-def test_a_failure_midway_leaves_the_old_store_intact(bars, store_copy, monkeypatch):
+def test_a_failure_midway_leaves_the_old_store_intact(make_store, bars, store_copy, monkeypatch):
     before = (store_copy / "manifest.json").read_text()
     monkeypatch.setattr(store_mod, "write_shard", fail_on_call(store_mod.write_shard, 2, OSError("disk full (injected)")))
     with pytest.raises(OSError, match="injected"):
-        gf.precompute(bars, store_copy, engine="host", overwrite=True, shard_bars=7000)
+        make_store(bars, store_copy, overwrite=True, shard_bars=7000)
     assert (store_copy / "manifest.json").read_text() == before
     gf.open_store(store_copy, checksums=True)
     assert not [p for p in store_copy.parent.iterdir() if p.name.startswith(".")]  # no temporary left
 
 
-def test_overwrite_replaces_with_a_complete_store(bars, store_copy):
-    st = gf.precompute(bars, store_copy, engine="host", overwrite=True, shard_bars=20_000)
+def test_overwrite_replaces_with_a_complete_store(make_store, bars, store_copy):
+    st = make_store(bars, store_copy, overwrite=True, shard_bars=20_000)
     assert len(st.manifest["shards"]) == 2 and len(list(store_copy.glob("bars-*"))) == 2
 
 

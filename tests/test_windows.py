@@ -14,9 +14,9 @@ K = 105
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(make_store, tmp_path_factory):
     """3 symbols x 12,000 bars: several series starts (with warm-up bars) and all three splits."""
-    return gf.precompute(synthetic.generate(12_000, 3, 7), tmp_path_factory.mktemp("w") / "s", engine="host")
+    return make_store(synthetic.generate(12_000, 3, 7), tmp_path_factory.mktemp("w") / "s")
 
 
 @pytest.fixture(scope="module")
