@@ -257,3 +257,98 @@ def test_header_running_past_the_end(store_copy):
 def test_missing_state_file(store_copy):
     (store_copy / "state.safetensors").unlink()
     refused(store_copy, "state file state.safetensors is missing")
+
+
+# --- one test per remaining refusal of the store package (every message asserted) ----------------
+
+
+def _forge_shard(store_copy, header: dict, data: bytes = b""):
+    """Replace shard 0 with a safetensors file of the given header and data bytes; fix its recorded size."""
+    raw = json.dumps(header).encode()
+    p = shard0(store_copy)
+    p.write_bytes(len(raw).to_bytes(8, "little") + raw + data)
+    edit_manifest(store_copy, lambda m: m["shards"][0].update(bytes=p.stat().st_size))
+
+
+def test_shard_too_short_for_a_header(store_copy):
+    shard0(store_copy).write_bytes(b"\x01\x02")
+    edit_manifest(store_copy, lambda m: m["shards"][0].update(bytes=2))
+    refused(store_copy, "shard bars-00000.safetensors: file is 2 bytes, too short for a safetensors header")
+
+
+def test_header_not_json_or_not_an_object(store_copy):
+    p = shard0(store_copy)
+    p.write_bytes((4).to_bytes(8, "little") + b"{no}")
+    edit_manifest(store_copy, lambda m: m["shards"][0].update(bytes=12))
+    refused(store_copy, "the safetensors header is not valid JSON")
+    _forge_shard(store_copy, [1, 2])
+    refused(store_copy, "the safetensors header is not a JSON object")
+
+
+def test_malformed_tensor_entries(store_copy):
+    _forge_shard(store_copy, {"features": {"dtype": "F32"}})
+    refused(store_copy, "tensor 'features' has a malformed header entry")
+    _forge_shard(store_copy, {"features": {"dtype": "F32", "shape": [2, 10], "data_offsets": [0, 80]}}, b"\0" * 40)
+    refused(store_copy, "tensor 'features' (F32 [2, 10]) does not fit its byte range [0, 80) of 40 data bytes")
+
+
+def test_overlapping_gaps_and_trailing_bytes(store_copy):
+    two = {"a": {"dtype": "I64", "shape": [1], "data_offsets": [0, 8]},
+           "b": {"dtype": "I64", "shape": [1], "data_offsets": [4, 12]}}
+    _forge_shard(store_copy, two, b"\0" * 12)
+    refused(store_copy, "tensor data overlaps or leaves a gap at byte 8")
+    _forge_shard(store_copy, {"a": {"dtype": "I64", "shape": [1], "data_offsets": [0, 8]}}, b"\0" * 12)
+    refused(store_copy, "4 bytes after the last tensor")
+
+
+def test_shard_without_a_required_tensor(store_copy):
+    _forge_shard(store_copy, {"timestamp": {"dtype": "I64", "shape": [1], "data_offsets": [0, 8]}}, b"\0" * 8)
+    refused(store_copy, "tensor 'features' is missing")
+
+
+def test_manifest_entry_that_is_not_an_object(store_copy):
+    edit_manifest(store_copy, lambda m: m["shards"].__setitem__(0, "bars-00000.safetensors"))
+    refused(store_copy, "shards[0]: expected a JSON object")
+
+
+def test_layout_that_does_not_cover_n_bars(store_copy):
+    edit_manifest(store_copy, lambda m: m.update(n_bars=m["n_bars"] + 1))
+    refused(store_copy, "series cover 30000 bars, n_bars says 30001")
+
+
+def test_symbols_that_do_not_match_the_series(store_copy):
+    edit_manifest(store_copy, lambda m: m.update(symbols=["SYN0", "OTHER"]))
+    refused(store_copy, "symbols ['SYN0', 'OTHER'] do not match the series names")
+
+
+def test_file_names_with_a_path(store_copy):
+    edit_manifest(store_copy, lambda m: m["shards"][0].update(file="../bars-00000.safetensors"))
+    refused(store_copy, "file name must not contain a path; the manifest is corrupt")
+
+
+def test_feature_names_that_differ(store_copy):
+    edit_manifest(store_copy, lambda m: m["feature_names"].reverse())
+    refused(store_copy, "feature names", "differ from")
+
+
+def test_precompute_argument_refusals(bars, tmp_path):
+    with pytest.raises(StoreError, match="shard_bars and checkpoint_every must be >= 1, got 0 and 4096"):
+        gf.precompute(bars, tmp_path / "x", engine="reference", shard_bars=0)
+
+
+def test_append_argument_refusal(built):
+    from gpu_features.store import append_store
+
+    with pytest.raises(StoreError, match="on_overlap must be one of error, skip, got 'merge'"):
+        append_store(built, built, on_overlap="merge")
+
+
+def test_overlap_that_cannot_be_checked_is_refused(make_store, bars, tmp_path):
+    """A store built from bars in memory has no source to check overlapping new bars against."""
+    import dataclasses
+
+    from gpu_features.store import append_store
+
+    path = make_store(dataclasses.replace(bars.take(0, 6000), source={}), tmp_path / "mem").path
+    with pytest.raises(StoreError, match="cannot check the overlapping bars of SYN0 against the store"):
+        append_store(path, bars.take(5000, 7000), on_overlap="skip")
