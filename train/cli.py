@@ -10,6 +10,7 @@ from pathlib import Path
 
 from gpu_features.cli import guarded
 from gpu_features.errors import GpuFeaturesError
+from gpu_features.windows import MASK_KINDS
 
 DEFAULT_STORE, DEFAULT_RUN = "data/features/demo", "runs/demo"
 
@@ -47,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="windows of the final val and test evaluation [small 8192, full all]")
     p.add_argument("--stride", type=int, help="keep every N-th usable window [1]")
     p.add_argument("--min-valid-fraction", type=float, help="least share of valid bars per window [1.0]")
-    p.add_argument("--mask", choices=("random", "patch"), help="masking [random]")
+    p.add_argument("--mask", choices=MASK_KINDS, help="masking [random]")
     p.add_argument("--mask-ratio", type=float, help="share of valid bars masked [0.15]")
     p.add_argument("--patch-length", type=int, help="bars per block of patch masks [10]")
     p.add_argument("--patience", type=int, help="epochs without a better val MAE before stopping [3]")
