@@ -34,7 +34,7 @@ from .bars import Bars
 from .config import FEATURE_NAMES
 from .errors import GpuFeaturesError
 from .sources import load_sources, store_bars
-from .store import Store, open_store
+from .store import VERSION, Store, open_store
 from .store.format import check_file
 from .store.stats import feature_stats, split_counts
 
@@ -91,10 +91,10 @@ def verify_store(path, sources=None, sample_bars: int = DEFAULT_SAMPLE_BARS, see
     except GpuFeaturesError as err:
         add(Check("structure", False, str(err)))
         return report
-    add(Check("structure", True, f"version {store.manifest['version']}, {len(store.shards)} shard(s), "
+    add(Check("structure", True, f"version {VERSION}, {len(store.shards)} shard(s), "
                                  f"{store.n_bars:,} bars, {len(store.symbols)} symbol(s)"))
     bad = []
-    files = [(vars(s), f"shard {s.file}") for s in store.shards]
+    files = [(dataclasses.asdict(s), f"shard {s.file}") for s in store.shards]
     files.append((store.state_record, f"state file {store.state_record['file']}"))
     for rec, what in files:
         try:
