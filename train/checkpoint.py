@@ -52,7 +52,9 @@ def optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict, dict]:
                 tensors[f"optim.{i}.{k}"] = v
             else:
                 scalars.setdefault(str(i), {})[k] = v
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+    # A learning rate held as a device tensor (CUDA graphs, train.step) is saved as its number.
+    groups = [{k: (float(v) if torch.is_tensor(v) else v) for k, v in g.items()} for g in sd["param_groups"]]
+    return tensors, {"param_groups": groups, "scalars": scalars}
 
 
 def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
