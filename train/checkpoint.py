@@ -74,7 +74,8 @@ def save_checkpoint(run_dir: Path, state: dict, tensors: dict) -> Path:
     name = f"checkpoint-e{int(state['epoch']):04d}.safetensors"
     path = run_dir / name
     save_tensors_atomic(path, tensors, {"format": FORMAT, "version": str(VERSION)})
-    record = {"format": FORMAT, "version": VERSION, "tensors_file": name, "sha256": sha256_file(path), **state}
+    # The state of a resumed run still holds the record keys it was read with: the new ones must win.
+    record = {**state, "format": FORMAT, "version": VERSION, "tensors_file": name, "sha256": sha256_file(path)}
     write_json_atomic(run_dir / CHECKPOINT_JSON, record)
     for old in run_dir.glob("checkpoint-e*.safetensors"):
         if old.name != name:
