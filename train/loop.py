@@ -304,7 +304,9 @@ class Run:
         with self._progress() as progress:
             while not self.done_training:
                 epoch = self.state["epoch"]
-                torch.manual_seed(derive_seed(cfg.seed, _S_DROPOUT, epoch))  # dropout, reproducible on resume
+                # Dropout, reproducible on resume; each rank its own stream (rank 0's is the single process's).
+                r = self.dist.rank
+                torch.manual_seed(derive_seed(cfg.seed, _S_DROPOUT, epoch, *([r] if r else [])))
                 model.train()
                 n_batches = len(self.train_loader)
                 task = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=n_batches, info="")
@@ -321,7 +323,7 @@ class Run:
                         on_batch(epoch, i, batch, model)
                     X, mask, valid = batch
                     if i == 0 and self.step.graphs:
-                        self.step.capture(X, mask, valid)  # after the epoch's seed: see train.step
+                        self._capture(X, mask, valid)
                     lr = lr_at(self.state["step"], self.total_steps, cfg)
                     sums += self.step(X, mask, valid, lr)
                     self.state["step"] += 1
@@ -370,6 +372,15 @@ class Run:
                     self._print(f"[yellow]early stop[/]: no better validation MAE for {cfg.patience} epochs "
                                 f"(best epoch {self.state['best_epoch']})")
         self.step.release()
+
+    def _capture(self, X, mask, valid) -> None:
+        """Capture the step after the epoch's seed (see train.step); a failure is one sentence, not a trace."""
+        try:
+            self.step.capture(X, mask, valid)
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise TrainError(f"capturing the training step into a CUDA graph failed ({first}); this path is new, "
+                             "so please report it, and train with --cuda-graphs off meanwhile.") from None
 
     def _non_finite(self, epoch: int, first_step: int, sums: list, at_step: int) -> None:
         kind = "NaN" if any(math.isnan(x) for x in sums) else "infinite"
