@@ -64,7 +64,8 @@ def test_ranks_take_equal_shares_of_one_permutation(n, world, B):
         ld.starts = torch.as_tensor(starts)
         shares.append(ld)
     lens = {len(ld) for ld in shares}
-    assert lens == {-(-(-(-n // B)) // world)}  # every rank steps the same number of times
+    global_batches = -(-n // B)
+    assert lens == {-(-global_batches // world)}  # every rank steps the same number of times
     order = single.order(0).tolist()
     got = [ld.rank_order(0).tolist() for ld in shares]
     flat = [s for g in got for s in g]
@@ -232,6 +233,8 @@ def test_run_file_round_trip_and_flags_override_it(stores, tmp_path, capsys):
     assert _untimed(m1) == _untimed(m2)
     again = json.loads((tmp_path / "again" / "config.json").read_text())
     assert again == written  # the resolved run file round-trips
+    # --resume without --store takes the stores the checkpoint names
+    assert cli.main(["--resume", "--run-dir", str(run), "--quiet"]) == 0
     bad = tmp_path / "bad.toml"
     bad.write_text("epochs = 1\nlearning_rate = 3\n")
     with pytest.raises(TrainError, match="unknown key.*learning_rate; allowed keys are epochs, batch_size"):
@@ -300,3 +303,19 @@ def test_a_nan_mid_epoch_is_caught_one_check_later_without_waiting_each_step(sto
     with pytest.raises(TrainError, match=r"loss became NaN in epoch 1 \(steps 1 to 2\); no epoch had completed"):
         train(a.path, tmp_path / "r", TrainConfig.from_dict({**TINY, "max_train_windows": 64}), on_batch=hook)
     assert seen == [0, 1, 2, 3]  # read at the check of step 4: the sums of step 2, one check late
+
+
+def test_a_device_learning_rate_is_checkpointed_as_its_number(tmp_path):
+    from train import checkpoint as ckpt
+
+    m = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(m.parameters(), lr=torch.tensor(0.01), foreach=False)
+    m(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    tensors, meta = ckpt.optimizer_to_tensors(opt)
+    assert meta["param_groups"][0]["lr"] == pytest.approx(0.01)
+    ckpt.save_checkpoint(tmp_path, {"epoch": 1, "optimizer": meta}, tensors)  # JSON: no tensor left in it
+    state, loaded = ckpt.load_checkpoint(tmp_path)
+    opt2 = torch.optim.AdamW(torch.nn.Linear(3, 2).parameters(), lr=0.5)
+    ckpt.optimizer_from_tensors(opt2, loaded, state["optimizer"])
+    assert opt2.param_groups[0]["lr"] == pytest.approx(0.01)
