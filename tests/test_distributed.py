@@ -149,18 +149,43 @@ def test_two_gloo_ranks_train_agree_write_once_and_resume_exactly(stores, tmp_pa
     assert again["world_size"] == 1 and again["val"]["windows"] == s["val"]["windows"]
 
 
-def test_torchrun_runs_the_same_command_and_rank_0_prints(stores, tmp_path):
+def _torchrun(store, run_dir, *extra):
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(_free_port()),
+            "-m", "train", "--store", str(store.path), "--run-dir", str(run_dir), "--device", "cpu", "--quiet",
+            "--epochs", "3", "--batch-size", "8", "--hidden-size", "8", "--num-layers", "1",
+            "--max-train-windows", "64", "--max-val-windows", "32", "--max-final-windows", "32", *extra]
+
+
+def test_torchrun_runs_the_same_command_and_a_killed_run_resumes(stores, tmp_path):
+    import signal
+    import time
+
     a, _, _ = stores
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port",
-                        str(_free_port()), "-m", "train", "--store", str(a.path), "--run-dir", str(tmp_path / "r"),
-                        "--device", "cpu", "--quiet", "--epochs", "1", "--batch-size", "8", "--hidden-size", "8",
-                        "--num-layers", "1", "--max-train-windows", "32", "--max-val-windows", "32",
-                        "--max-final-windows", "32"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run(_torchrun(a, tmp_path / "full"), cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     out = " ".join(r.stdout.split())
-    assert out.count("training Jade on") == 1 and "2 processes x B=8 = 16 windows per step" in out
-    assert json.loads((tmp_path / "r" / "summary.json").read_text())["world_size"] == 2
+    assert out.count("training Jade on") == 1 and "2 processes x B=8 = 16 windows per step" in out  # rank 0 prints
+    assert json.loads((tmp_path / "full" / "summary.json").read_text())["world_size"] == 2
+    # the same run, its two workers killed (SIGKILL) once the first epoch's checkpoint is on disk
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(_torchrun(a, cut), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not (cut / "checkpoint.json").is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    workers = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    for pid in workers:  # torchrun starts its workers in their own sessions: kill them by id
+        os.kill(int(pid), signal.SIGKILL)
+    assert proc.wait(timeout=120) != 0 and len(workers) == 2
+    done = json.loads((cut / "checkpoint.json").read_text())["epoch"]
+    assert 1 <= done < 3 and not (cut / "summary.json").exists()
+    r = subprocess.run(_torchrun(a, cut, "--resume"), cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [[json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()] for d in (tmp_path / "full", cut)]
+    assert len(lines[0]) == 3 and _untimed(lines[0]) == _untimed(lines[1])
+    s1, s2 = (json.loads((d / "summary.json").read_text()) for d in (tmp_path / "full", cut))
+    assert s1["val"] == s2["val"] and s1["test"] == s2["test"]
 
 
 # --- several stores ----------------------------------------------------------------------------
