@@ -73,22 +73,23 @@ if not origin.startswith(os.path.realpath(sys.argv[1]) + os.sep):
              "uninstall gpu-features from PYTHON or call make with another PYTHON.")
 endef
 export PARENT_SITE MISSING SETUPTOOLS_OK OWN_CHECKOUT
+NO_SETUPTOOLS = error: the editable install needs setuptools >= 68 (with wheel below 70.1); offline, install it into $(PYTHON), or remove a .venv made by an older Makefile, whose own setuptools hides $(PYTHON)'s (make clean).
 install_missing = missing=$$($(PY) -c "$$MISSING" $(1)) && { test -z "$$missing" || $(PIP) $$missing; }
 
-# Runs on every make (two interpreter starts); rewrites .parent, and so re-runs the checks of
-# .core, only when what it lists changes: a new PYTHON, or a .venv from an older Makefile.
+# Runs on every make (two interpreter starts, ~50 ms); rewrites .parent, and so re-runs the
+# checks of .core, only when what it lists changes: a new PYTHON, or a .venv from an older Makefile.
 $(VENV)/.parent: FORCE
 	@test -x $(PY) || $(PYTHON) -m venv --system-site-packages --without-pip $(VENV)
 	@$(PYTHON) -c "$$PARENT_SITE" > $@.new && { cmp -s $@.new $@ && rm $@.new || mv $@.new $@; }
 	@pth="$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/gpu-features-parent.pth"; \
 	  cmp -s $@ "$$pth" || cp $@ "$$pth"
-	@$(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip -q
 
 FORCE:
 
 $(VENV)/.core: pyproject.toml $(VENV)/.parent
+	@$(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip -q
 	@$(call install_missing,numpy pyarrow safetensors rich)
-	@$(PY) -c "$$SETUPTOOLS_OK" 2>/dev/null || $(PIP) "setuptools>=70.1"
+	@$(PY) -c "$$SETUPTOOLS_OK" 2>/dev/null || $(PIP) "setuptools>=70.1" || { echo "$(NO_SETUPTOOLS)"; exit 1; }
 	@$(PIP) --no-deps --no-build-isolation -e .
 	@$(PY) -I -c "$$OWN_CHECKOUT" "$(CURDIR)"
 	@touch $@
