@@ -11,7 +11,6 @@ import importlib
 import importlib.metadata
 import os
 import site
-import subprocess
 import sys
 from pathlib import Path
 
@@ -112,13 +111,7 @@ def engines_report() -> dict:
     from .engines import gpu, host, resolve
 
     cxx = host.compiler()
-    version = None
-    if cxx:
-        try:
-            out = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout
-            version = (out.splitlines() or [None])[0]
-        except (OSError, subprocess.SubprocessError):
-            version = None
+    version = (host._compiler_version(cxx).splitlines() or [None])[0] if cxx else None
     cache = host.cache_dir()
     writable = _writable(cache)
     if cxx is None:
