@@ -1,4 +1,4 @@
-"""``gpu-features``: precompute | verify | inspect | export | plot: the command line over the library.
+"""``gpu-features``: precompute | verify | inspect | export | plot | doctor: the command line over the library.
 
 Every command has ``--help``. Exit status: 0 success, 1 verification failed
 or could not be completed, 2 bad input (one line saying what, where, which
@@ -219,6 +219,22 @@ def cmd_plot(args) -> int:
     return 0
 
 
+# --- doctor ---------------------------------------------------------------------------------
+
+
+def cmd_doctor(args) -> int:
+    from . import doctor
+
+    report = doctor.collect()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        doctor.render(report, console)
+    if report["problem"]:
+        raise GpuFeaturesError(report["problem"])
+    return 0
+
+
 # --- parser ---------------------------------------------------------------------------------
 
 
@@ -299,6 +315,14 @@ def build_parser() -> argparse.ArgumentParser:
     plt.add_argument("--source", action="append", metavar="FILE", help="bar file(s) replacing the manifest's sources")
     plt.add_argument("--out", default="chart.png", metavar="PNG", help="output file [chart.png]")
     plt.set_defaults(func=cmd_plot)
+
+    doc = sub.add_parser("doctor", help="interpreter, packages, CUDA device, engines that run here and why not",
+                         description="Report what this interpreter can run: package versions (and the extra "
+                                     "to install for each missing one), CUDA devices, which engines run and "
+                                     "why not, what --engine auto picks, the C++ compiler and the kernel "
+                                     "cache. Exit 2 when a required package is missing.")
+    doc.add_argument("--json", action="store_true", help="print the report as JSON")
+    doc.set_defaults(func=cmd_doctor)
     return p
 
 
