@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -91,7 +92,7 @@ def progress_bars(quiet: bool, console: Console = err_console) -> Progress:
 
 def cmd_precompute(args) -> int:
     from .splits import parse_fractions
-    from .store import append_store, precompute
+    from .store import append_dataset, append_store, is_dataset, precompute
 
     if args.append:
         given = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(FeatureConfig)
@@ -108,6 +109,14 @@ def cmd_precompute(args) -> int:
         raise GpuFeaturesError("give either --split-dates or --split-fractions, not both.")
     splits = ({"dates": args.split_dates} if args.split_dates else
               {"fractions": parse_fractions(args.split_fractions)} if args.split_fractions else None)
+    if args.distributed or args.workers is not None or args.scheduler or args.symbols_per_task is not None:
+        return _precompute_distributed(args, cfg, splits)
+    if args.append and is_dataset(args.output):
+        with progress_bars(args.quiet) as prog:
+            st = append_dataset(args.output, args.append, engine=args.engine, on_bad_bars=args.on_bad_bars,
+                                on_overlap=args.on_overlap, shard_bars=args.shard_bars, progress=RichProgress(prog))
+        _print_store_summary(st, "appended to")
+        return 0
     if args.append:
         with progress_bars(args.quiet) as prog:
             st = append_store(args.output, args.append, engine=args.engine, on_bad_bars=args.on_bad_bars,
@@ -126,10 +135,40 @@ def cmd_precompute(args) -> int:
     return 0
 
 
+def _precompute_distributed(args, cfg, splits) -> int:
+    """``precompute --distributed``: a dataset built on a Dask cluster (gpu_features.distributed, the only
+    module that imports Dask, is imported here and nowhere on the single-machine path)."""
+    if not args.distributed:
+        raise GpuFeaturesError("--workers, --scheduler and --symbols-per-task belong to --distributed; add it.")
+    if args.append:
+        raise GpuFeaturesError("--append extends a dataset on this machine; drop --distributed (new bars go to the "
+                               "parts of their symbols).")
+    if not args.input:
+        raise GpuFeaturesError("--distributed needs --input: bar files, a directory or a glob like "
+                               "'data/**/*.parquet'.")
+    from .distributed import build_dataset
+
+    inputs = args.input if isinstance(args.input, list) else [args.input]
+    with progress_bars(args.quiet) as prog:
+        st = build_dataset(inputs, args.output, config=cfg, engine=args.engine, splits=splits,
+                           overwrite=args.overwrite, on_bad_bars=args.on_bad_bars, reader=args.reader or "auto",
+                           shard_bars=args.shard_bars, symbols_per_task=args.symbols_per_task, workers=args.workers,
+                           scheduler=args.scheduler, progress=RichProgress(prog))
+    _print_store_summary(st, "wrote dataset")
+    return 0
+
+
 def _print_store_summary(st, verb: str) -> None:
     t, eng = st.timings, st.engine
+    parts = getattr(st, "parts", None)
     console.print(f"[bold green]{verb}[/] {st.path}: {st.n_bars:,} bars, {len(st.symbols)} symbol(s), "
-                  f"{len(st.shards)} shard(s), {st.bytes_on_disk / 1e6:.1f} MB")
+                  + (f"{len(parts)} part(s), " if parts is not None else "")
+                  + f"{len(st.shards)} shard(s), {st.bytes_on_disk / 1e6:.1f} MB")
+    if parts is not None and "scan_s" in t:
+        b = st.record["build"]
+        console.print(f"{len(b['inputs'])} input file(s) in {b['tasks']} task(s) on {b['cluster']['scheduler']} "
+                      f"({b['cluster']['workers'] or '?'} worker(s)): scan {t['scan_s']:.2f} s, tasks "
+                      f"{t['tasks_s']:.2f} s; read, compute and write below are summed over the tasks")
     ingests = [src.get("ingest", {}) for src in st.sources]
     readers = sorted({i["reader"] for i in ingests if "reader" in i})
     notes = sorted({f" (cudf handed over: {i['reader_note']})" for i in ingests if "reader_note" in i})
@@ -264,6 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--append", metavar="FILE", help="append newer bars from FILE to the store at --output")
     pre.add_argument("--on-overlap", choices=OVERLAP_POLICIES, default="error",
                      help="with --append: bars at or before a series' last stored bar [error]")
+    dist = pre.add_argument_group("many machines (needs the 'distributed' extra: Dask)")
+    dist.add_argument("--distributed", action="store_true",
+                      help="build a dataset of part stores on a Dask cluster, one task per symbol group; --input "
+                           "takes globs ('data/**/*.parquet') and directories")
+    dist.add_argument("--workers", type=int, metavar="N", help="local cluster of N worker processes [one per core]")
+    dist.add_argument("--scheduler", metavar="ADDRESS", help="use the running Dask scheduler at ADDRESS "
+                                                             "(tcp://host:8786) instead of a local cluster")
+    dist.add_argument("--symbols-per-task", type=int, metavar="N",
+                      help="cut a file group of more symbols into tasks of N symbols [whole groups]")
     pre.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_arguments(pre)
     pre.set_defaults(func=cmd_precompute)
@@ -337,7 +385,7 @@ def guarded(call, err_console, interrupted: str) -> int:
     try:
         return call()
     except GpuFeaturesError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err_console.print(interrupted)

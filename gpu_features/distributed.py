@@ -140,6 +140,11 @@ def plan_tasks(scans: list[dict], symbols_per_task: int | None = None) -> list[d
         ``[{"files": [path, ...] (input order), "symbols": [name, ...] or None (all of them)}]``,
         ordered by first symbol (file name for files without a symbol column).
     """
+    without = [scan["path"] for scan in scans if scan["symbols"] is None]
+    if without and len(without) < len(scans):
+        having = next(scan["path"] for scan in scans if scan["symbols"] is not None)
+        raise GpuFeaturesError(f"{without[0]} has no symbol column but {having} has one; give files of one layout "
+                               "per run.")
     parent = list(range(len(scans)))
 
     def find(i):
@@ -164,9 +169,6 @@ def plan_tasks(scans: list[dict], symbols_per_task: int | None = None) -> list[d
         if all(scans[k]["symbols"] is None for k in members):
             tasks.append({"files": files, "symbols": None, "key": Path(files[0]).name})
             continue
-        if any(scans[k]["symbols"] is None for k in members):
-            raise GpuFeaturesError(f"{Path(files[0]).name}: some input files have a symbol column and others do not; "
-                                   "give files of one layout per run.")
         names = sorted(set().union(*[scans[k]["symbols"] for k in members]))
         step = symbols_per_task or len(names)
         for a in range(0, len(names), step):
@@ -286,6 +288,7 @@ def build_dataset(inputs, out_dir, config: FeatureConfig | None = None, engine: 
     """
     progress = progress or no_progress
     t0 = time.perf_counter()
+    distributed = require_dask()
     out = Path(out_dir).resolve()
     check_output(out, overwrite)
     cfg = config or FeatureConfig()
@@ -302,7 +305,6 @@ def build_dataset(inputs, out_dir, config: FeatureConfig | None = None, engine: 
     ctx = contextlib.nullcontext((client, {"scheduler": "given client", "workers": None})) if client is not None \
         else connect(workers, scheduler)
     with ctx as (cl, where):
-        distributed = require_dask()
         sym_col = (read_kwargs or {}).get("symbol_column")
         scans = cl.gather(cl.map(scan_file, [str(f) for f in files], symbol_column=sym_col,
                                  read_kwargs=read_kwargs, pure=False))
@@ -317,7 +319,7 @@ def build_dataset(inputs, out_dir, config: FeatureConfig | None = None, engine: 
             for k, task in enumerate(tasks):
                 futures.append(cl.submit(build_part, task["files"], task["symbols"], str(tmp / part_name(k)),
                                          cfg.to_dict(), engine, shard_bars, dates, on_bad_bars, reader, read_kwargs,
-                                         dates is None, pure=False, key=f"gpu-features-part-{k}-{tmp.name}"))
+                                         dates is None, pure=False, key=f"gpu-features-part-{tmp.name}-{k}"))
             summaries = [cl.submit(operator.getitem, f, 0, pure=False) for f in futures]
             progress("tasks", 0, len(tasks))
             for done, fut in enumerate(distributed.as_completed(summaries), 1):
@@ -358,7 +360,23 @@ def build_dataset(inputs, out_dir, config: FeatureConfig | None = None, engine: 
     return open_dataset(out)
 
 
-def _cancel(client, futures, tmp: Path) -> None:
+def _running_parts(prefix: str, dask_worker=None) -> int:
+    """Part tasks of one build (keys starting with ``prefix``) executing on this worker (runs on a worker)."""
+    return sum(1 for ts in dask_worker.state.executing if str(ts.key).startswith(prefix))
+
+
+def _cancel(client, futures, tmp: Path, timeout: float = 300.0) -> None:
+    """Drop the queued tasks of a failed build, wait for the running ones to end, remove the temporary directory.
+
+    A running task cannot be stopped; waiting for it means nothing writes into the
+    directory after it is removed (and a closing local cluster kills no task mid-write).
+    """
     with contextlib.suppress(Exception):
         client.cancel(futures)
+    deadline = time.monotonic() + timeout
+    with contextlib.suppress(Exception):
+        while time.monotonic() < deadline:
+            if not sum(client.run(_running_parts, f"gpu-features-part-{tmp.name}").values()):
+                break
+            time.sleep(0.1)
     shutil.rmtree(tmp, ignore_errors=True)
