@@ -29,7 +29,7 @@ import numpy as np
 
 from . import engines, splits as splits_mod
 from .arrays import to_numpy
-from .bars import Bars, read_bars
+from .bars import Bars, check_bars, read_bars, read_kwargs
 from .errors import StoreError
 from .store import (SHARD_BARS, Progress, _no_progress, checkpoint_positions, now_iso, open_store, shard_ranges,
                     source_record, split_counts, store_stats, swing_counts, write_manifest, write_shard,
@@ -39,7 +39,8 @@ OVERLAP_POLICIES = ("error", "skip")
 
 
 def append_store(store_dir, bars_or_path, engine: str = "auto", on_bad_bars: str = "error",
-                 on_overlap: str = "error", shard_bars: int = SHARD_BARS, progress: Progress | None = None):
+                 on_overlap: str = "error", shard_bars: int = SHARD_BARS, progress: Progress | None = None,
+                 read_options: dict | None = None):
     """Append newer bars to an existing store.
 
     Args:
@@ -50,6 +51,8 @@ def append_store(store_dir, bars_or_path, engine: str = "auto", on_bad_bars: str
         on_overlap: ``error`` (default) or ``skip`` (see module doc).
         shard_bars: bars per new shard.
         progress: optional ``callback(stage, done, total)``.
+        read_options: :func:`read_bars` keywords for the new file (default: how the store's first
+            file source was read, so a vendor layout and time zone carry over).
 
     Returns:
         The reopened, extended :class:`~gpu_features.store.Store`.
@@ -62,7 +65,17 @@ def append_store(store_dir, bars_or_path, engine: str = "auto", on_bad_bars: str
     m = store.manifest
     cfg = store.config
     progress("read", 0, 1)
-    new = bars_or_path if isinstance(bars_or_path, Bars) else read_bars(bars_or_path, on_bad_bars=on_bad_bars)
+    if isinstance(bars_or_path, Bars):
+        check_bars(bars_or_path)
+        new = bars_or_path
+    else:
+        if read_options is None:
+            first = next((s for s in m["sources"] if s.get("kind") in ("file", "files")), {})
+            read_options = read_kwargs(first.get("read"))
+        new = read_bars(bars_or_path, on_bad_bars=on_bad_bars, **read_options)
+    if len(set(new.symbols)) != len(new.symbols):
+        raise StoreError(f"{_where(bars_or_path)}: the new bars cut a symbol at a roll; --append continues each "
+                         "symbol's last segment, so rebuild the store with precompute to add a new contract segment.")
     progress("read", 1, 1)
     names = _symbol_names(store, new, bars_or_path)
     states = store.states()

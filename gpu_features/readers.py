@@ -188,7 +188,20 @@ def decode_inputs(inputs, opts: ReadOptions) -> Decoded:
     if is_table(inputs):
         return decode_table("the table", table_from_object(inputs), opts, {"kind": "memory"})
     paths = expand_inputs(inputs)
-    parts = [decode_file(p, opts) for p in paths]
+    parts = []
+    for p in paths:
+        try:
+            parts.append(decode_file(p, opts))
+        except BarsError:
+            raise
+        except Exception as err:  # a decoder's own error on odd input: still one sentence, exit 2
+            import pyarrow as pa
+
+            if not isinstance(err, (pa.ArrowException, ValueError, OSError)):
+                raise
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise BarsError(f"{p}: the file could not be decoded ({first}); check its layout against the README's "
+                            "Inputs table or pass --format and the column options.") from None
     return parts[0] if len(parts) == 1 else _concat(parts)
 
 
@@ -801,7 +814,7 @@ def _time_of_day(where, col, name: str) -> np.ndarray:
         h, mi, s = v // 10000, v // 100 % 100, v % 100
         frac = np.zeros_like(v)
     else:
-        g = _extract(where, col, name, [r"^(?P<h>\d{1,2}):(?P<mi>\d{2})(:(?P<s>\d{2})(\.(?P<frac>\d+))?)?$",
+        g = _extract(where, col, name, [r"^(?P<h>\d{1,2}):(?P<mi>\d{2})(?::(?P<s>\d{2})(?:\.(?P<frac>\d+))?)?$",
                                          r"^(?P<h>\d{2})(?P<mi>\d{2})(?P<s>\d{2})?$"], "a time of day")
         h, mi, s, frac = g["h"], g["mi"], g.get("s", 0), g.get("frac", 0)
     bad = (h > 23) | (mi > 59) | (np.asarray(s) > 60)
@@ -825,8 +838,8 @@ def _ib(where, col, name: str, tz: str | None) -> np.ndarray:
     import pyarrow.compute as pc
 
     text = pc.utf8_trim_whitespace(pc.cast(col, pa.string()))
-    g = _extract(where, text, name, [r"^(?P<y>\d{4})(?P<m>\d{2})(?P<d>\d{2})( +(?P<h>\d{2}):(?P<mi>\d{2}):(?P<s>\d{2}))?"
-                                     r"( +\S+)?$"], "an IB time (yyyymmdd hh:mm:ss zone)")
+    g = _extract(where, text, name, [r"^(?P<y>\d{4})(?P<m>\d{2})(?P<d>\d{2})(?: +(?P<h>\d{2}):(?P<mi>\d{2}):(?P<s>\d{2}))?"
+                                     r"(?: +\S+)?$"], "an IB time (yyyymmdd hh:mm:ss zone)")
     _check_date(where, name, g["y"], g["m"], g["d"])
     local = days_from_civil(g["y"], g["m"], g["d"]) * NS_PER_DAY + ((g["h"] * 60 + g["mi"]) * 60 + g["s"]) * NS_PER["s"]
     zones = pc.extract_regex(text, r"^\d{8} +\d{2}:\d{2}:\d{2} +(?P<z>\S+)$")

@@ -42,7 +42,7 @@ import numpy as np
 from . import engines, splits as splits_mod
 from . import state as S
 from .arrays import to_numpy
-from .bars import Bars, read_bars
+from .bars import Bars, check_bars, read_bars
 from .config import FEATURE_NAMES, N_FEATURES, FeatureConfig
 from .errors import ConfigError, GpuFeaturesError, StoreError
 from .windows import split_window_starts, usable_starts
@@ -488,10 +488,36 @@ def _replace_dir(tmp: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _segments(bars: Bars, seg_bounds: np.ndarray, ends: np.ndarray):
+    """Symbols, series records, ``[n]`` symbol index per bar and ``[symbols, D]`` end states.
+
+    A symbol cut at rolls has several consecutive segments: each after the first is marked
+    ``"restart": true`` (its engine state starts fresh) and counts ``start_index`` and
+    ``source_first`` from the symbol's first bar; the symbol's end state is its last segment's.
+    """
+    symbols = list(dict.fromkeys(bars.symbols))
+    index = {name: k for k, name in enumerate(symbols)}
+    series, before = [], {}
+    last = np.zeros(len(symbols), dtype=np.int64)
+    for s in range(bars.n_series):
+        name = bars.symbols[s]
+        count = int(seg_bounds[s + 1] - seg_bounds[s])
+        done = before.get(name, 0)
+        rec = {"name": name, "first": int(seg_bounds[s]), "count": count, "start_index": done, "source": 0,
+               "source_first": done}
+        if name in before:
+            rec["restart"] = True
+        series.append(rec)
+        before[name] = done + count
+        last[index[name]] = s
+    ids = np.array([index[name] for name in bars.symbols], dtype=np.int64)
+    return symbols, series, np.repeat(ids, np.diff(seg_bounds)), np.asarray(ends)[last]
+
+
 def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engine: str = "auto",
                shard_bars: int = SHARD_BARS, splits=None, overwrite: bool = False, on_bad_bars: str = "error",
                checkpoint_every: int = CHECKPOINT_BARS, progress: Progress | None = None,
-               reader: str = "auto") -> Store:
+               reader: str = "auto", read_options: dict | None = None) -> Store:
     """Compute the features of some bars and write them as a new store.
 
     Args:
@@ -507,6 +533,9 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
             ``pyarrow`` or ``cudf`` (:func:`read_bars`); the store is the same whichever reads.
         checkpoint_every: bars between stored engine states.
         progress: optional ``callback(stage, done, total)``.
+        read_options: more :func:`read_bars` keywords for a path (``format``, ``timezone``,
+            ``roll_column``, ``max_drop_fraction``...); a :class:`Bars` given directly is checked
+            against the ingest rules (:func:`check_bars`).
 
     Returns:
         The opened new :class:`Store`.
@@ -523,7 +552,11 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
         raise StoreError(f"{out} exists and is not a gpu-features store; refusing to replace it, choose another --output.")
     cfg = config or FeatureConfig()
     progress("read", 0, 1)
-    read = bars_or_path if isinstance(bars_or_path, Bars) else read_bars(bars_or_path, on_bad_bars, reader)
+    if isinstance(bars_or_path, Bars):
+        check_bars(bars_or_path)
+        read = bars_or_path
+    else:
+        read = read_bars(bars_or_path, on_bad_bars, reader, **(read_options or {}))
     bars = read.on_host()  # timestamps and offsets for the store; the engine takes the prices where they were read
     progress("read", 1, 1)
     t_read = time.perf_counter()
@@ -541,10 +574,7 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
     progress("compute", 1, 1)
     t_compute = time.perf_counter()
 
-    symbols = list(bars.symbols)
-    series = [{"name": symbols[s], "first": int(seg_bounds[s]), "count": int(seg_bounds[s + 1] - seg_bounds[s]),
-               "start_index": 0, "source": 0, "source_first": 0} for s in range(bars.n_series)]
-    symbol_of_bar = bars.series_of()
+    symbols, series, symbol_of_bar, ends = _segments(bars, seg_bounds, ends)
     ids = splits_mod.split_ids(bars.timestamp, split_record)
     split_record["counts"] = split_counts(valid, ids, seg_bounds, cfg.window_length)
 
