@@ -30,7 +30,7 @@ from .windows import SEED_FILES
 
 CONFIRM_ABOVE_BYTES = 1_000_000_000
 CHUNK_WINDOWS = 16_384
-LAYOUTS = ("seed",)
+LAYOUTS = ("seed", "parquet")
 
 
 class ExportError(GpuFeaturesError):
@@ -153,6 +153,12 @@ def cmd_export(args) -> int:
     if args.stride < 1:
         raise ExportError(f"--stride must be >= 1, got {args.stride}.")
     st = open_store(args.store)
+    if args.layout == "parquet":  # one row per bar: timestamp, symbol, valid, the ten features
+        from .arrow_export import write_parquet
+
+        out = write_parquet(st, args.output, overwrite=args.overwrite)
+        console.print(f"[bold green]wrote[/] {out}: {st.n_bars:,} bars x (timestamp, symbol, valid, 10 features)")
+        return 0
     splits = tuple(s for s in SPLIT_NAMES if s in (args.split or SPLIT_NAMES))
     p = plan(st, splits, args.stride)
     console.print(f"export {st.path} -> {args.output} (layout {args.layout}): {p['n_windows']:,} windows of "
@@ -180,8 +186,9 @@ def add_parser(subparsers) -> None:
                                           "features_10d.npy [N,K,10], valid_mask.npy [N,K], metadata.json and "
                                           "splits.json. States the size first; above 1 GB it needs --yes.")
     p.add_argument("store", help="store directory")
-    p.add_argument("--layout", choices=LAYOUTS, default="seed", help="[seed]")
-    p.add_argument("--output", required=True, metavar="DIR", help="new directory for the files")
+    p.add_argument("--layout", choices=LAYOUTS, default="seed",
+                   help="seed: window arrays (a directory); parquet: one row per bar (a file) [seed]")
+    p.add_argument("--output", required=True, metavar="PATH", help="new directory (seed) or .parquet file")
     p.add_argument("--split", action="append", choices=SPLIT_NAMES,
                    help="export only this split (repeatable) [all three]")
     p.add_argument("--stride", type=int, default=1, metavar="N", help="every N-th usable window [1]")

@@ -219,6 +219,12 @@ class Store:
 
         return load_file(str(self.path / self.manifest["state"]["file"]))
 
+    def to_arrow(self):
+        """``pyarrow.Table``: timestamp, symbol (dictionary), valid and the ten features, one row per bar."""
+        from .arrow_export import store_to_arrow
+
+        return store_to_arrow(self)
+
     def usable_window_starts(self, split: str | None = None, min_valid_fraction: float = 1.0) -> np.ndarray:
         """``[w] int64`` starts of usable windows (all of a split when ``split`` is given)."""
         return split_window_starts(self.array("valid"), self.split_ids(), self.segment_bounds(),
