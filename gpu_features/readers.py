@@ -355,7 +355,7 @@ def _read_csv(path: Path, opts: ReadOptions, data: bytes | None = None, fmt: str
     delimiter = opts.delimiter or preset.delimiter or sniff_delimiter(first)
     header = opts.header and preset.csv_header is None
     if header:
-        names = [c.strip() for c in first.split(delimiter)]
+        names = [c.strip().strip('"').strip() for c in first.split(delimiter)]
     else:
         names = list(opts.columns or preset.csv_header or ("time", "open", "high", "low", "close", "volume"))
         width = len(first.split(delimiter))
@@ -366,7 +366,7 @@ def _read_csv(path: Path, opts: ReadOptions, data: bytes | None = None, fmt: str
         sample = None
         if "date" in lower and "\n" in text:
             row = text.split("\n", 2)[1].rstrip("\r").split(delimiter)
-            sample = row[lower.index("date")].strip() if len(row) > lower.index("date") else None
+            sample = row[lower.index("date")].strip().strip('"') if len(row) > lower.index("date") else None
         fmt = formats.detect_from_columns(lower, sample)
     # Text columns that carry times are read as text (our parsers), the series key dictionary-encoded.
     types = {}
@@ -845,6 +845,7 @@ def _ib(where, col, name: str, tz: str | None) -> np.ndarray:
     zones = pc.extract_regex(text, r"^\d{8} +\d{2}:\d{2}:\d{2} +(?P<z>\S+)$")
     zone = pc.struct_field(zones, "z").fill_null("")
     enc = pc.dictionary_encode(zone)
+    enc = enc.combine_chunks() if isinstance(enc, pa.ChunkedArray) else enc
     names = enc.dictionary.to_pylist()
     idx = enc.indices.to_numpy(zero_copy_only=False)
     out = np.empty(len(local), dtype=np.int64)
