@@ -930,10 +930,22 @@ def _refuse_dates_on_intraday(where, ts, codes, name, table, cols) -> None:
         return
     other = next((cols[c] for c in ("time", "hour", "time_of_day") if c in cols and cols[c] != name), None)
     other = other or next((c for c in table.column_names if "time" in c.lower() and c != name), None)
+    other = other or next((c for c in table.column_names if c != name and _looks_like_time_of_day(table.column(c))),
+                          None)
     fix = (f"combine it with the time column: --date-column {name} --time-column {other.strip()}" if other
            else "give a column with the time of day via --date-column/--time-column, or a full timestamp")
     raise BarsError(f"{where}: time column '{name}' holds dates only but {int((counts > 1).sum())} day(s) have several "
                     f"bars of one series (intraday data); {fix}.")
+
+
+def _looks_like_time_of_day(col) -> bool:
+    """A column whose first value is a time type or text like ``09:30``."""
+    import pyarrow as pa
+
+    if pa.types.is_time(col.type):
+        return True
+    v = col[0].as_py() if len(col) else None
+    return isinstance(v, str) and re.match(r"^\s*\d{1,2}:\d{2}", v) is not None
 
 
 def _epoch_scale(v) -> int:
