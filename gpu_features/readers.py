@@ -24,6 +24,7 @@ import glob as globmod
 import io
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np

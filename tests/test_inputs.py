@@ -106,6 +106,16 @@ def test_price_text_is_one_sentence_under_every_policy(tmp_path, text, hint, pol
                  "--on-bad-bars", policy]) == 2
 
 
+def test_verify_with_a_bad_source_file_is_one_sentence(tmp_path):
+    good = tmp_path / "good.csv"
+    good.write_text("timestamp,open,high,low,close\n" + "".join(
+        f"2024-01-01T00:{k:02d}:00Z,1,2,0.5,1.5\n" for k in range(60)))
+    assert main(["precompute", "--input", str(good), "--output", str(tmp_path / "s"), "--quiet"]) == 0
+    bad = tmp_path / "bad.csv"
+    bad.write_text(good.read_text().replace(",1.5\n", ",abc\n", 1))
+    assert main(["verify", str(tmp_path / "s"), "--source", str(bad), "--quiet"]) == 2
+
+
 def test_input_refusals(tmp_path):
     with pytest.raises(BarsError, match="the directory holds no bar files"):
         read_bars(tmp_path)
@@ -121,11 +131,21 @@ def test_input_refusals(tmp_path):
         read_bars(one, format="metastock")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file, so a permission refusal cannot happen here")
-def test_unreadable_file_says_permission(tmp_path):
+def test_unreadable_file_says_permission(tmp_path, monkeypatch):
     path = tmp_path / "locked.parquet"
     path.write_bytes(b"PAR1")
     path.chmod(0)
+    if os.geteuid() == 0:  # root reads any file: make the open fail as it does for other users
+        import builtins
+
+        real_open = builtins.open
+
+        def deny(file, *a, **kw):
+            if str(file) == str(path):
+                raise PermissionError(13, "Permission denied", str(file))
+            return real_open(file, *a, **kw)
+
+        monkeypatch.setattr(builtins, "open", deny)
     with pytest.raises(BarsError, match="cannot be read \\(permission denied\\)"):
         read_bars(path)
 
@@ -283,7 +303,7 @@ def test_dataframes_in_apply_every_rule_and_store_to_arrow_comes_out(tmp_path, k
         pd = pytest.importorskip("pandas", reason="pandas is not installed")
         frame = table.to_pandas()
         indexed = frame.set_index("timestamp")  # the time as a DatetimeIndex
-        assert read_bars(indexed.reset_index()).timestamp.tolist() == w["timestamp"].tolist()
+        assert read_bars(indexed).timestamp.tolist() == w["timestamp"].tolist()
         assert isinstance(frame, pd.DataFrame)
     elif kind == "polars":
         import polars as pl
