@@ -12,6 +12,8 @@ RUN ?= runs/demo
 TORCH ?= torch==2.13.0
 # NVRTC alone (no GPU needed) lets the tests compile the GPU program exactly as CuPy does.
 NVRTC ?= nvidia-cuda-nvrtc==13.0.88
+# Ingest tests read real DBN files and pandas DataFrames (polars, 170 MB, is tested only where installed).
+INGEST_DEV ?= databento-dbn==0.72.0 pandas==3.1.1
 BENCH_OUT ?= bench/results
 
 .DEFAULT_GOAL := help
@@ -42,6 +44,7 @@ $(VENV)/.torch: $(VENV)/.core
 
 $(VENV)/.dev: $(VENV)/.torch
 	@$(PY) -c "import pytest, matplotlib" 2>/dev/null || $(PIP) pytest matplotlib
+	@$(PY) -c "import databento_dbn, pandas" 2>/dev/null || $(PIP) $(INGEST_DEV)
 	@$(PY) -m pip show -q nvidia-cuda-nvrtc >/dev/null 2>&1 || $(PIP) $(NVRTC) \
 	  || echo "note: $(NVRTC) not installed; the NVRTC compile check will skip"
 	@touch $@
