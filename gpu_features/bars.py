@@ -335,7 +335,7 @@ def assemble(where, prices: dict, ts: np.ndarray, symbol: np.ndarray | None, on_
         roll = roll[keep] if roll is not None else None
     if len(c) == 0:
         raise BarsError(f"{where}: no bars are left after dropping bad bars; fix the data.")
-    present = np.unique(codes)
+    present = np.flatnonzero(np.bincount(codes, minlength=len(names)))
     if len(present) < len(names):
         gone = [names[k] for k in range(len(names)) if k not in set(present.tolist())]
         raise BarsError(f"{where}: symbol(s) {', '.join(gone)} have no bars left after dropping bad bars; "
@@ -388,10 +388,14 @@ def _out_of_order(ts, codes, keep) -> np.ndarray:
     """``[n] bool`` kept bars outside a longest strictly increasing subsequence of their series."""
     n = len(ts)
     out = np.zeros(n, dtype=bool)
-    kept = np.flatnonzero(keep)
-    kts, kcodes = ts[kept], codes[kept]
+    every = bool(keep.all())
+    kept = np.arange(n) if every else np.flatnonzero(keep)
+    kts, kcodes = (ts, codes) if every else (ts[kept], codes[kept])  # no identity gather on clean input
+    back = kts[1:] <= kts[:-1]
+    if not back.any():
+        return out
     same = kcodes[1:] == kcodes[:-1]
-    if not np.any((kts[1:] <= kts[:-1]) & same):
+    if not np.any(back & same):
         return out
     bounds = np.flatnonzero(np.r_[True, ~same, True])
     for a, b in zip(bounds[:-1], bounds[1:]):

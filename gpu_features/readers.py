@@ -609,7 +609,7 @@ def _codes(where, col, name: str, what: str) -> tuple[np.ndarray, tuple]:
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     values = arr.dictionary.cast(pa.string()).to_pylist()
     codes = arr.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    used = np.unique(codes)  # a dictionary may hold values no row uses
+    used = np.flatnonzero(np.bincount(codes, minlength=len(values)))  # a dictionary may hold unused values
     values = [values[k] for k in used]
     order = np.argsort(np.array(values, dtype=object)) if values else np.zeros(0, dtype=np.int64)
     remap = np.zeros(int(used.max()) + 1 if len(used) else 1, dtype=np.int64)
