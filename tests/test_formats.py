@@ -249,3 +249,39 @@ def test_timezone_fall_back_hour_is_resolved_by_the_clock_going_back(tmp_path):
     assert (bars.timestamp - utc).tolist() == [x * MIN for x in (0, 1, 60, 61, 62, 121)]
     with pytest.raises(BarsError, match="not a known IANA time zone"):
         read_bars(path, timezone="Mars/Olympus")
+
+
+def test_ib_times_without_a_zone_need_the_timezone(tmp_path):
+    path = tmp_path / "ib_local.csv"
+    path.write_text("date,open,high,low,close\n" + "".join(
+        f"20240102  {NY_LOCAL[k]}:00,{O[k]},{H[k]},{L[k]},{C[k]}\n" for k in range(N)))
+    with pytest.raises(BarsError, match="IB times without a zone .* pass --timezone"):
+        read_bars(path, format="ib")
+    check(read_bars(path, format="ib", timezone="America/New_York"))
+
+
+def test_bz2_csv_and_cli_flags_for_a_vendor_file(tmp_path, capsys):
+    import bz2
+
+    from gpu_features.cli import main
+    from gpu_features.store import open_store
+    from gpu_features.verify import verify_store
+
+    path = tmp_path / "bars.csv.bz2"
+    path.write_bytes(bz2.compress(("timestamp,open,high,low,close\n" + "".join(
+        f"{(T0 + k * MIN) // 10**9},{O[k]},{H[k]},{L[k]},{C[k]}\n" for k in range(N))).encode()))
+    check(read_bars(path))
+    ninja = tmp_path / "NQ.txt"
+    rows = [f"20240102 {9 + (31 + k) // 60:02d}{(31 + k) % 60:02d}00;{O[k % N]};{H[k % N]};{L[k % N]};{C[k % N]};1"
+            for k in range(200)]
+    ninja.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "s"
+    assert main(["precompute", "--input", str(ninja), "--output", str(out), "--quiet", "--engine", "reference",
+                 "--format", "ninjatrader", "--timezone", "America/New_York"]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert "200 rows read, 200 bars kept; format ninjatrader, times in America/New_York stored as UTC" in said
+    st = open_store(out)
+    assert int(st.timestamps()[0]) == T0 + MIN and st.manifest["sources"][0]["read"]["timezone"] == "America/New_York"
+    assert verify_store(out).ok  # re-read with the recorded format and zone
+    assert main(["precompute", "--input", str(ninja), "--output", str(tmp_path / "t"), "--quiet"]) == 2
+    assert "pass --timezone" in " ".join(capsys.readouterr().err.split())
