@@ -99,7 +99,7 @@ def append_store(store_dir, bars_or_path, engine: str = "auto", on_bad_bars: str
                                      f"stored bar ({splits_mod._iso(last_ts)}); remove them, or pass --on-overlap skip "
                                      "to skip them after checking they equal the stored bars.")
                 _check_overlap(store, name, new, a, a + overlap, bars_or_path)
-            start_index = sum(g["count"] for g in segs)
+            start_index = last["start_index"] + last["count"]  # the last segment's local index goes on
         else:
             overlap, start_index = 0, 0
         skipped_total += overlap

@@ -498,8 +498,9 @@ def _segments(bars: Bars, seg_bounds: np.ndarray, ends: np.ndarray):
     """Symbols, series records, ``[n]`` symbol index per bar and ``[symbols, D]`` end states.
 
     A symbol cut at rolls has several consecutive segments: each after the first is marked
-    ``"restart": true`` (its engine state starts fresh) and counts ``start_index`` and
-    ``source_first`` from the symbol's first bar; the symbol's end state is its last segment's.
+    ``"restart": true``: its engine state starts fresh, so its local bar index (``start_index``)
+    starts at 0, while ``source_first`` counts from the symbol's first bar in the source. The
+    symbol's end state is its last segment's (``--append`` continues it).
     """
     symbols = list(dict.fromkeys(bars.symbols))
     index = {name: k for k, name in enumerate(symbols)}
@@ -509,7 +510,7 @@ def _segments(bars: Bars, seg_bounds: np.ndarray, ends: np.ndarray):
         name = bars.symbols[s]
         count = int(seg_bounds[s + 1] - seg_bounds[s])
         done = before.get(name, 0)
-        rec = {"name": name, "first": int(seg_bounds[s]), "count": count, "start_index": done, "source": 0,
+        rec = {"name": name, "first": int(seg_bounds[s]), "count": count, "start_index": 0, "source": 0,
                "source_first": done}
         if name in before:
             rec["restart"] = True

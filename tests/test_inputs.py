@@ -349,3 +349,25 @@ def test_symbol_column_is_read_dictionary_encoded(tmp_path):
     csv = tmp_path / "s.csv"
     pcsv.write_csv(tbl(walk(10), symbol=["A", "B"] * 5), csv)
     assert pa.types.is_dictionary(_read_csv(csv, ReadOptions())[0].schema.field("symbol").type)
+
+
+def test_plot_swings_restart_at_a_roll(tmp_path):
+    from gpu_features import reference
+    from gpu_features.plot import chart_data
+
+    w = walk(1000, seed=3)
+    contract = np.where(np.arange(1000) < 600, "ESH4", "ESM4")
+    path = tmp_path / "es.parquet"
+    pq.write_table(tbl(w, contract=contract), path)
+    st = precompute(path, tmp_path / "s", engine="reference", read_options={"roll_column": "contract"})
+    want = []
+    for g in st.series:
+        a, b = g["first"], g["first"] + g["count"]
+        events = []
+        n = b - a
+        reference.run_series(w["open"][a:b].tolist(), w["high"][a:b].tolist(), w["low"][a:b].tolist(),
+                             w["close"][a:b].tolist(), st.config, np.zeros(16 + st.config.atr_period),
+                             np.zeros((n, 10), np.float32), np.zeros(n, bool), np.zeros(n, np.int8), events=events)
+        want += [("high" if code == 1 else "low", int(ext_i) + a, float(p), a + j) for j, code, ext_i, p in events]
+    got = chart_data(tmp_path / "s", last=1000).swings
+    assert [(s.kind, s.extreme_bar, s.extreme_price, s.confirm_bar) for s in got] == want and len(want) > 4
