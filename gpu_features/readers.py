@@ -458,7 +458,14 @@ def _read_scid(path: Path):
         raise BarsError(f"{path}: {len(body) % SCID_RECORD.itemsize} trailing bytes after {n} records (truncated); "
                         "copy the file again.")
     rec = np.frombuffer(body, SCID_RECORD, count=n)
-    ts = (rec["datetime"] - SCID_EPOCH_DAYS * 86_400 * 1_000_000) * 1000
+    us = rec["datetime"] - SCID_EPOCH_DAYS * 86_400 * 1_000_000
+    plausible = (us >= EPOCH_1980_S * 1_000_000) & (us < 7_258_118_400 * 1_000_000)  # 1980 .. 2200
+    if n and not plausible.all():
+        k = int(np.flatnonzero(~plausible)[0])
+        raise BarsError(f"{path}: record {k} has SCDateTime {int(rec['datetime'][k])}, not a time between 1980 and 2200 "
+                        "as 64-bit microseconds since 1899-12-30 (an old-format or damaged .scid?); open and re-save "
+                        "it in a current Sierra Chart, or export the chart as text.")
+    ts = us * 1000
     return pa.table({"timestamp": pa.array(ts, type=pa.timestamp("ns", tz="UTC")),
                      **{k: rec[k].astype(np.float64) for k in PRICE_COLUMNS},
                      "volume": rec["total_volume"].astype(np.int64)})

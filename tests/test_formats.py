@@ -173,6 +173,11 @@ def test_sierrachart_scid(tmp_path):
     path = tmp_path / "NQH24.scid"
     path.write_bytes(head.tobytes() + rec.tobytes())
     check(read_bars(path), symbols=["NQH24"])
+    old = rec.copy()
+    old["datetime"] = np.array([45293.6041666] * N).view(np.int64)  # SCDateTime as double days (old files)
+    (tmp_path / "old.scid").write_bytes(head.tobytes() + old.tobytes())
+    with pytest.raises(BarsError, match="record 0 has SCDateTime .* not a time between 1980 and 2200"):
+        read_bars(tmp_path / "old.scid")
     (tmp_path / "bad.scid").write_bytes(b"XXXX" + bytes(60))
     with pytest.raises(BarsError, match="not a Sierra Chart intraday file"):
         read_bars(tmp_path / "bad.scid")
