@@ -892,6 +892,10 @@ def _auto_time(where, table, col, name: str, tz, codes, cols: dict, warnings: li
         if pa.types.is_dictionary(t):
             col = col.cast(t.value_type)
             t = col.type
+        if (pa.types.is_string(t) or pa.types.is_large_string(t)) and \
+                pc.all(pc.match_substring_regex(col, r"^\s*-?\d+\s*$")).as_py():
+            col = pc.cast(pc.utf8_trim_whitespace(col), pa.int64())  # digits only: epoch integers (or yyyymmdd)
+            t = col.type
         if pa.types.is_integer(t):
             v = _ints_of(col, "time")
             lo, hi = (int(v.min()), int(v.max())) if len(v) else (0, 0)

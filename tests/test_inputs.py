@@ -158,11 +158,15 @@ def test_semicolon_file_is_sniffed_and_a_wrong_delimiter_gets_a_hint(tmp_path):
         read_bars(path, delimiter=",")
 
 
-def test_integer_times_in_the_1970s_are_warned(tmp_path):
+def test_integer_times_in_the_1970s_are_warned_on_screen(tmp_path, capsys):
     path = tmp_path / "small.csv"
     path.write_text("time,open,high,low,close\n" + "".join(f"{k},1,2,0.5,1.5\n" for k in range(2000)))
     bars = read_bars(path)
     assert any("fall before 1980" in w and "1970-01-01T00:00:00Z" in w for w in bars.ingest["warnings"])
+    assert main(["precompute", "--input", str(path), "--output", str(tmp_path / "s"), "--quiet", "--engine",
+                 "reference"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "warning:" in err and "read as epoch s fall before 1980" in err
 
 
 def test_date_only_time_on_intraday_data_names_the_time_column(tmp_path):
@@ -371,3 +375,25 @@ def test_plot_swings_restart_at_a_roll(tmp_path):
         want += [("high" if code == 1 else "low", int(ext_i) + a, float(p), a + j) for j, code, ext_i, p in events]
     got = chart_data(tmp_path / "s", last=1000).swings
     assert [(s.kind, s.extreme_bar, s.extreme_price, s.confirm_bar) for s in got] == want and len(want) > 4
+
+
+def test_cli_generic_layout_flags_reach_the_reader_and_the_manifest(tmp_path):
+    w = walk(300)
+    shifted = {k: (v - 20000.0 if k != "timestamp" else v) for k, v in w.items()}
+    path = tmp_path / "raw.txt"
+    path.write_text("".join(f"NQ|{t // 10**9}|{o * 4:.0f}|{h * 4:.0f}|{lo * 4:.0f}|{c * 4:.0f}\n" for t, o, h, lo, c in
+                            zip(shifted["timestamp"], shifted["open"], shifted["high"], shifted["low"], shifted["close"])))
+    out = tmp_path / "s"
+    args = ["precompute", "--input", str(path), "--output", str(out), "--quiet", "--engine", "reference",
+            "--no-header", "--columns", "ticker,when,o,h,l,c", "--delimiter", "|", "--time-column", "when",
+            "--rename", "o=open", "--rename", "h=high", "--rename", "l=low", "--rename", "c=close",
+            "--symbol-column", "ticker", "--price-scale", "0.25"]
+    assert main(args) == 2  # negative prices need the flag
+    assert main(args + ["--allow-nonpositive-prices", "--max-drop-fraction", "0.05"]) == 0
+    st = open_store(out)
+    assert st.symbols == ["NQ"] and st.timestamps().tolist() == w["timestamp"].tolist()
+    read = st.manifest["sources"][0]["read"]
+    assert read["rename"] == {"o": "open", "h": "high", "l": "low", "c": "close"} and read["header"] is False
+    assert read["allow_nonpositive"] is True and read["max_drop_fraction"] == 0.05 and read["price_scale"] == 0.25
+    assert verify_store(out).ok
+    assert main(["precompute", "--input", str(path), "--output", str(tmp_path / "t"), "--rename", "oops"]) == 2
