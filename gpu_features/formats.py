@@ -25,7 +25,7 @@ class Preset:
     Attributes:
         name: the ``--format`` value.
         rename: ``{vendor column (lower case, stripped): our column}``; ours are
-            ``open high low close`` and ``time``, ``date``, ``symbol``, ``roll``.
+            ``open high low close``, ``time`` and ``symbol``.
         time: how the ``time`` column is written: ``auto`` (ISO text, timestamp type or epoch
             integers by magnitude), ``ns``/``ms``/``s`` (epoch integers of that unit),
             ``yyyymmdd hhmmss`` (NinjaTrader), ``ib`` (``yyyymmdd hh:mm:ss [zone]`` or ``yyyymmdd``),

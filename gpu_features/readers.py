@@ -689,7 +689,7 @@ def _time(where, table, cols: dict, opts: ReadOptions, preset, codes, warnings: 
         return _strptime(where, col, time_name, opts.time_format, tz)
     if preset.time == "yyyymmdd hhmmss":
         return _localize(where, _ninja(where, col, time_name), tz, time_name)
-    if preset.time == "ib" or (preset.name == "ib"):
+    if preset.time == "ib":
         return _ib(where, col, time_name, tz)
     return _auto_time(where, table, col, time_name, tz, codes, cols, warnings)
 
