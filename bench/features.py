@@ -77,6 +77,25 @@ def device_name(engine: str) -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {host_engine.threads()} OpenMP threads"
 
 
+def validate(engine, bars, want, what: str) -> None:
+    """Stop the benchmark unless ``engine`` reproduces the reference run ``want`` on ``bars`` bit for bit.
+
+    llm.c's order: reference, kernel, validate, then time. A fast wrong engine is never reported.
+    """
+    from gpu_features.arrays import to_numpy
+
+    got = engines.run(bars.open, bars.high, bars.low, bars.close, offsets=bars.offsets, engine=engine)
+    feats, valid = to_numpy(got.features), to_numpy(got.valid)
+    same = (np.array_equal(feats.view(np.uint32), np.asarray(want.features).view(np.uint32))
+            and np.array_equal(valid, np.asarray(want.valid)))
+    if not same:
+        bad = int(np.flatnonzero(np.any(feats.view(np.uint32) != np.asarray(want.features).view(np.uint32), axis=1)
+                                 | (valid != np.asarray(want.valid)))[0])
+        raise SystemExit(f"validation failed: the {engine} engine differs from the reference on {what}, first at "
+                         f"bar {bad}; not timing it.")
+    print(f"validated: {engine} engine = reference, bit for bit, on {what} ({bars.n:,} bars)")
+
+
 def run_engine(engine, bars, repeat):
     """Best-of-``repeat`` wall time of one engine call over ``bars`` (all series in one call)."""
     def call():
@@ -130,16 +149,21 @@ def main(argv=None) -> int:
     seed_rate = args.seed_bars / t_seed
     result["engines"]["seed-style"] = {"bars": args.seed_bars, "seconds": t_seed, "bars_per_s": seed_rate}
     ref_bars = bars.take(0, args.ref_bars)
-    t_ref, _ = best_of(lambda: engines.run(ref_bars.open, ref_bars.high, ref_bars.low, ref_bars.close,
-                                           engine="reference"), 1)
+    t_ref, ref_run = best_of(lambda: engines.run(ref_bars.open, ref_bars.high, ref_bars.low, ref_bars.close,
+                                                 engine="reference"), 1)
     ref_rate = args.ref_bars / t_ref
     result["engines"]["reference"] = {"bars": args.ref_bars, "seconds": t_ref, "bars_per_s": ref_rate}
     rows.append({"what": "seed-style builder", "value": seed_rate, "unit": "bars/s"})
     rows.append({"what": "reference engine", "value": ref_rate, "unit": "bars/s"})
     rows.append({"what": "reference / seed-style", "value": ref_rate / seed_rate, "unit": "x"})
 
-    # 2. fast engines on the full set
+    # 2. fast engines on the full set, each validated against the reference first
+    multi_check = synthetic.generate(max(args.ref_bars // 50, 1), 50, seed=1)
+    multi_ref = engines.run(multi_check.open, multi_check.high, multi_check.low, multi_check.close,
+                            offsets=multi_check.offsets, engine="reference")
     for eng in fast:
+        validate(eng, ref_bars, ref_run, f"the first {args.ref_bars:,} bars")
+        validate(eng, multi_check, multi_ref, "50 symbols")
         t, run = run_engine(eng, bars, args.repeat)  # kernel time below is that of the best run
         rate = args.bars / t
         result["engines"][eng] = {"bars": args.bars, "seconds": t, "bars_per_s": rate,
@@ -194,8 +218,7 @@ def main(argv=None) -> int:
                 return gf.precompute(src, Path(tmp) / f"store-{eng}", engine=eng, overwrite=True, reader="auto")
             e2e()
             t, st = best_of(e2e, args.repeat)
-            m = st.manifest
-            reader = m["sources"][0]["ingest"]["reader"]
+            reader = st.sources[0]["ingest"]["reader"]
             result["engines"][eng].update(end_to_end_seconds=t, end_to_end_reader=reader)
             rows.append({"what": f"{eng} end to end, parquet ({reader}) -> store", "value": t, "unit": "s"})
         # read time of a parquet file with a symbol column (read dictionary-encoded, no per-row strings)
@@ -207,8 +230,7 @@ def main(argv=None) -> int:
         rows.append({"what": f"read_bars, parquet with symbol, {bars.n:,} bars", "value": t, "unit": "s"})
         if not fast:
             st = gf.precompute(src, Path(tmp) / "store-reference", engine="reference", overwrite=True)
-            m = st.manifest
-        store_bytes = sum(s["bytes"] for s in m["shards"]) + m["state"]["bytes"]
+        store_bytes = st.bytes_on_disk
     K = cfg.window_length
     old_bytes = (args.bars - K + 1) * K * N_FEATURES * 4
     result["store_bytes"], result["old_layout_bytes"] = store_bytes, old_bytes

@@ -128,6 +128,19 @@ def timed(batches, consume, warm: int, seconds: float, device, min_batches: int 
     return n / (time.perf_counter() - t0)
 
 
+def validate_loader(src, B) -> None:
+    """Stop unless the device loader's first batch holds exactly the store's windows (checked on the host)."""
+    loader = src.loader("train", B, seed=0)
+    X, mask, valid = loader.batch(0, 0)
+    starts = loader.order(0)[:B].cpu().numpy()
+    feats, ok = src.features.cpu().numpy(), src.valid.cpu().numpy()
+    want_X = np.stack([feats[s:s + src.window_length] for s in starts])
+    want_valid = np.stack([ok[s:s + src.window_length] for s in starts])
+    if not (np.array_equal(X.cpu().numpy(), want_X) and np.array_equal(valid.cpu().numpy(), want_valid)
+            and not (mask.cpu().numpy() & ~want_valid).any()):
+        raise SystemExit("validation failed: the device loader's windows differ from the store's; not timing it.")
+
+
 def bench_device_loader(src, B, seconds, device) -> float:
     return timed(device_batches(src, B), lambda b: None, 2, seconds, device)
 
@@ -177,7 +190,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         store = gf.precompute(synthetic.generate(P["bars"], 1, 0), Path(tmp) / "s")
         src = WindowSource.from_store(store, device)
-        console.print(f"store: {store.n_bars:,} bars ({store.manifest['engine']['name']} engine, "
+        console.print(f"store: {store.n_bars:,} bars ({store.engine['name']} engine, "
                       f"{time.perf_counter() - t0:.1f} s)")
         # The seed pipeline's materialized windows: an evenly spaced subset of the training windows.
         starts = src.starts("train", max_windows=P["seed_windows"])
@@ -195,6 +208,7 @@ def main(argv=None) -> int:
             console.print(f"  {what}: {value:,.1f} {unit}")
 
         for B in P["batch_sizes"]:
+            validate_loader(src, B)
             d = bench_device_loader(src, B, P["loader_seconds"], device)
             s = bench_seed_loader(ds, B, P["loader_seconds"], device)
             detail["loader"][B] = {"device": d, "seed": s}

@@ -1,4 +1,4 @@
-"""``gpu-features``: precompute | verify | inspect | export | plot.
+"""``gpu-features``: precompute | verify | inspect | export | plot | doctor: the command line over the library.
 
 Every command has ``--help``. Exit status: 0 success, 1 verification failed
 or could not be completed, 2 bad input (one line saying what, where, which
@@ -17,13 +17,16 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from . import synthetic
-from .bars import DEFAULT_MAX_DROP_FRACTION, READERS
-from .formats import FORMATS
+from .bars import DEFAULT_MAX_DROP_FRACTION, POLICIES, READERS
 from .config import FeatureConfig
 from .engines import ENGINE_CHOICES
 from .errors import ConfigError, GpuFeaturesError
+from .formats import FORMATS
+from .splits import SPLIT_NAMES, iso_time
+from .store import OVERLAP_POLICIES, SHARD_BARS
 
 DEFAULT_STORE = "data/features/demo"
+EXPORT_LAYOUTS = ("seed", "parquet")  # what `export --layout` writes
 console = Console()
 err_console = Console(stderr=True)
 
@@ -65,7 +68,7 @@ def config_from_args(args) -> FeatureConfig:
     return FeatureConfig.from_dict(data)
 
 
-class _RichProgress:
+class RichProgress:
     """Adapter from the library's ``progress(stage, done, total)`` callbacks to one rich bar per stage."""
 
     def __init__(self, progress: Progress):
@@ -78,17 +81,18 @@ class _RichProgress:
         self.progress.update(self.tasks[stage], completed=done, total=total)
 
 
-def _progress(quiet: bool) -> Progress:
+def progress_bars(quiet: bool, console: Console = err_console) -> Progress:
+    """The rich progress display of every command (wrap it in :class:`RichProgress` for the library)."""
     return Progress(TextColumn("[bold]{task.description:<10}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                    TimeElapsedColumn(), console=err_console, transient=False, disable=quiet)
+                    TimeElapsedColumn(), console=console, transient=False, disable=quiet)
 
 
 # --- precompute -----------------------------------------------------------------------------
 
 
 def cmd_precompute(args) -> int:
-    from . import store as store_mod
     from .splits import parse_fractions
+    from .store import append_store, precompute
 
     if args.append:
         given = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(FeatureConfig)
@@ -107,24 +111,22 @@ def cmd_precompute(args) -> int:
               {"fractions": parse_fractions(args.split_fractions)} if args.split_fractions else None)
     read_options = read_options_from_args(args)
     if args.append:
-        from .append import append_store
-
-        with _progress(args.quiet) as prog:
+        with progress_bars(args.quiet) as prog:
             st = append_store(args.output, args.append, engine=args.engine, on_bad_bars=args.on_bad_bars,
-                              on_overlap=args.on_overlap, shard_bars=args.shard_bars, progress=_RichProgress(prog),
+                              on_overlap=args.on_overlap, shard_bars=args.shard_bars, progress=RichProgress(prog),
                               read_options=read_options)
-        _print_store_summary(st, "appended to", st.manifest["sources"][-1:])
+        _print_store_summary(st, "appended to", st.sources[-1:])
         return 0
     if args.input:
         source = [p for group in args.input for p in group]
     else:
         source = synthetic.generate(args.synthetic_bars, args.symbols, args.seed)
-    with _progress(args.quiet) as prog:
-        st = store_mod.precompute(source, args.output, config=cfg, engine=args.engine, shard_bars=args.shard_bars,
-                                  splits=splits, overwrite=args.overwrite, on_bad_bars=args.on_bad_bars,
-                                  progress=_RichProgress(prog), reader=args.reader or "auto",
-                                  read_options=dict(read_options or {}, on_overlap=args.on_overlap))
-    _print_store_summary(st, "wrote", st.manifest["sources"])
+    with progress_bars(args.quiet) as prog:
+        st = precompute(source, args.output, config=cfg, engine=args.engine, shard_bars=args.shard_bars,
+                        splits=splits, overwrite=args.overwrite, on_bad_bars=args.on_bad_bars,
+                        progress=RichProgress(prog), reader=args.reader or "auto",
+                        read_options=dict(read_options or {}, on_overlap=args.on_overlap))
+    _print_store_summary(st, "wrote", st.sources)
     return 0
 
 
@@ -182,14 +184,11 @@ def _print_ingest(sources) -> None:
 
 
 def _print_store_summary(st, verb: str, sources=()) -> None:
-    m = st.manifest
-    t = m["timings"]
-    eng = m["engine"]
-    size = sum(s["bytes"] for s in m["shards"]) + m["state"]["bytes"]
+    t, eng = st.timings, st.engine
     console.print(f"[bold green]{verb}[/] {st.path}: {st.n_bars:,} bars, {len(st.symbols)} symbol(s), "
-                  f"{len(m['shards'])} shard(s), {size / 1e6:.1f} MB")
+                  f"{len(st.shards)} shard(s), {st.bytes_on_disk / 1e6:.1f} MB")
     _print_ingest(sources)
-    ingests = [src.get("ingest", {}) for src in m["sources"]]
+    ingests = [src.get("ingest", {}) for src in st.sources]
     readers = sorted({i["reader"] for i in ingests if "reader" in i})
     notes = sorted({f" (cudf handed over: {i['reader_note']})" for i in ingests if "reader_note" in i})
     console.print(f"engine [bold]{eng['name']}[/] ({eng['chunks']} chunks, {eng['fixups']} fix-ups, kernels "
@@ -200,11 +199,9 @@ def _print_store_summary(st, verb: str, sources=()) -> None:
     table = Table(title="splits")
     for col in ("split", "from", "to", "bars", "windows"):
         table.add_column(col, justify="right" if col in ("bars", "windows") else "left")
-    from .splits import SPLIT_NAMES, _iso
-
-    for name, (a, b) in zip(SPLIT_NAMES, m["splits"]["boundaries"]):
-        c = m["splits"]["counts"][name]
-        table.add_row(name, _iso(a)[:16] if a is not None else "-", _iso(b)[:16] if b is not None else "-",
+    for name, (a, b) in zip(SPLIT_NAMES, st.splits["boundaries"]):
+        c = st.splits["counts"][name]
+        table.add_row(name, iso_time(a)[:16] if a is not None else "-", iso_time(b)[:16] if b is not None else "-",
                       f"{c['bars']:,}", f"{c['windows']:,}")
     console.print(table)
 
@@ -215,9 +212,9 @@ def _print_store_summary(st, verb: str, sources=()) -> None:
 def cmd_verify(args) -> int:
     from .verify import verify_store
 
-    with _progress(args.quiet) as prog:
+    with progress_bars(args.quiet) as prog:
         report = verify_store(args.store, sources=args.source, sample_bars=args.sample_bars, seed=args.seed,
-                              progress=_RichProgress(prog))
+                              progress=RichProgress(prog))
     table = Table(title=f"verify {args.store}")
     table.add_column("check")
     table.add_column("result")
@@ -242,6 +239,35 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+# --- export -------------------------------------------------------------------------------
+
+
+def cmd_export(args) -> int:
+    from .seed import ExportError, export_seed, plan
+    from .store import open_store
+
+    if args.stride < 1:
+        raise ExportError(f"--stride must be >= 1, got {args.stride}.")
+    st = open_store(args.store)
+    if args.layout == "parquet":  # one row per bar: timestamp, symbol, valid, the ten features
+        from .arrow_export import write_parquet
+
+        out = write_parquet(st, args.output, overwrite=args.overwrite)
+        console.print(f"[bold green]wrote[/] {out}: {st.n_bars:,} bars x (timestamp, symbol, valid, 10 features)")
+        return 0
+    splits = tuple(s for s in SPLIT_NAMES if s in (args.split or SPLIT_NAMES))
+    p = plan(st, splits, args.stride)
+    console.print(f"export {st.path} -> {args.output} (layout {args.layout}): {p['n_windows']:,} windows of "
+                  f"{p['K']} bars from {', '.join(splits)} = [bold]{p['bytes'] / 1e9:.2f} GB[/]")
+    with progress_bars(args.quiet, console) as prog:
+        meta = export_seed(st, args.output, splits, args.stride, yes=args.yes, overwrite=args.overwrite,
+                           progress=RichProgress(prog))
+    console.print(f"[bold green]wrote[/] {args.output}: features_10d.npy [{meta['n_windows']}, {meta['window_length']}, "
+                  f"10], valid_mask.npy, metadata.json, splits.json "
+                  f"({', '.join(f'{k} {v:,}' for k, v in meta['windows'].items())})")
+    return 0
+
+
 # --- plot -----------------------------------------------------------------------------------
 
 
@@ -254,6 +280,22 @@ def cmd_plot(args) -> int:
     out = render(data, args.out)
     console.print(f"[bold green]wrote[/] {out}: {data.symbol}, {len(data.bars)} bars, {len(data.swings)} confirmed "
                   f"swings, {int((~data.valid).sum())} invalid bars, panels {', '.join(features)}")
+    return 0
+
+
+# --- doctor ---------------------------------------------------------------------------------
+
+
+def cmd_doctor(args) -> int:
+    from . import doctor
+
+    report = doctor.collect()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        doctor.render(report, console)
+    if report["problem"]:
+        raise GpuFeaturesError(report["problem"])
     return 0
 
 
@@ -273,11 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--output", metavar="DIR", default=DEFAULT_STORE, help=f"store directory [{DEFAULT_STORE}]")
     pre.add_argument("--engine", choices=ENGINE_CHOICES, default="auto", help="[auto: gpu, then host, then reference]")
     pre.add_argument("--overwrite", action="store_true", help="replace an existing store (only by a complete new one)")
-    pre.add_argument("--on-bad-bars", choices=("error", "drop", "repair"), default="error",
+    pre.add_argument("--on-bad-bars", choices=POLICIES, default="error",
                      help="bad-bar policy [error]")
     pre.add_argument("--reader", choices=READERS, default=None,
                      help="how --input is read [auto: cudf for parquet where cudf imports, else pyarrow]")
-    pre.add_argument("--shard-bars", type=int, default=None, metavar="N", help="bars per shard [524288]")
+    pre.add_argument("--shard-bars", type=int, default=SHARD_BARS, metavar="N", help=f"bars per shard [{SHARD_BARS}]")
     pre.add_argument("--split-fractions", metavar="A,B,C", help="chronological train,val,test fractions [0.9,0.05,0.05]")
     pre.add_argument("--split-dates", metavar="VAL,TEST", help="chronological split dates (UTC): val start, test start")
     pre.add_argument("--synthetic-bars", type=int, default=synthetic.DEFAULT_BARS, metavar="N",
@@ -285,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--symbols", type=int, default=1, metavar="N", help="symbols of the synthetic set [1]")
     pre.add_argument("--seed", type=int, default=0, help="seed of the synthetic set [0]")
     pre.add_argument("--append", metavar="FILE", help="append newer bars from FILE to the store at --output")
-    pre.add_argument("--on-overlap", choices=("error", "skip"), default="error",
+    pre.add_argument("--on-overlap", choices=OVERLAP_POLICIES, default="error",
                      help="bars at or before a series' last bar (stored, with --append; of an earlier input file): "
                           "refuse, or skip those identical to it [error]")
     g = pre.add_argument_group("input layout (README 'Inputs')")
@@ -328,9 +370,21 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--symbol", help="one symbol only")
     ins.set_defaults(func=cmd_inspect)
 
-    from .export import add_parser as add_export_parser
-
-    add_export_parser(sub)
+    exp = sub.add_parser("export", help="write a store's windows in the old pipeline's layout",
+                         description="Materialize a store's usable windows as the old pipeline's "
+                                     "features_10d.npy [N,K,10], valid_mask.npy [N,K], metadata.json and "
+                                     "splits.json. States the size first; above 1 GB it needs --yes.")
+    exp.add_argument("store", help="store directory")
+    exp.add_argument("--layout", choices=EXPORT_LAYOUTS, default="seed",
+                     help="seed: window arrays (a directory); parquet: one row per bar (a file) [seed]")
+    exp.add_argument("--output", required=True, metavar="PATH", help="new directory (seed) or .parquet file")
+    exp.add_argument("--split", action="append", choices=SPLIT_NAMES,
+                     help="export only this split (repeatable) [all three]")
+    exp.add_argument("--stride", type=int, default=1, metavar="N", help="every N-th usable window [1]")
+    exp.add_argument("--yes", action="store_true", help="confirm an export above 1 GB")
+    exp.add_argument("--overwrite", action="store_true", help="replace an existing seed-layout export at --output")
+    exp.add_argument("--quiet", action="store_true", help="no progress bar")
+    exp.set_defaults(func=cmd_export)
 
     plt = sub.add_parser("plot", help="candlesticks with swings, invalid bars and feature panels (PNG)",
                          description="Chart one symbol of a store: candlesticks, each confirmed swing at its "
@@ -346,16 +400,20 @@ def build_parser() -> argparse.ArgumentParser:
     plt.add_argument("--source", action="append", metavar="FILE", help="bar file(s) replacing the manifest's sources")
     plt.add_argument("--out", default="chart.png", metavar="PNG", help="output file [chart.png]")
     plt.set_defaults(func=cmd_plot)
+
+    doc = sub.add_parser("doctor", help="interpreter, packages, CUDA device, engines that run here and why not",
+                         description="Report what this interpreter can run: package versions (and the extra "
+                                     "to install for each missing one), CUDA devices, which engines run and "
+                                     "why not, what --engine auto picks, the C++ compiler and the kernel "
+                                     "cache. Exit 2 when a required package is missing.")
+    doc.add_argument("--json", action="store_true", help="print the report as JSON")
+    doc.set_defaults(func=cmd_doctor)
     return p
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "shard_bars", 0) is None:
-        from .store import SHARD_BARS
-
-        args.shard_bars = SHARD_BARS
     return guarded(lambda: args.func(args), err_console, "interrupted; nothing half-written was left behind")
 
 

@@ -25,6 +25,13 @@ FEATURE_NAMES = (
 )
 N_FEATURES = len(FEATURE_NAMES)
 
+# Clip range of each feature (FEATURES.md step 6); the reference and the kernels clip to these.
+FEATURE_RANGES = {
+    "open_norm": (0, 1), "close_norm": (0, 1), "body_pct": (-1, 1), "upper_wick_pct": (0, 1),
+    "lower_wick_pct": (0, 1), "range_z": (0, 3), "dist_to_prev_SH": (-3, 3), "dist_to_prev_SL": (-3, 3),
+    "bars_since_SH_norm": (0, 3), "bars_since_SL_norm": (0, 3),
+}
+
 # The kernels keep the true-range window in a fixed-size array (registers on
 # the GPU); a longer period is refused by the config rather than truncated.
 MAX_ATR_PERIOD = 64

@@ -23,3 +23,7 @@ class StoreError(GpuFeaturesError):
 
 class EngineError(GpuFeaturesError):
     """An engine cannot run here (no compiler, no GPU) or was misused."""
+
+
+class WindowError(GpuFeaturesError):
+    """A window index or loader was asked for something it cannot do."""

@@ -9,16 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import FEATURE_NAMES
+from .config import FEATURE_NAMES, FEATURE_RANGES
 from .errors import StoreError
 from .store import Store, open_store
 
-# Clip range of each feature (FEATURES.md step 6): "nearly constant" is judged against it.
-FEATURE_RANGES = {
-    "open_norm": (0, 1), "close_norm": (0, 1), "body_pct": (-1, 1), "upper_wick_pct": (0, 1),
-    "lower_wick_pct": (0, 1), "range_z": (0, 3), "dist_to_prev_SH": (-3, 3), "dist_to_prev_SL": (-3, 3),
-    "bars_since_SH_norm": (0, 3), "bars_since_SL_norm": (0, 3),
-}
 NEARLY_CONSTANT_STD = 0.01    # std below 1% of the feature's clip range
 FAST_SWINGS_BARS = 3.0        # fewer bars than this per confirmed swing
 LOW_VALID_SHARE = 0.5
@@ -54,21 +48,20 @@ def inspect_store(path, symbol: str | None = None) -> dict:
         ``{"path", "summary", "features", "swings", "per_symbol", "warnings"}``.
     """
     store = open_store(path)
-    m = store.manifest
     if symbol is not None and symbol not in store.symbols:
         raise StoreError(f"{path}: no symbol {symbol!r}; the store holds {', '.join(store.symbols)}.")
     symbols = [symbol] if symbol else store.symbols
     ts = store.timestamps()
     per_symbol = []
     for name in symbols:
-        st = m["stats"]["per_symbol"][name]
-        parts = [ts[s["first"]: s["first"] + s["count"]] for s in store.series if s["name"] == name]
+        st = store.stats["per_symbol"][name]
+        parts = [ts[s.first: s.stop] for s in store.segments if s.name == name]
         gaps = time_gaps(np.concatenate(parts))
         per_symbol.append({"symbol": name, "bars": st["bars"], "valid_bars": st["valid_bars"],
                            "valid_share": st["valid_bars"] / max(st["bars"], 1), "swings": st["swings"],
                            "features": st["features"], "gaps": gaps,
                            "first": int(parts[0][0]), "last": int(parts[-1][-1])})
-    scope = m["stats"] if symbol is None else m["stats"]["per_symbol"][symbol]
+    scope = store.stats if symbol is None else store.stats["per_symbol"][symbol]
     result = {
         "path": str(store.path),
         "summary": _summary(store),
@@ -81,12 +74,11 @@ def inspect_store(path, symbol: str | None = None) -> dict:
 
 
 def _summary(store: Store) -> dict:
-    m = store.manifest
-    return {"bars": store.n_bars, "symbols": len(store.symbols), "shards": len(m["shards"]),
-            "bytes": sum(s["bytes"] for s in m["shards"]) + m["state"]["bytes"],
-            "engine": m["engine"], "config": m["config"], "created": m["created"],
-            "sources": [s.get("path") or f"synthetic seed {s.get('seed')}" for s in m["sources"]],
-            "valid_bars": m["stats"]["valid_bars"], "splits": m["splits"]}
+    return {"bars": store.n_bars, "symbols": len(store.symbols), "shards": len(store.shards),
+            "bytes": store.bytes_on_disk, "engine": store.engine, "config": store.config.to_dict(),
+            "created": store.created,
+            "sources": [s.get("path") or f"synthetic seed {s.get('seed')}" for s in store.sources],
+            "valid_bars": store.stats["valid_bars"], "splits": store.splits}
 
 
 def _warnings(store: Store, result: dict) -> list[str]:
@@ -120,8 +112,8 @@ def _warnings(store: Store, result: dict) -> list[str]:
         if g["missing_bar_gaps"] and g["missing_bars"] > 0.001 * s["bars"]:
             out.append(f"{s['symbol']}: {g['missing_bar_gaps']:,} gaps inside sessions ({g['missing_bars']:,} missing "
                        "bars); features treat consecutive stored bars as adjacent, so fill or drop those stretches")
-    if store.manifest["engine"].get("fixups"):
-        out.append(f"the engine re-ran {store.manifest['engine']['fixups']} chunk(s) whose speculative start was "
+    if store.engine.get("fixups"):
+        out.append(f"the engine re-ran {store.engine['fixups']} chunk(s) whose speculative start was "
                    "wrong: results are exact, but a longer warm-up would avoid the extra work")
     return out
 

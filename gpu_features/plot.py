@@ -83,8 +83,8 @@ def chart_data(store_dir, symbol: str | None = None, start: str | None = None, e
     unknown = [f for f in features if f not in FEATURE_NAMES]
     if unknown:
         raise GpuFeaturesError(f"unknown feature(s) {', '.join(unknown)}; choose from {', '.join(FEATURE_NAMES)}.")
-    segs = [g for g in store.series if g["name"] == symbol]
-    positions = np.concatenate([np.arange(g["first"], g["first"] + g["count"]) for g in segs])
+    segs = [g for g in store.segments if g.name == symbol]
+    positions = np.concatenate([np.arange(g.first, g.stop) for g in segs])
     ts = store.timestamps()[positions]
     if start or end:
         if last:
@@ -117,11 +117,11 @@ def _swings(store, bars, chosen: np.ndarray) -> list:
     cps, cstate = states["checkpoint_bar"], states["checkpoint_state"]
     out = []
     # chosen is a union of stretches of segments; run each stretch from the checkpoint before it.
-    seg_starts = np.array([g["first"] for g in store.series], dtype=np.int64)
+    seg_starts = np.array([g.first for g in store.segments], dtype=np.int64)
     breaks = np.flatnonzero((np.diff(chosen) != 1) | np.isin(chosen[1:], seg_starts)) + 1  # a roll restarts state
     for run in np.split(chosen, breaks):
         a, b = int(run[0]), int(run[-1]) + 1
-        seg = next(g for g in store.series if g["first"] <= a < g["first"] + g["count"])
+        seg = next(g for g in store.segments if g.first <= a < g.stop)
         k = int(np.searchsorted(cps, a, side="right") - 1)  # segment starts are checkpoints
         p = int(cps[k])
         events: list = []
@@ -129,7 +129,7 @@ def _swings(store, bars, chosen: np.ndarray) -> list:
         reference.run_series(bars.open[p:b].tolist(), bars.high[p:b].tolist(), bars.low[p:b].tolist(),
                              bars.close[p:b].tolist(), store.config, cstate[k], np.zeros((n, 10), np.float32),
                              np.zeros(n, bool), np.zeros(n, np.int8), events=events)
-        to_store = seg["first"] - seg["start_index"]  # local index -> store position within this segment
+        to_store = seg.first - seg.start_index  # local index -> store position within this segment
         for j, code, ext_i, ext_p in events:
             if p + j >= a:
                 out.append(Swing("high" if code == 1 else "low", int(ext_i) + to_store, float(ext_p), p + j))

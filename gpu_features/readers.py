@@ -256,16 +256,11 @@ def _concat(parts: list[Decoded]) -> Decoded:
 
 
 def file_digest(path: str | os.PathLike) -> dict:
-    """``{"kind": "file", "path", "bytes", "sha256"}`` of a file, read in 8 MiB blocks."""
-    import hashlib
+    """``{"kind": "file", "path", "bytes", "sha256"}`` of a file (its source record)."""
+    from .fileio import sha256_file
 
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while block := f.read(8 << 20):
-            h.update(block)
-            size += len(block)
-    return {"kind": "file", "path": str(Path(path).resolve()), "bytes": size, "sha256": h.hexdigest()}
+    return {"kind": "file", "path": str(Path(path).resolve()), "bytes": Path(path).stat().st_size,
+            "sha256": sha256_file(path)}
 
 
 def decode_file(path: Path, opts: ReadOptions) -> Decoded:

@@ -5,6 +5,9 @@ overlapping new bars against them. A file source is found by its recorded
 path and must still have its recorded SHA-256; a synthetic source is
 regenerated from its parameters. Files are re-read with the ingest policy
 they were read with, so dropped bars are dropped again, identically.
+
+``store`` is an opened :class:`~gpu_features.store.Store` (this module sits
+below the store package, which uses it to check overlapping appends).
 """
 from __future__ import annotations
 
@@ -14,15 +17,14 @@ import numpy as np
 
 from . import synthetic
 from .bars import Bars, file_digest, read_bars, read_kwargs
-from .store import Store
 
 
-def load_sources(store: Store, overrides=None):
+def load_sources(store, overrides=None):
     """Bars of every manifest source, or ``(None, why)`` when one is missing or changed.
 
     A source read from several files (``kind: files``) takes as many ``overrides``, in order.
     """
-    recs = store.manifest["sources"]
+    recs = store.sources
     overrides = list(overrides or [])
     wanted = sum(len(r.get("files", [])) if r.get("kind") == "files" else 1 for r in recs)
     if overrides and len(overrides) != wanted:
@@ -76,27 +78,27 @@ def _load_files(rec: dict, overrides):
     return bars, f"{len(paths)} files ({'sha256 ok' if not overrides else 'given'})"
 
 
-def store_bars(store: Store, bars_by_source) -> Bars | None:
+def store_bars(store, bars_by_source) -> Bars | None:
     """The source bars laid out like the store (segment by segment), or None if they do not fit."""
     parts = {k: [] for k in ("open", "high", "low", "close", "timestamp")}
-    for seg in store.series:
-        src = bars_by_source[seg["source"]]
+    for seg in store.segments:
+        src = bars_by_source[seg.source]
         # A file without a symbol column holds one series, named after the file: match it by position.
         # A symbol cut at rolls has consecutive segments; source_first counts from its first bar.
-        if seg["name"] in src.symbols:
-            s = src.symbols.index(seg["name"])
-            s_end = len(src.symbols) - src.symbols[::-1].index(seg["name"])
+        if seg.name in src.symbols:
+            s = src.symbols.index(seg.name)
+            s_end = len(src.symbols) - src.symbols[::-1].index(seg.name)
         elif src.n_series == 1:
             s, s_end = 0, 1
         else:
             return None
         bounds = src.series_bounds()
-        a = int(bounds[s]) + seg["source_first"]
-        b = a + seg["count"]
+        a = int(bounds[s]) + seg.source_first
+        b = a + seg.count
         if b > bounds[s_end]:
             return None
         for key in parts:
             parts[key].append(getattr(src, key)[a:b])
     cat = {k: np.concatenate(v) for k, v in parts.items()}
     return Bars(cat["open"], cat["high"], cat["low"], cat["close"], cat["timestamp"],
-                store.segment_bounds()[:-1], tuple(s["name"] for s in store.series))
+                store.segment_bounds()[:-1], tuple(s.name for s in store.segments))

@@ -89,7 +89,7 @@ def resolve(spec, timestamps: np.ndarray) -> dict:
         record = {"method": "fractions", "fractions": list(fr)}
     elif set(spec) == {"dates"}:
         cuts = list(parse_dates(spec["dates"]))
-        record = {"method": "dates", "dates": [_iso(x) for x in cuts]}
+        record = {"method": "dates", "dates": [iso_time(x) for x in cuts]}
     else:
         raise SplitError(f"splits must be given as fractions or as dates, got keys {sorted(spec)}.")
     record["boundaries"] = [[None, cuts[0]], [cuts[0], cuts[1]], [cuts[1], None]]
@@ -102,5 +102,6 @@ def split_ids(timestamps: np.ndarray, record: dict) -> np.ndarray:
     return np.searchsorted(cuts, np.asarray(timestamps, dtype=np.int64), side="right").astype(np.int8)
 
 
-def _iso(ns: int) -> str:
+def iso_time(ns: int) -> str:
+    """ISO 8601 UTC text of an int64 ns timestamp (messages, tables, the manifest's split dates)."""
     return dt.datetime.fromtimestamp(ns / 1e9, tz=dt.timezone.utc).isoformat()

@@ -34,7 +34,9 @@ from .bars import Bars
 from .config import FEATURE_NAMES
 from .errors import GpuFeaturesError
 from .sources import load_sources, store_bars
-from .store import Store, _check_file, feature_stats, open_store, split_counts
+from .store import VERSION, Store, open_store
+from .store.format import check_file
+from .store.stats import feature_stats, split_counts
 
 DEFAULT_SAMPLE_BARS = 10_000
 DEGENERATE_ZERO_FRACTION = 0.99
@@ -89,16 +91,17 @@ def verify_store(path, sources=None, sample_bars: int = DEFAULT_SAMPLE_BARS, see
     except GpuFeaturesError as err:
         add(Check("structure", False, str(err)))
         return report
-    m = store.manifest
-    add(Check("structure", True, f"version {m['version']}, {len(m['shards'])} shard(s), {store.n_bars:,} bars, "
-                                 f"{len(store.symbols)} symbol(s)"))
+    add(Check("structure", True, f"version {VERSION}, {len(store.shards)} shard(s), "
+                                 f"{store.n_bars:,} bars, {len(store.symbols)} symbol(s)"))
     bad = []
-    for rec, what in [(s, f"shard {s['file']}") for s in m["shards"]] + [(m["state"], f"state file {m['state']['file']}")]:
+    files = [(dataclasses.asdict(s), f"shard {s.file}") for s in store.shards]
+    files.append((store.state_record, f"state file {store.state_record['file']}"))
+    for rec, what in files:
         try:
-            _check_file(store.path, rec, what, verify=True)
+            check_file(store.path, rec, what, checksum=True)
         except GpuFeaturesError as err:
             bad.append(str(err))
-    add(Check("checksums", not bad, "; ".join(bad) if bad else f"{len(m['shards']) + 1} file(s) match their SHA-256"))
+    add(Check("checksums", not bad, "; ".join(bad) if bad else f"{len(files)} file(s) match their SHA-256"))
     progress("load", 0, 1)
     feats, valid = store.array("features"), store.array("valid")
     progress("load", 1, 1)
@@ -141,22 +144,22 @@ def _check_degenerate(feats, valid) -> Check:
 
 
 def _check_manifest_numbers(store: Store, feats, valid) -> Check:
-    m = store.manifest
+    recorded_stats, recorded_splits = store.stats, store.splits
     problems = []
     stats = feature_stats(feats, valid)
     for name in FEATURE_NAMES:
         for key, value in stats[name].items():
-            recorded = m["stats"]["features"].get(name, {}).get(key)
+            recorded = recorded_stats["features"].get(name, {}).get(key)
             if value is None or recorded is None:
                 if value != recorded:
                     problems.append(f"{name}.{key}")
             elif not np.isclose(value, recorded, rtol=1e-9, atol=1e-12):
                 problems.append(f"{name}.{key} {recorded} != {value}")
     counts = split_counts(valid, store.split_ids(), store.segment_bounds(), store.config.window_length)
-    if counts != m["splits"].get("counts"):
-        problems.append(f"split counts {m['splits'].get('counts')} != {counts}")
-    if int(valid.sum()) != m["stats"]["valid_bars"]:
-        problems.append(f"valid_bars {m['stats']['valid_bars']} != {int(valid.sum())}")
+    if counts != recorded_splits.get("counts"):
+        problems.append(f"split counts {recorded_splits.get('counts')} != {counts}")
+    if int(valid.sum()) != recorded_stats["valid_bars"]:
+        problems.append(f"valid_bars {recorded_stats['valid_bars']} != {int(valid.sum())}")
     if problems:
         return Check("manifest numbers", False, "manifest disagrees with the stored arrays: " + "; ".join(problems[:5]))
     return Check("manifest numbers", True, "statistics, valid-bar and window counts match the stored arrays")
@@ -177,14 +180,14 @@ def _check_values(store: Store, src: Bars, feats, valid, sample_bars, seed, prog
     cfg = store.config
     problems = []
     # Anchor: every symbol's first segment (and each segment after a roll) starts from the initial state.
-    for seg in store.series:
-        if seg["start_index"] == 0 or seg.get("restart"):
-            k = int(np.searchsorted(cps, seg["first"]))
-            if k >= len(cps) or cps[k] != seg["first"] or np.any(cstate[k] != 0):
-                problems.append(f"series {seg['name']} does not start from the initial state")
+    for seg in store.segments:
+        if seg.start_index == 0 or seg.restart:
+            k = int(np.searchsorted(cps, seg.first))
+            if k >= len(cps) or cps[k] != seg.first or np.any(cstate[k] != 0):
+                problems.append(f"series {seg.name} does not start from the initial state")
     # Which intervals: first/last bar of every segment and shard, then random ones.
     must = set()
-    edges = [(s["first"], s["first"] + s["count"] - 1) for s in store.series + store.manifest["shards"]]
+    edges = [(s.first, s.first + s.count - 1) for s in store.segments + store.shards]
     for a, b in edges:
         for bar in (a, b):
             must.add(int(np.searchsorted(cps, bar, side="right") - 1))
@@ -203,8 +206,8 @@ def _check_values(store: Store, src: Bars, feats, valid, sample_bars, seed, prog
     sym_index = {name: i for i, name in enumerate(store.symbols)}
     seg_bounds = store.segment_bounds()
     next_seg_of = {}
-    for g, seg in enumerate(store.series):
-        later = [h for h in range(g + 1, len(store.series)) if store.series[h]["name"] == seg["name"]]
+    for g, seg in enumerate(store.segments):
+        later = [h for h in range(g + 1, len(store.segments)) if store.segments[h].name == seg.name]
         next_seg_of[g] = later[0] if later else None
     n_done = 0
     for done, k in enumerate(chosen):
@@ -223,12 +226,12 @@ def _check_values(store: Store, src: Bars, feats, valid, sample_bars, seed, prog
         g = int(np.searchsorted(seg_bounds, a, side="right") - 1)
         if b < seg_bounds[g + 1]:
             want = cstate[k + 1]
-        elif next_seg_of[g] is not None and store.series[next_seg_of[g]].get("restart"):
+        elif next_seg_of[g] is not None and store.segments[next_seg_of[g]].restart:
             want = None  # the next segment starts afresh after a roll: no stored state follows this one
         elif next_seg_of[g] is not None:
             want = cstate[int(np.searchsorted(cps, seg_bounds[next_seg_of[g]]))]
         else:
-            want = end_state[sym_index[store.series[g]["name"]]]
+            want = end_state[sym_index[store.segments[g].name]]
         if want is not None and not np.array_equal(run.end_states[0].view(np.uint64),
                                                    np.asarray(want).view(np.uint64)):
             fields = [S.FIELD_NAMES[i] if i < S.TRS else f"trs[{i - S.TRS}]"

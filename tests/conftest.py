@@ -4,7 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import gpu_features as gf
 from gpu_features.engines import gpu, host
+from tests.harness import STORE_ENGINE
 
 GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden" / "nq_synth_20k.npz"
 GOLDEN_IN_REPO = Path(__file__).resolve().parent / "data" / "nq_synth_20k.npz"
@@ -48,3 +50,22 @@ def _isolated_cache(tmp_path_factory):
 def engine(request):
     """Every engine in turn: reference, host, gpu (skipped with the reason where absent)."""
     return request.param
+
+
+@pytest.fixture(scope="session")
+def make_store():
+    """The one store factory: ``make_store(bars_or_path, path, engine=None, **precompute_kwargs) -> Store``.
+
+    ``engine=None`` takes :data:`tests.harness.STORE_ENGINE` (host where a compiler exists, else the
+    reference engine, which is exact and fast enough for test-sized stores); an engine asked for by
+    name that cannot run here skips the test with the reason.
+    """
+    def build(bars_or_path, path, engine=None, **kwargs):
+        engine = engine or STORE_ENGINE
+        if engine == "host" and not host.available():
+            pytest.skip("no C++ compiler for the host engine")
+        if engine == "gpu" and not gpu.available():
+            pytest.skip(f"GPU engine: {gpu.unavailable_reason()}")
+        return gf.precompute(bars_or_path, path, engine=engine, **kwargs)
+
+    return build

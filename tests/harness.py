@@ -15,6 +15,16 @@ from gpu_features.arrays import to_numpy
 FAST_ENGINES = ("host", "gpu")
 
 
+def _store_engine() -> str:
+    from gpu_features.engines import host
+
+    return "host" if host.available() else "reference"
+
+
+# The engine that builds test stores: host where a compiler exists, else the (exact, slower) reference.
+STORE_ENGINE = _store_engine()
+
+
 def random_bars(rng: np.random.Generator, lengths, flat_share: float = 0.0, gap_share: float = 0.0):
     """Random-walk OHLC bars on a 0.25 grid for series of the given lengths.
 

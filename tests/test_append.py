@@ -7,12 +7,13 @@ import pyarrow.parquet as pq
 import pytest
 
 import gpu_features as gf
-from gpu_features import append as append_mod, store as store_mod, synthetic
-from gpu_features.append import append_store
+from gpu_features import synthetic
+from gpu_features.store import append as append_mod, writer as writer_mod
+from gpu_features.store import append_store
 from gpu_features.bars import Bars
 from gpu_features.errors import StoreError
 from gpu_features.verify import verify_store
-from tests.harness import fail_on_call
+from tests.harness import STORE_ENGINE, fail_on_call
 
 N = 9_000
 
@@ -36,7 +37,7 @@ def write_parquet(path, bars: Bars, a=None, b=None, symbols=True):
 
 
 def per_symbol(store, name, key):
-    parts = [store.array(key)[g["first"]: g["first"] + g["count"]] for g in store.series if g["name"] == name]
+    parts = [store.array(key)[g.first: g.stop] for g in store.segments if g.name == name]
     return np.concatenate(parts)
 
 
@@ -45,11 +46,11 @@ def bars():
     return synthetic.generate(N, 2, seed=21)
 
 
-def test_append_equals_full_recompute(engine, bars, tmp_path):
+def test_append_equals_full_recompute(make_store, engine, bars, tmp_path):
     old = write_parquet(tmp_path / "old.parquet", bars, 0, 6000)
     new = write_parquet(tmp_path / "new.parquet", bars, 6000, None)
     path = tmp_path / "s"
-    gf.precompute(old, path, engine="host", shard_bars=2500)
+    make_store(old, path, shard_bars=2500)
     st = append_store(path, new, engine=engine, shard_bars=2500)
     full = gf.precompute(write_parquet(tmp_path / "all.parquet", bars), tmp_path / "full", engine="reference")
     for name in ("SYN0", "SYN1"):
@@ -61,52 +62,53 @@ def test_append_equals_full_recompute(engine, bars, tmp_path):
     m = st.manifest
     assert m["n_bars"] == 2 * N and len(m["sources"]) == 2 and m["appends"][0]["engine"]["name"] == engine
     assert [g["start_index"] for g in m["series"]] == [0, 0, 6000, 6000]
-    assert m["shards"][-1]["file"].endswith("-append001.safetensors")
+    # shard files are numbered in bar order, the appended ones continuing the numbering
+    assert [s["file"] for s in m["shards"]] == [f"bars-{k:05d}.safetensors" for k in range(len(m["shards"]))]
     assert m["stats"]["per_symbol"]["SYN0"]["swings"] == full.manifest["stats"]["per_symbol"]["SYN0"]["swings"]
     assert sorted(p.name for p in path.glob("state*")) == ["state-append001.safetensors"]
     assert verify_store(path).ok
 
 
-def test_new_symbols_start_fresh_and_splits_keep_their_boundaries(bars, tmp_path):
+def test_new_symbols_start_fresh_and_splits_keep_their_boundaries(make_store, bars, tmp_path):
     path = tmp_path / "s"
-    gf.precompute(bars.take(0, 5000, 0), path, engine="host")
+    make_store(bars.take(0, 5000, 0), path)
     before = json.loads((path / "manifest.json").read_text())["splits"]["boundaries"]
     more = synthetic.generate(3000, 1, seed=99)
     more = Bars(more.open, more.high, more.low, more.close, more.timestamp, more.offsets, ("ES",),
                 more.source, dict(more.ingest, symbol_column=True))
-    st = append_store(path, more, engine="host")
+    st = append_store(path, more, engine=STORE_ENGINE)
     assert st.symbols == ["SYN0", "ES"] and st.manifest["splits"]["boundaries"] == before
     alone = gf.compute_features(more.open, more.high, more.low, more.close, engine="reference")[0]
     np.testing.assert_array_equal(per_symbol(st, "ES", "features").view(np.uint32), alone.view(np.uint32))
     assert st.manifest["appends"][0]["new_symbols"] == ["ES"]
 
 
-def test_file_without_symbol_column_continues_a_one_symbol_store(bars, tmp_path):
+def test_file_without_symbol_column_continues_a_one_symbol_store(make_store, bars, tmp_path):
     one = bars.take(0, N, 0)
     path = tmp_path / "s"
-    gf.precompute(write_parquet(tmp_path / "nq.parquet", one, 0, 4000, symbols=False), path, engine="host")
-    st = append_store(path, write_parquet(tmp_path / "nq_more.parquet", one, 4000, None, symbols=False), engine="host")
+    make_store(write_parquet(tmp_path / "nq.parquet", one, 0, 4000, symbols=False), path)
+    st = append_store(path, write_parquet(tmp_path / "nq_more.parquet", one, 4000, None, symbols=False), engine=STORE_ENGINE)
     assert st.symbols == ["nq"] and st.n_bars == N
     full = gf.compute_features(one.open, one.high, one.low, one.close, engine="reference")[0]
     np.testing.assert_array_equal(st.array("features").view(np.uint32), full.view(np.uint32))
     assert verify_store(path).ok
 
 
-def test_overlap_is_refused_or_skipped_after_checking(bars, tmp_path):
+def test_overlap_is_refused_or_skipped_after_checking(make_store, bars, tmp_path):
     path = tmp_path / "s"
-    gf.precompute(write_parquet(tmp_path / "old.parquet", bars, 0, 6000), path, engine="host")
+    make_store(write_parquet(tmp_path / "old.parquet", bars, 0, 6000), path)
     overlapping = write_parquet(tmp_path / "new.parquet", bars, 5990, None)
     with pytest.raises(StoreError, match="10 bar\\(s\\) of SYN0 are at or before its last stored bar .*--on-overlap skip"):
-        append_store(path, overlapping, engine="host")
-    st = append_store(path, overlapping, engine="host", on_overlap="skip")
+        append_store(path, overlapping, engine=STORE_ENGINE)
+    st = append_store(path, overlapping, engine=STORE_ENGINE, on_overlap="skip")
     assert st.n_bars == 2 * N and st.manifest["appends"][0]["skipped_overlap"] == 20
-    assert [g["source_first"] for g in st.series[2:]] == [10, 10]
+    assert [g.source_first for g in st.segments[2:]] == [10, 10]
     assert verify_store(path).ok
 
 
-def test_overlap_that_differs_from_the_stored_bars_is_refused(bars, tmp_path):
+def test_overlap_that_differs_from_the_stored_bars_is_refused(make_store, bars, tmp_path):
     path = tmp_path / "s"
-    gf.precompute(write_parquet(tmp_path / "old.parquet", bars, 0, 6000), path, engine="host")
+    make_store(write_parquet(tmp_path / "old.parquet", bars, 0, 6000), path)
     tbl = pq.read_table(write_parquet(tmp_path / "new.parquet", bars, 5995, None))
     close = tbl.column("close").to_numpy().copy()
     close[2] += 0.25
@@ -115,35 +117,35 @@ def test_overlap_that_differs_from_the_stored_bars_is_refused(bars, tmp_path):
     tbl = tbl.set_column(tbl.column_names.index("high"), "high", pa.array(high))
     pq.write_table(tbl, tmp_path / "new.parquet")
     with pytest.raises(StoreError, match="1 overlapping bar\\(s\\) of SYN0 differ from the stored bars"):
-        append_store(path, tmp_path / "new.parquet", engine="host", on_overlap="skip")
+        append_store(path, tmp_path / "new.parquet", engine=STORE_ENGINE, on_overlap="skip")
 
 
-def test_a_failed_append_leaves_the_old_store_intact(bars, tmp_path, monkeypatch):
+def test_a_failed_append_leaves_the_old_store_intact(make_store, bars, tmp_path, monkeypatch):
     path = tmp_path / "s"
-    gf.precompute(write_parquet(tmp_path / "old.parquet", bars, 0, 6000), path, engine="host")
+    make_store(write_parquet(tmp_path / "old.parquet", bars, 0, 6000), path)
     before = {p.name: p.read_bytes() for p in path.iterdir()}
-    monkeypatch.setattr(append_mod, "write_shard", fail_on_call(store_mod.write_shard, 2, OSError("disk full (injected)")))
+    monkeypatch.setattr(writer_mod, "write_shard", fail_on_call(writer_mod.write_shard, 2, OSError("disk full (injected)")))
     with pytest.raises(OSError, match="injected"):
-        append_store(path, write_parquet(tmp_path / "new.parquet", bars, 6000, None), engine="host", shard_bars=1000)
+        append_store(path, write_parquet(tmp_path / "new.parquet", bars, 6000, None), engine=STORE_ENGINE, shard_bars=1000)
     assert {p.name: p.read_bytes() for p in path.iterdir()} == before
     assert verify_store(path).ok
 
 
-def test_nothing_new_and_ambiguous_symbols(bars, tmp_path):
+def test_nothing_new_and_ambiguous_symbols(make_store, bars, tmp_path):
     path = tmp_path / "s"
-    gf.precompute(write_parquet(tmp_path / "old.parquet", bars, 0, 6000), path, engine="host")
+    make_store(write_parquet(tmp_path / "old.parquet", bars, 0, 6000), path)
     with pytest.raises(StoreError, match="no new bars to append"):
-        append_store(path, tmp_path / "old.parquet", engine="host", on_overlap="skip")
+        append_store(path, tmp_path / "old.parquet", engine=STORE_ENGINE, on_overlap="skip")
     with pytest.raises(StoreError, match="has no symbol column but the store holds 2 symbols"):
         append_store(path, write_parquet(tmp_path / "x.parquet", bars.take(0, 7000, 0), 6500, None, symbols=False),
-                     engine="host")
+                     engine=STORE_ENGINE)
 
 
-def test_cli_append(bars, tmp_path, capsys):
+def test_cli_append(make_store, bars, tmp_path, capsys):
     from gpu_features.cli import main
 
     path = tmp_path / "s"
-    gf.precompute(write_parquet(tmp_path / "old.parquet", bars, 0, 6000), path, engine="host")
+    make_store(write_parquet(tmp_path / "old.parquet", bars, 0, 6000), path)
     code = main(["precompute", "--append", str(write_parquet(tmp_path / "new.parquet", bars, 6000, None)),
                  "--output", str(path), "--engine", "host", "--quiet"])
     assert code == 0 and "appended to" in capsys.readouterr().out

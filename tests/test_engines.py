@@ -17,7 +17,7 @@ import pytest
 
 from gpu_features import FeatureConfig, engines
 from gpu_features import state as S
-from gpu_features.engines import gpu, host, kernels
+from gpu_features.engines import abi, gpu, host, launch
 from gpu_features.errors import EngineError
 from tests import nvrtc as nvrtc_lib
 from tests.harness import cross_check, random_bars
@@ -146,7 +146,7 @@ def test_bad_arguments_are_refused():
 
 
 def test_chunk_table_never_crosses_a_series_start():
-    start, end, seg, first = kernels.chunk_table(np.array([0, 5, 6, 20]), 23, 4)
+    start, end, seg, first = launch.chunk_table(np.array([0, 5, 6, 20]), 23, 4)
     assert list(zip(start.tolist(), end.tolist())) == [(0, 4), (4, 5), (5, 6), (6, 10), (10, 14), (14, 18),
                                                        (18, 20), (20, 23)]
     assert seg.tolist() == [0, 0, 1, 2, 2, 2, 2, 3] and first.tolist() == [0, 2, 3, 7, 8]
@@ -181,7 +181,7 @@ def test_host_respects_omp_num_threads(n):
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not found: the sm_90 compile check needs the CUDA toolkit")
 @pytest.mark.parametrize("source", ["candle.cu", "scan.cu"])
 def test_nvcc_compiles_every_kernel_for_sm90(source, tmp_path):
-    src = kernels.kernel_dir()
+    src = abi.kernel_dir()
     cmd = ["nvcc", "-arch=sm_90", "--fmad=false", "-std=c++17", "-DPF_ATR_PERIOD=10", "-I", str(src), "-c",
            str(src / source), "-o", str(tmp_path / "k.o")]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -202,7 +202,7 @@ def test_nvrtc_builds_the_gpu_program_exactly_as_cupy_would(nvrtc, atr_period):
     """The GPU engine's program through NVRTC with CuPy's own options appended, for sm_90.
 
     Checks what would otherwise first show on a GPU: NVRTC accepts the sources (no host
-    headers there), the four kernels exist with the argument kinds engines/kernels.py
+    headers there), the four kernels exist with the argument kinds engines/abi.py
     passes, no multiply-add was fused, and CuPy's -ftz=true flushed no float rounding.
     """
     result, log, ptx = nvrtc.compile_like_cupy(gpu.nvrtc_program(atr_period), "compute_90")
@@ -210,10 +210,10 @@ def test_nvrtc_builds_the_gpu_program_exactly_as_cupy_would(nvrtc, atr_period):
     assert "warning" not in log.lower(), log
     ptx_kind = {"p": {"u64", "b64", "s64"}, "q": {"u64", "b64", "s64"}, "d": {"f64"}}
     entries = dict(re.findall(r"\.entry\s+(\w+)\s*\(([^)]*)\)", ptx))
-    assert set(entries) == set(kernels.SIGNATURES)
+    assert set(entries) == set(abi.SIGNATURES)
     for name, params in entries.items():
         kinds = re.findall(r"\.param\s+\.(\w+)", params)
-        sig = kernels.SIGNATURES[name]
+        sig = abi.SIGNATURES[name]
         assert len(kinds) == len(sig), f"{name}: {len(kinds)} parameters in the kernel, {len(sig)} in SIGNATURES"
         for i, (kind, want) in enumerate(zip(kinds, sig)):
             assert kind in ptx_kind[want], f"{name} argument {i}: .{kind} in the kernel, '{want}' in SIGNATURES"
@@ -253,5 +253,58 @@ def test_kernel_sources_ship_in_the_wheel(tmp_path):
                            "-w", str(tmp_path), str(src)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     names = zipfile.ZipFile(next(tmp_path.glob("gpu_features-*.whl"))).namelist()
-    for source in kernels.KERNEL_SOURCES:
+    for source in abi.KERNEL_SOURCES:
         assert f"gpu_features/kernels/{source}" in names
+
+
+def _c_params(text: str) -> list[tuple[str, str]]:
+    """``(ctype, name)`` of each parameter of a C parameter list, ``__restrict__`` dropped."""
+    out = []
+    for item in text.replace("__restrict__", "").split(","):
+        words = item.replace("*", " * ").split()
+        name, ctype = words[-1], " ".join(words[:-1]).replace(" *", "*")
+        out.append((ctype, name))
+    return out
+
+
+@pytest.mark.parametrize("kernel", sorted(abi.KERNELS))
+def test_kernel_signatures_match_the_abi_table(kernel):
+    """Each .cu kernel, its host entry point and the host launch list name the ABI's parameters in order.
+
+    Names and C types are compared, so two pointers of one kind swapped in any of the four places fail here.
+    """
+    src = abi.kernel_dir()
+    want = [(p.ctype, p.name) for p in abi.KERNELS[kernel]]
+    cu = (src / "candle.cu").read_text() + (src / "scan.cu").read_text()
+    kernel_sig = re.search(rf"PF_KERNEL void {kernel}\(([^)]*)\)", cu)
+    assert kernel_sig, f"{kernel} not found in the .cu sources"
+    assert _c_params(kernel_sig.group(1)) == want
+    entry = (src / "host_entry.cpp").read_text()
+    host_sig = re.search(rf"void host_{kernel}\(([^)]*)\)", entry)
+    assert host_sig, f"host_{kernel} not found in host_entry.cpp"
+    assert _c_params(host_sig.group(1)) == [("pf_i64", "n_threads")] + want
+    launch_args = re.search(rf"PF_LAUNCH\({kernel}, n_threads, \w+, ([^;]*)\);", entry)
+    assert launch_args, f"PF_LAUNCH of {kernel} not found in host_entry.cpp"
+    assert [a.strip() for a in launch_args.group(1).split(",")] == [p.name for p in abi.KERNELS[kernel]]
+
+
+def test_abi_signatures_are_the_kinds_of_the_parameters():
+    assert abi.SIGNATURES["pf_candle"] == "qppppdpp"
+    assert abi.SIGNATURES["pf_scan"] == "q" + "p" * 10 + "q" + "p" * 6 + "q" + "p"
+    assert all(len(abi.SIGNATURES[k]) == len(abi.KERNELS[k]) for k in abi.KERNELS)
+
+
+def test_launch_arguments_are_taken_by_name():
+    pool = {p.name: p.name.upper() for p in abi.KERNELS["pf_check"]}
+    assert abi.arguments("pf_check", pool) == [p.name.upper() for p in abi.KERNELS["pf_check"]]
+    del pool["bad"]
+    with pytest.raises(EngineError, match="no value for its parameter"):
+        abi.arguments("pf_check", pool)
+
+
+@pytest.mark.skipif(not host.available(), reason="no C++ compiler for the host engine")
+def test_host_library_state_dimension_is_checked_when_it_loads(monkeypatch):
+    lib = host.library(10)
+    monkeypatch.setattr(S, "state_dim", lambda p: 999)
+    with pytest.raises(EngineError, match="keep 26 state values but gpu_features/state.py expects 999"):
+        host._load(lib._name, 10)

@@ -1,27 +1,25 @@
 """``gpu-features export --layout seed``: the old pipeline's arrays, atomic, sized first, no pickle."""
-import argparse
 import json
 
 import numpy as np
 import pytest
 
 import gpu_features as gf
-from gpu_features import export, synthetic
-from gpu_features.export import ExportError, export_seed, seed_layout_bytes
+from gpu_features import seed as export, synthetic
+from gpu_features.cli import build_parser
+from gpu_features.seed import ExportError, export_seed, seed_layout_bytes
 
 K = 105
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return gf.precompute(synthetic.generate(10_000, 2, 11), tmp_path_factory.mktemp("x") / "s", engine="host")
+def store(make_store, tmp_path_factory):
+    return make_store(synthetic.generate(10_000, 2, 11), tmp_path_factory.mktemp("x") / "s")
 
 
 def _run_cli(argv):
     """The export sub-command parsed and run exactly as `gpu-features export` will run it."""
-    p = argparse.ArgumentParser(prog="gpu-features")
-    export.add_parser(p.add_subparsers(dest="command", required=True))
-    args = p.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except gf.GpuFeaturesError as err:
@@ -62,7 +60,7 @@ def test_one_split_and_a_stride(store, tmp_path):
 
 def test_the_old_loader_api_reads_the_export_like_the_store(store, tmp_path):
     torch = pytest.importorskip("torch")
-    from gpu_features.windows import create_fast_dataloaders
+    from gpu_features.seed import create_fast_dataloaders
 
     export_seed(store, tmp_path / "seed")
     from_export = create_fast_dataloaders(tmp_path / "seed", batch_size=64, seed=3, device="cpu")

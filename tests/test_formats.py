@@ -286,7 +286,7 @@ def test_bz2_csv_and_cli_flags_for_a_vendor_file(tmp_path, capsys):
     said = " ".join(capsys.readouterr().out.split())
     assert "200 rows read, 200 bars kept; format ninjatrader, times in America/New_York stored as UTC" in said
     st = open_store(out)
-    assert int(st.timestamps()[0]) == T0 + MIN and st.manifest["sources"][0]["read"]["timezone"] == "America/New_York"
+    assert int(st.timestamps()[0]) == T0 + MIN and st.sources[0]["read"]["timezone"] == "America/New_York"
     assert verify_store(out).ok  # re-read with the recorded format and zone
     assert main(["precompute", "--input", str(ninja), "--output", str(tmp_path / "t"), "--quiet"]) == 2
     assert "pass --timezone" in " ".join(capsys.readouterr().err.split())

@@ -251,7 +251,8 @@ def test_roll_column_cuts_segments_no_window_spans_a_roll_and_append_continues(t
     bars = read_bars(path, roll_column="contract")
     assert bars.symbols == ("NQ", "NQ") and bars.offsets.tolist() == [0, 700] and bars.ingest["roll_segments"] == 1
     st = precompute(path, tmp_path / "s", engine="reference", read_options={"roll_column": "contract"})
-    assert [(g["first"], g["count"], g.get("restart", False)) for g in st.series] == [(0, 700, False), (700, 300, True)]
+    assert [(g.first, g.count, g.start_index, g.restart) for g in st.segments] == [(0, 700, 0, False),
+                                                                                  (700, 300, 0, True)]
     K = st.config.window_length
     starts = st.usable_window_starts()
     assert len(starts) and not np.any((starts < 700) & (starts + K > 700))
@@ -262,7 +263,7 @@ def test_roll_column_cuts_segments_no_window_spans_a_roll_and_append_continues(t
     more = tmp_path / "more.parquet"
     pq.write_table(tbl(sl(w2, 1000, 1200), symbol=["NQ"] * 200, contract=contract[1000:]), more)
     st = open_store(tmp_path / "s")
-    from gpu_features.append import append_store
+    from gpu_features.store import append_store
 
     st = append_store(tmp_path / "s", more, engine="reference")
     whole = engines.run(w2["open"][700:], w2["high"][700:], w2["low"][700:], w2["close"][700:], engine="reference")
@@ -365,8 +366,8 @@ def test_plot_swings_restart_at_a_roll(tmp_path):
     pq.write_table(tbl(w, contract=contract), path)
     st = precompute(path, tmp_path / "s", engine="reference", read_options={"roll_column": "contract"})
     want = []
-    for g in st.series:
-        a, b = g["first"], g["first"] + g["count"]
+    for g in st.segments:
+        a, b = g.first, g.stop
         events = []
         n = b - a
         reference.run_series(w["open"][a:b].tolist(), w["high"][a:b].tolist(), w["low"][a:b].tolist(),
@@ -392,7 +393,7 @@ def test_cli_generic_layout_flags_reach_the_reader_and_the_manifest(tmp_path):
     assert main(args + ["--allow-nonpositive-prices", "--max-drop-fraction", "0.05"]) == 0
     st = open_store(out)
     assert st.symbols == ["NQ"] and st.timestamps().tolist() == w["timestamp"].tolist()
-    read = st.manifest["sources"][0]["read"]
+    read = st.sources[0]["read"]
     assert read["rename"] == {"o": "open", "h": "high", "l": "low", "c": "close"} and read["header"] is False
     assert read["allow_nonpositive"] is True and read["max_drop_fraction"] == 0.05 and read["price_scale"] == 0.25
     assert verify_store(out).ok

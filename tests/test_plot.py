@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 import gpu_features as gf
+from tests.harness import STORE_ENGINE
 from gpu_features import engines, reference, synthetic
-from gpu_features.append import append_store
+from gpu_features.store import append_store
 from gpu_features.cli import main
 from gpu_features.errors import GpuFeaturesError
 from gpu_features.plot import chart_data, render
@@ -15,9 +16,9 @@ N = 6000
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(make_store, tmp_path_factory):
     path = tmp_path_factory.mktemp("plot") / "s"
-    gf.precompute(synthetic.generate(N, 2, seed=4), path, engine="host", checkpoint_every=500)
+    make_store(synthetic.generate(N, 2, seed=4), path, checkpoint_every=500)
     return path
 
 
@@ -61,11 +62,11 @@ def test_invalid_bars_and_feature_values(store):
     np.testing.assert_array_equal(data.features["dist_to_prev_SL"], gf.open_store(store).array("features")[:30, 7])
 
 
-def test_swings_across_an_append_seam(tmp_path):
+def test_swings_across_an_append_seam(make_store, tmp_path):
     bars = synthetic.generate(4000, seed=6)
     path = tmp_path / "s"
-    gf.precompute(bars.take(0, 2500), path, engine="host", checkpoint_every=300)
-    append_store(path, bars.take(2500, 4000), engine="host")
+    make_store(bars.take(0, 2500), path, checkpoint_every=300)
+    append_store(path, bars.take(2500, 4000), engine=STORE_ENGINE)
     data = chart_data(path, last=1000)
     want = [(j, kind, e, p) for j, kind, e, p in swings_from_scratch(bars, gf.FeatureConfig()) if j >= 3000]
     assert [(s.confirm_bar, s.kind, s.extreme_bar, s.extreme_price) for s in data.swings] == want

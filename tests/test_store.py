@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 import gpu_features as gf
-from gpu_features import engines, store as store_mod, synthetic
+from gpu_features import engines, synthetic
+from gpu_features.store import writer as store_mod
 from gpu_features import state as S
 from gpu_features.errors import StoreError
-from gpu_features.windows import usable_starts
+from gpu_features.window_index import usable_starts
 from tests.harness import fail_on_call
 
 N, SYMBOLS = 15_000, 2
@@ -21,9 +22,9 @@ def bars():
 
 
 @pytest.fixture(scope="module")
-def built(bars, tmp_path_factory):
+def built(make_store, bars, tmp_path_factory):
     path = tmp_path_factory.mktemp("stores") / "s"
-    gf.precompute(bars, path, engine="host", shard_bars=7000, checkpoint_every=1000)
+    make_store(bars, path, shard_bars=7000, checkpoint_every=1000)
     return path
 
 
@@ -35,7 +36,7 @@ def store_copy(built, tmp_path):
 
 
 def test_round_trip_equals_the_engine(bars, built):
-    st = gf.open_store(built, verify=True)
+    st = gf.open_store(built, checksums=True)
     run = engines.run(bars.open, bars.high, bars.low, bars.close, offsets=bars.offsets, engine="reference")
     np.testing.assert_array_equal(st.array("features").view(np.uint32), run.features.view(np.uint32))
     np.testing.assert_array_equal(st.array("valid"), run.valid)
@@ -45,7 +46,7 @@ def test_round_trip_equals_the_engine(bars, built):
     assert [(s["first"], s["count"]) for s in m["series"]] == [(0, N), (N, N)]
     assert [(s["first"], s["count"]) for s in m["shards"]] == [(0, 7000), (7000, 7000), (14000, 7000),
                                                                (21000, 7000), (28000, 2000)]
-    assert m["shards"][0]["file"] == "bars-00000-of-00005.safetensors"
+    assert m["shards"][0]["file"] == "bars-00000.safetensors"
     assert m["config"] == gf.FeatureConfig().to_dict() and m["engine"]["name"] == "host"
     assert m["sources"][0]["kind"] == "synthetic" and m["sources"][0]["seed"] == 11
     assert m["stats"]["valid_bars"] == int(run.valid.sum())
@@ -114,39 +115,39 @@ def test_usable_starts_against_brute_force():
     assert half.sum() > got.sum()
 
 
-def test_split_dates(bars, tmp_path):
-    st = gf.precompute(bars, tmp_path / "d", engine="host", splits={"dates": ["2019-01-15", "2019-01-17T12:00"]})
+def test_split_dates(make_store, bars, tmp_path):
+    st = make_store(bars, tmp_path / "d", splits={"dates": ["2019-01-15", "2019-01-17T12:00"]})
     ts, ids = st.timestamps(), st.split_ids()
     cut1 = np.datetime64("2019-01-15", "ns").astype(np.int64)
     assert (ids[ts < cut1] == 0).all() and (ids[ts >= cut1] > 0).all()
     assert st.manifest["splits"]["method"] == "dates"
 
 
-def test_existing_store_needs_overwrite(bars, built):
+def test_existing_store_needs_overwrite(make_store, bars, built):
     with pytest.raises(StoreError, match="already exists; pass --overwrite"):
-        gf.precompute(bars, built, engine="host")
+        make_store(bars, built)
 
 
-def test_overwrite_refuses_a_directory_that_is_not_a_store(bars, tmp_path):
+def test_overwrite_refuses_a_directory_that_is_not_a_store(make_store, bars, tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("precious")
     with pytest.raises(StoreError, match="is not a gpu-features store; refusing to replace it"):
-        gf.precompute(bars, tmp_path / "mine", engine="host", overwrite=True)
+        make_store(bars, tmp_path / "mine", overwrite=True)
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
 
 
-def test_a_failure_midway_leaves_the_old_store_intact(bars, store_copy, monkeypatch):
+def test_a_failure_midway_leaves_the_old_store_intact(make_store, bars, store_copy, monkeypatch):
     before = (store_copy / "manifest.json").read_text()
     monkeypatch.setattr(store_mod, "write_shard", fail_on_call(store_mod.write_shard, 2, OSError("disk full (injected)")))
     with pytest.raises(OSError, match="injected"):
-        gf.precompute(bars, store_copy, engine="host", overwrite=True, shard_bars=7000)
+        make_store(bars, store_copy, overwrite=True, shard_bars=7000)
     assert (store_copy / "manifest.json").read_text() == before
-    gf.open_store(store_copy, verify=True)
+    gf.open_store(store_copy, checksums=True)
     assert not [p for p in store_copy.parent.iterdir() if p.name.startswith(".")]  # no temporary left
 
 
-def test_overwrite_replaces_with_a_complete_store(bars, store_copy):
-    st = gf.precompute(bars, store_copy, engine="host", overwrite=True, shard_bars=20_000)
+def test_overwrite_replaces_with_a_complete_store(make_store, bars, store_copy):
+    st = make_store(bars, store_copy, overwrite=True, shard_bars=20_000)
     assert len(st.manifest["shards"]) == 2 and len(list(store_copy.glob("bars-*"))) == 2
 
 
@@ -163,9 +164,9 @@ def edit_manifest(path, fn):
     (path / "manifest.json").write_text(json.dumps(m))
 
 
-def refused(path, *fragments, verify=False):
+def refused(path, *fragments, checksums=False):
     with pytest.raises(StoreError) as err:
-        gf.open_store(path, verify=verify)
+        gf.open_store(path, checksums=checksums)
     for f in fragments:
         assert f in str(err.value), f"{f!r} not in {err.value}"
 
@@ -173,7 +174,7 @@ def refused(path, *fragments, verify=False):
 def test_truncated_shard(store_copy):
     p = shard0(store_copy)
     p.write_bytes(p.read_bytes()[:-100])
-    refused(store_copy, "shard bars-00000-of-00005.safetensors has", "bytes but the manifest says", "truncated")
+    refused(store_copy, "shard bars-00000.safetensors has", "bytes but the manifest says", "truncated")
 
 
 def test_flipped_byte(store_copy):
@@ -182,12 +183,12 @@ def test_flipped_byte(store_copy):
     data[-5000] ^= 0x01
     p.write_bytes(bytes(data))
     gf.open_store(store_copy)  # sizes and header still fine
-    refused(store_copy, "shard bars-00000-of-00005.safetensors fails its SHA-256 checksum", verify=True)
+    refused(store_copy, "shard bars-00000.safetensors fails its SHA-256 checksum", checksums=True)
 
 
 def test_missing_shard(store_copy):
     shard0(store_copy).unlink()
-    refused(store_copy, "shard bars-00000-of-00005.safetensors is missing")
+    refused(store_copy, "shard bars-00000.safetensors is missing")
 
 
 def test_unknown_version(store_copy):
@@ -256,3 +257,98 @@ def test_header_running_past_the_end(store_copy):
 def test_missing_state_file(store_copy):
     (store_copy / "state.safetensors").unlink()
     refused(store_copy, "state file state.safetensors is missing")
+
+
+# --- one test per remaining refusal of the store package (every message asserted) ----------------
+
+
+def _forge_shard(store_copy, header: dict, data: bytes = b""):
+    """Replace shard 0 with a safetensors file of the given header and data bytes; fix its recorded size."""
+    raw = json.dumps(header).encode()
+    p = shard0(store_copy)
+    p.write_bytes(len(raw).to_bytes(8, "little") + raw + data)
+    edit_manifest(store_copy, lambda m: m["shards"][0].update(bytes=p.stat().st_size))
+
+
+def test_shard_too_short_for_a_header(store_copy):
+    shard0(store_copy).write_bytes(b"\x01\x02")
+    edit_manifest(store_copy, lambda m: m["shards"][0].update(bytes=2))
+    refused(store_copy, "shard bars-00000.safetensors: file is 2 bytes, too short for a safetensors header")
+
+
+def test_header_not_json_or_not_an_object(store_copy):
+    p = shard0(store_copy)
+    p.write_bytes((4).to_bytes(8, "little") + b"{no}")
+    edit_manifest(store_copy, lambda m: m["shards"][0].update(bytes=12))
+    refused(store_copy, "the safetensors header is not valid JSON")
+    _forge_shard(store_copy, [1, 2])
+    refused(store_copy, "the safetensors header is not a JSON object")
+
+
+def test_malformed_tensor_entries(store_copy):
+    _forge_shard(store_copy, {"features": {"dtype": "F32"}})
+    refused(store_copy, "tensor 'features' has a malformed header entry")
+    _forge_shard(store_copy, {"features": {"dtype": "F32", "shape": [2, 10], "data_offsets": [0, 80]}}, b"\0" * 40)
+    refused(store_copy, "tensor 'features' (F32 [2, 10]) does not fit its byte range [0, 80) of 40 data bytes")
+
+
+def test_overlapping_gaps_and_trailing_bytes(store_copy):
+    two = {"a": {"dtype": "I64", "shape": [1], "data_offsets": [0, 8]},
+           "b": {"dtype": "I64", "shape": [1], "data_offsets": [4, 12]}}
+    _forge_shard(store_copy, two, b"\0" * 12)
+    refused(store_copy, "tensor data overlaps or leaves a gap at byte 8")
+    _forge_shard(store_copy, {"a": {"dtype": "I64", "shape": [1], "data_offsets": [0, 8]}}, b"\0" * 12)
+    refused(store_copy, "4 bytes after the last tensor")
+
+
+def test_shard_without_a_required_tensor(store_copy):
+    _forge_shard(store_copy, {"timestamp": {"dtype": "I64", "shape": [1], "data_offsets": [0, 8]}}, b"\0" * 8)
+    refused(store_copy, "tensor 'features' is missing")
+
+
+def test_manifest_entry_that_is_not_an_object(store_copy):
+    edit_manifest(store_copy, lambda m: m["shards"].__setitem__(0, "bars-00000.safetensors"))
+    refused(store_copy, "shards[0]: expected a JSON object")
+
+
+def test_layout_that_does_not_cover_n_bars(store_copy):
+    edit_manifest(store_copy, lambda m: m.update(n_bars=m["n_bars"] + 1))
+    refused(store_copy, "series cover 30000 bars, n_bars says 30001")
+
+
+def test_symbols_that_do_not_match_the_series(store_copy):
+    edit_manifest(store_copy, lambda m: m.update(symbols=["SYN0", "OTHER"]))
+    refused(store_copy, "symbols ['SYN0', 'OTHER'] do not match the series names")
+
+
+def test_file_names_with_a_path(store_copy):
+    edit_manifest(store_copy, lambda m: m["shards"][0].update(file="../bars-00000.safetensors"))
+    refused(store_copy, "file name must not contain a path; the manifest is corrupt")
+
+
+def test_feature_names_that_differ(store_copy):
+    edit_manifest(store_copy, lambda m: m["feature_names"].reverse())
+    refused(store_copy, "feature names", "differ from")
+
+
+def test_precompute_argument_refusals(bars, tmp_path):
+    with pytest.raises(StoreError, match="shard_bars and checkpoint_every must be >= 1, got 0 and 4096"):
+        gf.precompute(bars, tmp_path / "x", engine="reference", shard_bars=0)
+
+
+def test_append_argument_refusal(built):
+    from gpu_features.store import append_store
+
+    with pytest.raises(StoreError, match="on_overlap must be one of error, skip, got 'merge'"):
+        append_store(built, built, on_overlap="merge")
+
+
+def test_overlap_that_cannot_be_checked_is_refused(make_store, bars, tmp_path):
+    """A store built from bars in memory has no source to check overlapping new bars against."""
+    import dataclasses
+
+    from gpu_features.store import append_store
+
+    path = make_store(dataclasses.replace(bars.take(0, 6000), source={}), tmp_path / "mem").path
+    with pytest.raises(StoreError, match="cannot check the overlapping bars of SYN0 against the store"):
+        append_store(path, bars.take(5000, 7000), on_overlap="skip")

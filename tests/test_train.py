@@ -26,8 +26,8 @@ TINY = dict(epochs=3, batch_size=32, lr=3e-3, hidden_size=16, num_layers=2, drop
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return gf.precompute(synthetic.generate(24_000, 1, 5), tmp_path_factory.mktemp("t") / "s", engine="host")
+def store(make_store, tmp_path_factory):
+    return make_store(synthetic.generate(24_000, 1, 5), tmp_path_factory.mktemp("t") / "s")
 
 
 def _tiny(**kw):

@@ -6,7 +6,6 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import gpu_features as gf  # noqa: E402
-import train  # noqa: E402,F401  (at collection: sets CUBLAS_WORKSPACE_CONFIG before any CUDA work, for exact resume)
 from gpu_features import synthetic  # noqa: E402
 
 pytestmark = [pytest.mark.gpu,
@@ -18,8 +17,8 @@ TINY = dict(epochs=3, batch_size=64, lr=3e-3, hidden_size=32, num_layers=2, drop
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return gf.precompute(synthetic.generate(24_000, 1, 5), tmp_path_factory.mktemp("g") / "s", engine="host")
+def store(make_store, tmp_path_factory):
+    return make_store(synthetic.generate(24_000, 1, 5), tmp_path_factory.mktemp("g") / "s")
 
 
 def _lines(path):

@@ -8,7 +8,9 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 import gpu_features as gf
-from gpu_features import store as store_mod, synthetic
+from gpu_features import synthetic
+from gpu_features.fileio import sha256_file
+from gpu_features.store.stats import feature_stats
 from gpu_features.bars import Bars
 from gpu_features.verify import verify_store
 
@@ -16,18 +18,18 @@ N = 12_000
 
 
 @pytest.fixture
-def synth_store(tmp_path):
-    return gf.precompute(synthetic.generate(N, 2, seed=5), tmp_path / "s", engine="host", shard_bars=5000,
+def synth_store(make_store, tmp_path):
+    return make_store(synthetic.generate(N, 2, seed=5), tmp_path / "s", shard_bars=5000,
                          checkpoint_every=1000).path
 
 
 @pytest.fixture
-def file_store(tmp_path):
+def file_store(make_store, tmp_path):
     b = synthetic.generate(N, seed=8)
     src = tmp_path / "nq.parquet"
     pq.write_table(pa.table({"ts_event": b.timestamp, "Open": b.open, "High": b.high, "Low": b.low,
                              "Close": b.close}), src)
-    return gf.precompute(src, tmp_path / "f", engine="host", shard_bars=5000).path, src
+    return make_store(src, tmp_path / "f", shard_bars=5000).path, src
 
 
 def checks(report):
@@ -75,11 +77,11 @@ def rewrite_shard(path, k, fn, fix_stats=True):
     save_file(tensors, str(path / rec["file"]), metadata={"format": "gpu-features-store", "version": "1",
                                                         "first_bar": str(rec["first"])})
     rec["bytes"] = (path / rec["file"]).stat().st_size
-    rec["sha256"] = store_mod.sha256_file(path / rec["file"])
+    rec["sha256"] = sha256_file(path / rec["file"])
     (path / "manifest.json").write_text(json.dumps(m))
     if fix_stats:
         st = gf.open_store(path)
-        m["stats"]["features"] = store_mod.feature_stats(st.array("features"), st.array("valid"))
+        m["stats"]["features"] = feature_stats(st.array("features"), st.array("valid"))
         (path / "manifest.json").write_text(json.dumps(m))
 
 
@@ -127,11 +129,11 @@ def test_stale_manifest_numbers_fail(synth_store):
     assert c["manifest numbers"].ok is False
 
 
-def test_no_valid_bars_is_degenerate(tmp_path):
+def test_no_valid_bars_is_degenerate(make_store, tmp_path):
     flat = np.full(500, 100.0)
     bars = Bars(flat, flat, flat, flat, np.arange(500, dtype=np.int64) * 60_000_000_000, np.zeros(1, np.int64),
                 ("FLAT",), {"kind": "memory"})
-    path = gf.precompute(bars, tmp_path / "flat", engine="host").path
+    path = make_store(bars, tmp_path / "flat").path
     r = verify_store(path)
     assert checks(r)["content"].ok is False and "no valid bars" in checks(r)["content"].detail
 

@@ -6,16 +6,17 @@ torch = pytest.importorskip("torch")
 
 import gpu_features as gf  # noqa: E402
 from gpu_features import synthetic  # noqa: E402
-from gpu_features.windows import (WindowError, WindowSource, create_fast_dataloaders,  # noqa: E402
-                                  derive_seed, evenly_spaced, stride_starts, usable_starts)
+from gpu_features.seed import create_fast_dataloaders  # noqa: E402
+from gpu_features.window_index import evenly_spaced, stride_starts, usable_starts  # noqa: E402
+from gpu_features.windows import WindowError, WindowSource, derive_seed  # noqa: E402
 
 K = 105
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(make_store, tmp_path_factory):
     """3 symbols x 12,000 bars: several series starts (with warm-up bars) and all three splits."""
-    return gf.precompute(synthetic.generate(12_000, 3, 7), tmp_path_factory.mktemp("w") / "s", engine="host")
+    return make_store(synthetic.generate(12_000, 3, 7), tmp_path_factory.mktemp("w") / "s")
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,7 @@
     from train.loop import train
     summary = train("data/features/demo", "runs/demo")
 
-``python -m train --help`` for the command line.
+``python -m train --help`` for the command line. Importing the package changes
+nothing: the deterministic cuBLAS setting exact resume needs is made by
+``train.loop.prepare``, the entry point of every run.
 """
-import os
-
-# Exact resume on a GPU needs the same reduction order in every run: PyTorch documents this
-# cuBLAS setting for deterministic LSTM results. cuBLAS reads it when CUDA first creates a
-# cuBLAS handle, so it is set here, on import, before any training code touches the GPU;
-# a value the user already set is kept.
-os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 
 import torch
 
-from gpu_features.store import sha256_file, write_json_atomic
+from gpu_features.fileio import fsync_file, sha256_file, temp_sibling, write_json_atomic
 
 from .config import TrainError
 
@@ -30,19 +29,14 @@ CHECKPOINT_JSON = "checkpoint.json"
 FORMAT, VERSION = "jade-checkpoint", 1
 
 
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
 def save_tensors_atomic(path: Path, tensors: dict, metadata: dict | None = None) -> None:
     """safetensors file through a temporary sibling and a rename; tensors are copied to contiguous CPU memory."""
     from safetensors.torch import save_file
 
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = temp_sibling(path, "tmp")
     try:
         save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-        _fsync(tmp)
+        fsync_file(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -86,14 +80,12 @@ def save_checkpoint(run_dir: Path, state: dict, tensors: dict) -> Path:
     return path
 
 
-def load_checkpoint(run_dir: Path, device="cpu") -> tuple[dict, dict]:
-    """Read and check a run's checkpoint; returns ``(state, tensors)``.
+def read_checkpoint_record(run_dir: Path) -> dict:
+    """The run state of ``run_dir/checkpoint.json``, checked for format and version (tensors not loaded).
 
     Raises:
-        TrainError: no checkpoint, a foreign or damaged one, or a tensor file that does not match its record.
+        TrainError: no checkpoint, or a foreign or damaged record.
     """
-    from safetensors.torch import load_file
-
     run_dir = Path(run_dir)
     jpath = run_dir / CHECKPOINT_JSON
     if not jpath.is_file():
@@ -104,6 +96,20 @@ def load_checkpoint(run_dir: Path, device="cpu") -> tuple[dict, dict]:
         raise TrainError(f"{jpath}: not valid JSON ({err}); the checkpoint is damaged, start a new run.") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("version") != VERSION:
         raise TrainError(f"{jpath}: not a {FORMAT} version {VERSION} checkpoint; start a new run.")
+    return state
+
+
+def load_checkpoint(run_dir: Path, device="cpu") -> tuple[dict, dict]:
+    """Read and check a run's checkpoint; returns ``(state, tensors)``.
+
+    Raises:
+        TrainError: no checkpoint, a foreign or damaged one, or a tensor file that does not match its record.
+    """
+    from safetensors.torch import load_file
+
+    run_dir = Path(run_dir)
+    state = read_checkpoint_record(run_dir)
+    jpath = run_dir / CHECKPOINT_JSON
     path = run_dir / state["tensors_file"]
     if not path.is_file():
         raise TrainError(f"{jpath} names {path.name}, which is missing; the checkpoint is damaged, start a new run.")

@@ -5,12 +5,12 @@ Exit status: 0 done, 2 bad input or a stopped run (one line saying why), 130 int
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from gpu_features.cli import guarded
 from gpu_features.errors import GpuFeaturesError
+from gpu_features.windows import MASK_KINDS
 
 DEFAULT_STORE, DEFAULT_RUN = "data/features/demo", "runs/demo"
 
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="windows of the final val and test evaluation [small 8192, full all]")
     p.add_argument("--stride", type=int, help="keep every N-th usable window [1]")
     p.add_argument("--min-valid-fraction", type=float, help="least share of valid bars per window [1.0]")
-    p.add_argument("--mask", choices=("random", "patch"), help="masking [random]")
+    p.add_argument("--mask", choices=MASK_KINDS, help="masking [random]")
     p.add_argument("--mask-ratio", type=float, help="share of valid bars masked [0.15]")
     p.add_argument("--patch-length", type=int, help="bars per block of patch masks [10]")
     p.add_argument("--patience", type=int, help="epochs without a better val MAE before stopping [3]")
@@ -65,20 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args):
-    from gpu_features.windows import resolve_device
+    from gpu_features.devices import resolve_device
 
-    from .checkpoint import CHECKPOINT_JSON
+    from .checkpoint import CHECKPOINT_JSON, read_checkpoint_record
     from .config import TrainConfig, TrainError, make_config
 
     overrides = {k: getattr(args, k) for k in _CONFIG_FLAGS}
     if args.resume:
-        path = Path(args.run_dir) / CHECKPOINT_JSON
-        if not path.is_file():
-            raise TrainError(f"{args.run_dir}: no {CHECKPOINT_JSON} to resume from; start a new run without --resume.")
-        try:
-            saved = json.loads(path.read_text())["config"]
-        except (ValueError, KeyError, TypeError):
-            raise TrainError(f"{path}: not a readable checkpoint record; start a new run.") from None
+        saved = read_checkpoint_record(Path(args.run_dir)).get("config")
+        if not isinstance(saved, dict):
+            raise TrainError(f"{Path(args.run_dir) / CHECKPOINT_JSON}: holds no run config; start a new run.")
         explicit = {k: v for k, v in overrides.items() if v is not None}
         if args.profile != "auto":
             explicit["profile"] = args.profile

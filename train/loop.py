@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -27,11 +28,11 @@ from torch.nn import functional as F
 
 from gpu_features.config import FEATURE_NAMES
 from gpu_features.errors import StoreError
+from gpu_features.fileio import write_json_atomic
+from gpu_features.store import MANIFEST, open_store
 from gpu_features.windows import WindowSource, derive_seed, resolve_device
 
 from . import baselines
-from gpu_features.store import write_json_atomic
-
 from .checkpoint import (CHECKPOINT_JSON, load_checkpoint, optimizer_from_tensors, optimizer_to_tensors,
                          save_checkpoint, save_tensors_atomic)
 from .config import TrainConfig, TrainError
@@ -58,16 +59,24 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
 
 
 def store_identity(store) -> dict:
-    m = store.manifest
-    return {"path": str(store.path), "created": m["created"], "n_bars": store.n_bars,
-            "shards_sha256": [s["sha256"] for s in m["shards"]]}
+    return {"path": str(store.path), "created": store.created, "n_bars": store.n_bars,
+            "shards_sha256": [s.sha256 for s in store.shards]}
+
+
+def deterministic_cublas() -> None:
+    """Ask cuBLAS for the same reduction order in every run (exact resume on a GPU).
+
+    PyTorch documents ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` for deterministic LSTM
+    results; cuBLAS reads it when CUDA first creates a cuBLAS handle, so it is set
+    at the start of every run, before the model touches the GPU. A value the user
+    already set is kept.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
 def _open_store(path):
-    from gpu_features.store import open_store
-
     path = Path(path)
-    if not (path / "manifest.json").is_file():
+    if not (path / MANIFEST).is_file():
         raise TrainError(f"{path}: no feature store there; build the demo store with `make precompute` "
                          f"(or `gpu-features precompute --output {path}`).")
     try:
@@ -318,6 +327,7 @@ class Run:
 def prepare(store_path, run_dir, cfg: TrainConfig | None = None, resume: bool = False, overwrite: bool = False,
             console=None, quiet: bool = False) -> Run:
     """Open the store and the run directory (fresh, replaced with ``overwrite``, or resumed)."""
+    deterministic_cublas()
     store = _open_store(store_path)
     run_dir = Path(run_dir)
     resolve_device((cfg or TrainConfig()).device)  # refuse a missing GPU before touching the run directory

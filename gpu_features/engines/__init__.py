@@ -15,7 +15,7 @@ from .. import state as S
 from ..arrays import to_numpy
 from ..config import N_FEATURES, FeatureConfig
 from ..errors import EngineError
-from .kernels import EngineRun
+from .launch import EngineRun
 
 ENGINES = ("reference", "host", "gpu")
 ENGINE_CHOICES = ("auto",) + ENGINES
@@ -102,7 +102,7 @@ def run(o, h, l, c, offsets=None, config: FeatureConfig | None = None, engine: s
     warm = warm if warm_bars is None else int(warm_bars)
     if chunk < 1 or warm < 0:
         raise EngineError(f"chunk_bars must be >= 1 and warm_bars >= 0, got {chunk} and {warm}.")
-    from .kernels import run_chunked
+    from .launch import run_chunked
 
     return run_chunked(backend, o, h, l, c, offsets, cfg, states, snaps, chunk, warm, poison)
 

@@ -9,12 +9,11 @@ result; ``kernel_seconds`` comes from CUDA events around the four launches.
 from __future__ import annotations
 
 import functools
-import hashlib
 
 import numpy as np
 
 from ..errors import EngineError
-from . import kernels
+from . import abi
 
 CHUNK_BARS = 256   # many short chunks: one thread each, enough threads to fill the GPU
 WARM_BARS = 512    # FEATURES.md: W >= 512 reached the exact state in every sample measured
@@ -53,11 +52,8 @@ def nvrtc_program(atr_period: int) -> tuple[str, tuple[str, ...]]:
     that none of them changes a result (portable.cuh ``pf_f32``), and
     tests/test_engines.py compiles exactly this program with those options appended.
     """
-    src_dir = kernels.kernel_dir()
-    digest = hashlib.sha256()
-    for name in kernels.KERNEL_SOURCES:
-        digest.update(name.encode() + b"\0" + (src_dir / name).read_bytes())
-    code = f'// gpu-features kernels, sources sha256 {digest.hexdigest()}\n#include "candle.cu"\n#include "scan.cu"\n'
+    src_dir = abi.kernel_dir()
+    code = f'// gpu-features kernels, sources sha256 {abi.sources_digest().hexdigest()}\n#include "candle.cu"\n#include "scan.cu"\n'
     return code, NVRTC_OPTIONS + (f"-DPF_ATR_PERIOD={atr_period}", f"-I{src_dir}")
 
 
@@ -107,7 +103,7 @@ class GpuBackend:
         return self.xp.asarray(np.ascontiguousarray(a))
 
     def launch(self, kernel: str, n_threads: int, args: list) -> None:
-        kinds = kernels.SIGNATURES[kernel]
+        kinds = abi.SIGNATURES[kernel]
         converted = [np.int64(a) if k == "q" else np.float64(a) if k == "d" else a for k, a in zip(kinds, args)]
         blocks = (int(n_threads) + BLOCK - 1) // BLOCK
         if blocks:

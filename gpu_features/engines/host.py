@@ -10,7 +10,6 @@ and never fast-math, so every double operation rounds as FEATURES.md says.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
 import shutil
 import subprocess
@@ -21,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import state as S
 from ..errors import EngineError
-from . import kernels
+from . import abi
 
 CHUNK_BARS = 16384  # few, long chunks: a CPU has few cores, so warm-up costs ~3% here
 WARM_BARS = 512     # FEATURES.md: W >= 512 reached the exact state in every sample measured
@@ -52,7 +52,7 @@ def library(atr_period: int) -> ctypes.CDLL:
     """The compiled kernels for ``atr_period``, built on first use and cached on disk."""
     with _lock:
         if atr_period not in _libraries:
-            _libraries[atr_period] = _load(_build(atr_period))
+            _libraries[atr_period] = _load(_build(atr_period), atr_period)
         return _libraries[atr_period]
 
 
@@ -62,11 +62,9 @@ def _build(atr_period: int) -> Path:
         wanted = os.environ.get("CXX") or "g++, c++ or clang++"
         raise EngineError(f"the host engine's compiler {wanted!r} was not found; install g++ or set CXX, "
                           "or use --engine reference meanwhile.")
-    src_dir = kernels.kernel_dir()
+    src_dir = abi.kernel_dir()
     flags = list(FLAGS) + [f"-DPF_ATR_PERIOD={atr_period}"]
-    digest = hashlib.sha256()
-    for name in kernels.KERNEL_SOURCES:
-        digest.update(name.encode() + b"\0" + (src_dir / name).read_bytes())
+    digest = abi.sources_digest()
     digest.update(" ".join([cxx] + flags).encode())
     digest.update(_compiler_version(cxx).encode())
     out = cache_dir() / f"pf-host-{digest.hexdigest()[:20]}.so"
@@ -92,14 +90,19 @@ def _compiler_version(cxx: str) -> str:
         return ""
 
 
-def _load(path: Path) -> ctypes.CDLL:
+def _load(path: Path, atr_period: int) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
-    for name, kinds in kernels.SIGNATURES.items():
+    for name, kinds in abi.SIGNATURES.items():
         fn = getattr(lib, f"host_{name}")
         fn.argtypes = [ctypes.c_int64] + [_CTYPES[k] for k in kinds]
         fn.restype = None
     lib.host_pf_state_dim.restype = ctypes.c_int
     lib.host_pf_max_threads.restype = ctypes.c_int
+    # The C state layout (state.cuh) must be the Python one (state.py), or states read garbage.
+    dim, want = int(lib.host_pf_state_dim()), S.state_dim(atr_period)
+    if dim != want:
+        raise EngineError(f"the host kernels in {path} keep {dim} state values but gpu_features/state.py expects "
+                          f"{want}; state.cuh and state.py disagree, fix them together (then the cache rebuilds).")
     return lib
 
 
@@ -132,7 +135,7 @@ class HostBackend:
         return np.ascontiguousarray(a)
 
     def launch(self, kernel: str, n_threads: int, args: list) -> None:
-        kinds = kernels.SIGNATURES[kernel]
+        kinds = abi.SIGNATURES[kernel]
         if len(args) != len(kinds):
             raise EngineError(f"{kernel} takes {len(kinds)} arguments, got {len(args)}.")
         converted = []

@@ -4,6 +4,8 @@ Both engines run exactly this code; they differ only in the backend that
 allocates arrays (numpy or CuPy) and launches a kernel (an OpenMP loop through
 ctypes, or a CUDA grid through CuPy). Sequence:
 
+Launch arguments come from the one ABI table in :mod:`.abi`, by parameter name.
+
 1. ``pf_candle``  one thread per bar: features 0..4 and the true range.
 2. ``pf_scan``    one thread per chunk of ``chunk_bars``: speculative chunk scan.
 3. ``pf_check``   one thread per chunk: start state == predecessor's end state?
@@ -15,34 +17,13 @@ fix-up count at the end.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from .. import state as S
 from ..config import N_FEATURES, FeatureConfig
-
-# Argument kinds of each kernel after the thread count: p pointer, q int64, d double.
-SIGNATURES = {
-    "pf_candle": "q" + "pppp" + "d" + "pp",
-    "pf_scan": "q" + "p" * 10 + "q" + "p" * 6 + "q" + "p",
-    "pf_check": "q" + "p" * 6,
-    "pf_fixup": "q" + "p" * 14 + "q" + "pp",
-}
-KERNEL_SOURCES = ("portable.cuh", "state.cuh", "candle.cu", "scan.cu", "host_entry.cpp")
-
-
-def kernel_dir() -> Path:
-    """Folder holding the kernel sources: ``kernels/`` of a source tree, else the installed package data."""
-    here = Path(__file__).resolve().parent.parent
-    for candidate in (here.parent / "kernels", here / "kernels"):
-        if (candidate / "scan.cu").is_file():
-            return candidate
-    from ..errors import EngineError
-
-    raise EngineError(f"kernel sources not found beside {here}; reinstall gpu-features (they ship as package data).")
-
+from .abi import arguments
 
 @dataclasses.dataclass
 class EngineRun:
@@ -147,16 +128,21 @@ def run_chunked(backend: Backend, o, h, l, c, offsets: np.ndarray, cfg: FeatureC
     bad = alloc(n_chunks, xp.uint8, 0xFF)
     fixups = alloc(n_series, xp.int32, -1)
 
+    # Every array and scalar a kernel takes, by its ABI parameter name; each launch picks its own in order.
+    pool = dict(n=n, o=o, h=h, l=l, c=c, eps=cfg.eps, feats=feats, tr=tr, n_chunks=n_chunks,
+                 chunk_start=d_chunk_start, chunk_end=d_chunk_end, chunk_segment=d_chunk_segment,
+                 seg_start=d_seg_start, seg_state=d_seg_state, params=d_params, warm=warm_bars, valid=valid,
+                 swing=swing, start_state=start_state, end_state=end_state, snap_pos=d_snap_pos, n_snap=m,
+                 snap_state=snap_state, bad=bad, n_segments=n_series, seg_first_chunk=d_seg_first, fixups=fixups)
+
+    def launch(kernel: str, n_threads: int) -> None:
+        backend.launch(kernel, n_threads, arguments(kernel, pool))
+
     with backend.timer() as clock:
-        backend.launch("pf_candle", n, [n, o, h, l, c, cfg.eps, feats, tr])
-        backend.launch("pf_scan", n_chunks, [n_chunks, d_chunk_start, d_chunk_end, d_chunk_segment, d_seg_start,
-                                             d_seg_state, h, l, c, tr, d_params, warm_bars, feats, valid, swing,
-                                             start_state, end_state, d_snap_pos, m, snap_state])
-        backend.launch("pf_check", n_chunks, [n_chunks, d_chunk_start, d_chunk_segment, d_seg_start,
-                                              start_state, end_state, bad])
-        backend.launch("pf_fixup", n_series, [n_series, d_seg_first, d_chunk_start, d_chunk_end, bad, h, l, c,
-                                              d_params, feats, valid, swing, start_state, end_state, d_snap_pos,
-                                              m, snap_state, fixups])
+        launch("pf_candle", n)
+        launch("pf_scan", n_chunks)
+        launch("pf_check", n_chunks)
+        launch("pf_fixup", n_series)
     end_states = end_state[d_seg_first[1:] - 1]
     return EngineRun(features=feats, valid=valid.view(xp.bool_), swing=swing,
                      end_states=end_states, snapshots=snap_state, engine=backend.name, chunks=n_chunks,

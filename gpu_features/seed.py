@@ -1,36 +1,39 @@
-"""``gpu-features export STORE --layout seed``: the old pipeline's materialized window arrays.
+"""The old pipeline's window layout and API, in one place.
 
-Writes, into a new directory::
+Files of a seed-layout export (``gpu-features export STORE --layout seed``)::
 
     features_10d.npy   float32 [N, K, 10]   every exported window, train first, then val, then test
     valid_mask.npy     bool    [N, K]
     metadata.json      created_at, source store, feature names, K, counts, stride, config
     splits.json        {"train_indices": [a, b], "val_indices": [b, c], "test_indices": [c, N]}
 
-This is what the old loader (and ``gpu_features.windows.create_fast_dataloaders``)
-reads. Windows are the store's usable windows (all K bars valid, one series,
-one split). The arrays are 44 bytes per window bar (7.4 GB for the 1.8M-bar
-demo), so the size is stated first and anything above 1 GB needs ``--yes``.
-Files are written with ``.npy`` headers only (no pickle), in a temporary
-sibling directory renamed into place when complete.
+:func:`export_seed` writes them; :func:`create_fast_dataloaders` is the old
+loader's entry point, backed by device-resident windows of a store or of such
+an export. Windows are the store's usable windows (all K bars valid, one
+series, one split). The arrays are 44 bytes per window bar (7.4 GB for the
+1.8M-bar demo), so the size is stated first and anything above 1 GB needs
+``yes``. Files are written with ``.npy`` headers only (no pickle), in a
+temporary sibling directory renamed into place when complete.
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
-import uuid
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from .errors import GpuFeaturesError
+from .errors import GpuFeaturesError, WindowError
+from .fileio import now_iso, replace_dir, temp_sibling
+from .progress import Progress, no_progress
 from .splits import SPLIT_NAMES
-from .windows import SEED_FILES
+from .store import MANIFEST, Store, open_store
+from .window_index import stride_starts
+from .windows import WindowSource, derive_seed
 
 CONFIRM_ABOVE_BYTES = 1_000_000_000
 CHUNK_WINDOWS = 16_384
-LAYOUTS = ("seed", "parquet")
 
 
 class ExportError(GpuFeaturesError):
@@ -44,8 +47,6 @@ def seed_layout_bytes(n_windows: int, K: int, n_features: int = 10) -> int:
 
 def plan(store, splits=SPLIT_NAMES, stride: int = 1) -> dict:
     """Which windows an export holds: ``{"starts": {split: [w] int64}, "n_windows", "bytes", "K"}``."""
-    from .windows import stride_starts
-
     for s in splits:
         if s not in SPLIT_NAMES:
             raise ExportError(f"unknown split {s!r}; choose from {', '.join(SPLIT_NAMES)}.")
@@ -67,7 +68,7 @@ def _is_seed_export_or_empty(path: Path) -> bool:
 
 def export_seed(store, out_dir, splits=SPLIT_NAMES, stride: int = 1, yes: bool = False, overwrite: bool = False,
                 confirm_above: int | None = None,
-                progress: Callable[[str, int, int], None] | None = None) -> dict:
+                progress: Progress = no_progress) -> dict:
     """Write a store's usable windows in the seed layout.
 
     Args:
@@ -85,8 +86,6 @@ def export_seed(store, out_dir, splits=SPLIT_NAMES, stride: int = 1, yes: bool =
     Raises:
         ExportError: too large without ``yes``, not enough disk, or ``out_dir`` in the way.
     """
-    from .store import Store, _replace_dir, now_iso, open_store
-
     st = store if isinstance(store, Store) else open_store(store)
     out = Path(out_dir)
     p = plan(st, splits, stride)
@@ -109,7 +108,7 @@ def export_seed(store, out_dir, splits=SPLIT_NAMES, stride: int = 1, yes: bool =
     windows = np.lib.stride_tricks.sliding_window_view(feats, K, axis=0)  # [n - K + 1, 10, K], a view
     vwin = np.lib.stride_tricks.sliding_window_view(valid, K)              # [n - K + 1, K]
     order = np.concatenate([p["starts"][s] for s in SPLIT_NAMES])
-    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp = temp_sibling(out, "tmp")
     tmp.mkdir()
     try:
         # open_memmap writes a plain .npy header for a float32 array (nothing to pickle), chunk by chunk,
@@ -119,80 +118,76 @@ def export_seed(store, out_dir, splits=SPLIT_NAMES, stride: int = 1, yes: bool =
         total = -(-n // CHUNK_WINDOWS)
         for k, a in enumerate(range(0, n, CHUNK_WINDOWS)):
             fx[a:a + CHUNK_WINDOWS] = windows[order[a:a + CHUNK_WINDOWS]].transpose(0, 2, 1)
-            if progress:
-                progress("export", k + 1, total)
+            progress("export", k + 1, total)
         fx.flush()
         del fx
         np.save(tmp / "valid_mask.npy", np.ascontiguousarray(vwin[order]), allow_pickle=False)
         bounds = np.cumsum([0] + [len(p["starts"][s]) for s in SPLIT_NAMES]).tolist()
         split_record = {f"{s}_indices": [bounds[i], bounds[i + 1]] for i, s in enumerate(SPLIT_NAMES)}
         meta = {"created_at": now_iso(), "layout": "seed", "format": "gpu-features seed-layout export",
-                "source_store": str(st.path), "store_created": st.manifest["created"],
-                "feature_names": list(st.manifest["feature_names"]), "window_length": K, "n_windows": n,
+                "source_store": str(st.path), "store_created": st.created,
+                "feature_names": st.feature_names, "window_length": K, "n_windows": n,
                 "windows": {s: len(p["starts"][s]) for s in SPLIT_NAMES}, "stride": stride,
-                "min_valid_fraction": 1.0, "config": st.manifest["config"]}
+                "min_valid_fraction": 1.0, "config": st.config.to_dict()}
         (tmp / "metadata.json").write_text(json.dumps(meta, indent=1) + "\n")
         (tmp / "splits.json").write_text(json.dumps(split_record, indent=1) + "\n")
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return meta
 
 
-def cmd_export(args) -> int:
-    """The ``export`` command; returns the exit code."""
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from .store import open_store
-
-    console = Console()
-    if args.layout not in LAYOUTS:
-        raise ExportError(f"unknown layout {args.layout!r}; choose one of {', '.join(LAYOUTS)}.")
-    if args.stride < 1:
-        raise ExportError(f"--stride must be >= 1, got {args.stride}.")
-    st = open_store(args.store)
-    if args.layout == "parquet":  # one row per bar: timestamp, symbol, valid, the ten features
-        from .arrow_export import write_parquet
-
-        out = write_parquet(st, args.output, overwrite=args.overwrite)
-        console.print(f"[bold green]wrote[/] {out}: {st.n_bars:,} bars x (timestamp, symbol, valid, 10 features)")
-        return 0
-    splits = tuple(s for s in SPLIT_NAMES if s in (args.split or SPLIT_NAMES))
-    p = plan(st, splits, args.stride)
-    console.print(f"export {st.path} -> {args.output} (layout {args.layout}): {p['n_windows']:,} windows of "
-                  f"{p['K']} bars from {', '.join(splits)} = [bold]{p['bytes'] / 1e9:.2f} GB[/]")
-    with Progress(TextColumn("[bold]{task.description:<10}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console, disable=args.quiet) as prog:
-        tasks: dict[str, int] = {}
-
-        def progress(stage, done, total):
-            if stage not in tasks:
-                tasks[stage] = prog.add_task(stage, total=total)
-            prog.update(tasks[stage], completed=done, total=total)
-
-        meta = export_seed(st, args.output, splits, args.stride, yes=args.yes, overwrite=args.overwrite,
-                           progress=progress)
-    console.print(f"[bold green]wrote[/] {args.output}: features_10d.npy [{meta['n_windows']}, {meta['window_length']}, "
-                  f"10], valid_mask.npy, metadata.json, splits.json ({', '.join(f'{k} {v:,}' for k, v in meta['windows'].items())})")
-    return 0
+SEED_FILES = ("features_10d.npy", "valid_mask.npy", "metadata.json", "splits.json")
 
 
-def add_parser(subparsers) -> None:
-    """Register ``export`` on the ``gpu-features`` sub-command parsers."""
-    p = subparsers.add_parser("export", help="write a store's windows in the old pipeline's layout",
-                              description="Materialize a store's usable windows as the old pipeline's "
-                                          "features_10d.npy [N,K,10], valid_mask.npy [N,K], metadata.json and "
-                                          "splits.json. States the size first; above 1 GB it needs --yes.")
-    p.add_argument("store", help="store directory")
-    p.add_argument("--layout", choices=LAYOUTS, default="seed",
-                   help="seed: window arrays (a directory); parquet: one row per bar (a file) [seed]")
-    p.add_argument("--output", required=True, metavar="PATH", help="new directory (seed) or .parquet file")
-    p.add_argument("--split", action="append", choices=SPLIT_NAMES,
-                   help="export only this split (repeatable) [all three]")
-    p.add_argument("--stride", type=int, default=1, metavar="N", help="every N-th usable window [1]")
-    p.add_argument("--yes", action="store_true", help="confirm an export above 1 GB")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing seed-layout export at --output")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_export)
+def _seed_layout_source(path: Path, device) -> WindowSource:
+    """A seed-layout export (``features_10d.npy [N,K,10]`` ...) as a source whose segments are the N windows."""
+    missing = [f for f in SEED_FILES if not (path / f).is_file()]
+    if missing:
+        raise WindowError(f"{path}: no {', '.join(missing)}, so this is neither a gpu-features store nor a "
+                          "seed-layout export; build one with `make precompute`.")
+    feats = np.load(path / "features_10d.npy", mmap_mode="r", allow_pickle=False)
+    valid = np.load(path / "valid_mask.npy", mmap_mode="r", allow_pickle=False)
+    splits = json.loads((path / "splits.json").read_text())
+    if feats.ndim != 3 or valid.shape != feats.shape[:2]:
+        raise WindowError(f"{path}: features_10d.npy {feats.shape} and valid_mask.npy {valid.shape} do not "
+                          "describe [N, K, D] windows; re-export them.")
+    N, K, D = feats.shape
+    ids = np.full(N, -1, dtype=np.int8)
+    for k, name in enumerate(SPLIT_NAMES):
+        a, b = splits[f"{name}_indices"]
+        ids[a:b] = k
+    return WindowSource(np.asarray(feats, dtype=np.float32).reshape(N * K, D), np.asarray(valid).reshape(N * K),
+                        np.repeat(ids, K), np.arange(N + 1, dtype=np.int64) * K, K, device)
+
+
+def create_fast_dataloaders(feature_dir, batch_size: int = 256, mask_ratio: float = 0.15, seed: int | None = None,
+                            stride: int | None = None, device=None):
+    """The old pipeline's entry point, backed by device-resident windows.
+
+    Args:
+        feature_dir: a gpu-features store, or a seed-layout export (``gpu-features export --layout seed``).
+        batch_size: windows per batch.
+        mask_ratio: share of valid bars masked per window (``random`` masks, as before).
+        seed: seed of shuffling and masks (None: a fresh one, as the old loader did).
+        stride: keep every ``stride``-th window (None = 1).
+        device: where batches live (None: cuda when available, else cpu).
+
+    Returns:
+        ``(train, val, test)`` loaders; iterating one yields ``(X [B,K,10] float32, mask [B,K] bool,
+        valid [B,K] bool)`` on ``device``, a new shuffle and new masks each pass. Train is shuffled and
+        drops a last partial batch, as the old train loader did; val and test keep order and every window.
+    """
+    path = Path(feature_dir)
+    if (path / MANIFEST).is_file():
+        src, fraction = WindowSource.from_store(path, device), 1.0
+    elif path.is_dir():
+        src, fraction = _seed_layout_source(path, device), 0.0  # the old arrays kept every window
+    else:
+        raise WindowError(f"{path}: no such feature directory; build the demo store with `make precompute`.")
+    seed = int.from_bytes(os.urandom(8), "little") >> 1 if seed is None else int(seed)
+    stride = 1 if stride is None else stride
+    return tuple(src.loader(name, batch_size, stride=stride, min_valid_fraction=fraction, drop_last=name == "train",
+                            mask_ratio=mask_ratio, seed=derive_seed(seed, k))
+                 for k, name in enumerate(SPLIT_NAMES))

@@ -27,13 +27,18 @@ from pathlib import Path
 
 import numpy as np
 
-from . import engines, splits as splits_mod
-from .arrays import to_numpy
-from .bars import Bars, check_bars, read_bars, read_kwargs
-from .errors import StoreError
-from .store import (SHARD_BARS, Progress, _no_progress, checkpoint_positions, now_iso, open_store, shard_ranges,
-                    source_record, split_counts, store_stats, swing_counts, write_manifest, write_shard,
-                    write_state)
+from .. import engines
+from ..arrays import to_numpy
+from ..bars import Bars, check_bars, read_bars, read_kwargs
+from ..errors import StoreError
+from ..fileio import now_iso
+from ..progress import Progress, no_progress
+from ..splits import iso_time
+from .format import MANIFEST, SHARD_BARS
+from .reader import open_store
+from .stats import swing_counts
+from .writer import (checkpoint_positions, manifest_numbers, shard_ranges, source_record, write_manifest,
+                     write_shards, write_state)
 
 OVERLAP_POLICIES = ("error", "skip")
 
@@ -57,11 +62,11 @@ def append_store(store_dir, bars_or_path, engine: str = "auto", on_bad_bars: str
     Returns:
         The reopened, extended :class:`~gpu_features.store.Store`.
     """
-    progress = progress or _no_progress
+    progress = progress or no_progress
     if on_overlap not in OVERLAP_POLICIES:
         raise StoreError(f"on_overlap must be one of {', '.join(OVERLAP_POLICIES)}, got {on_overlap!r}.")
     t0 = time.perf_counter()
-    store = open_store(store_dir, verify=True)
+    store = open_store(store_dir, checksums=True)
     m = store.manifest
     cfg = store.config
     progress("read", 0, 1)
@@ -70,7 +75,7 @@ def append_store(store_dir, bars_or_path, engine: str = "auto", on_bad_bars: str
         new = bars_or_path
     else:
         if read_options is None:
-            first = next((s for s in m["sources"] if s.get("kind") in ("file", "files")), {})
+            first = next((s for s in store.sources if s.get("kind") in ("file", "files")), {})
             read_options = read_kwargs(first.get("read"))
         new = read_bars(bars_or_path, on_bad_bars=on_bad_bars, **read_options)
     if len(set(new.symbols)) != len(new.symbols):
@@ -88,18 +93,17 @@ def append_store(store_dir, bars_or_path, engine: str = "auto", on_bad_bars: str
     skipped_total = 0
     for s, name in enumerate(names):
         a, b = int(bounds[s]), int(bounds[s + 1])
-        segs = [g for g in store.series if g["name"] == name]
+        segs = [g for g in store.segments if g.name == name]
         if segs:
-            last = segs[-1]
-            last_ts = int(ts_old[last["first"] + last["count"] - 1])
+            last_ts = int(ts_old[segs[-1].stop - 1])
             overlap = int(np.count_nonzero(new.timestamp[a:b] <= last_ts))
             if overlap:
                 if on_overlap == "error":
                     raise StoreError(f"{_where(bars_or_path)}: {overlap} bar(s) of {name} are at or before its last "
-                                     f"stored bar ({splits_mod._iso(last_ts)}); remove them, or pass --on-overlap skip "
+                                     f"stored bar ({iso_time(last_ts)}); remove them, or pass --on-overlap skip "
                                      "to skip them after checking they equal the stored bars.")
                 _check_overlap(store, name, new, a, a + overlap, bars_or_path)
-            start_index = last["start_index"] + last["count"]  # the last segment's local index goes on
+            start_index = segs[-1].start_index + segs[-1].count  # the last segment's local index goes on
         else:
             overlap, start_index = 0, 0
         skipped_total += overlap
@@ -122,7 +126,8 @@ def append_store(store_dir, bars_or_path, engine: str = "auto", on_bad_bars: str
     start_states = end_state[[index[p[0]] for p in pieces]]
     shards = shard_ranges(n_old, n_new, shard_bars)
     shard_bounds = np.array([a for a, _ in shards] + [n_old + n_new], dtype=np.int64)
-    cps = checkpoint_positions(local_bounds + n_old, shard_bounds, m["state"]["checkpoint_every"])
+    every = store.state_record["checkpoint_every"]
+    cps = checkpoint_positions(local_bounds + n_old, shard_bounds, every)
     progress("compute", 0, 1)
     o, h, l, c, ts_new = (getattr(new, k)[take] for k in ("open", "high", "low", "close", "timestamp"))
     run = engines.run(o, h, l, c, offsets=local_bounds[:-1], config=cfg, engine=engine, start_states=start_states,
@@ -134,58 +139,49 @@ def append_store(store_dir, bars_or_path, engine: str = "auto", on_bad_bars: str
     progress("compute", 1, 1)
     t_compute = time.perf_counter()
 
-    gen = len(m.get("appends", [])) + 1
-    source_index = len(m["sources"])
+    gen = len(store.appends) + 1
+    source_index = len(store.sources)
     new_series = [{"name": name, "first": n_old + int(local_bounds[k]), "count": int(n), "start_index": int(si),
                    "source": source_index, "source_first": int(skip)}
                   for k, (name, _, n, si, skip) in enumerate(pieces)]
     root = store.path
     written: list[Path] = []
     try:
-        shard_records = []
-        for k, (a, count) in enumerate(shards):
-            path = root / f"bars-{len(m['shards']) + k:05d}-append{gen:03d}.safetensors"
-            written.append(path)
-            shard_records.append(write_shard(path, feats[a - n_old:a - n_old + count], valid[a - n_old:a - n_old + count],
-                                             ts_new[a - n_old:a - n_old + count], a))
-            progress("write", k + 1, len(shards))
+        shard_records = write_shards(root, len(store.shards), shards, n_old, feats, valid, ts_new, written, progress)
         state_path = root / f"state-append{gen:03d}.safetensors"
         written.append(state_path)
         all_cps = np.concatenate([states["checkpoint_bar"], cps])
         all_states = np.concatenate([states["checkpoint_state"], to_numpy(run.snapshots)])
-        state_record = write_state(state_path, all_cps, all_states, end_state, m["state"]["checkpoint_every"])
+        state_record = write_state(state_path, all_cps, all_states, end_state, every)
 
         # Whole-store numbers: old arrays + new ones.
         feats_all = np.concatenate([store.array("features"), feats])
         valid_all = np.concatenate([store.array("valid"), valid])
         ts_all = np.concatenate([ts_old, ts_new])
         series = m["series"] + new_series
-        seg_bounds = np.array([g["first"] for g in series] + [n_old + n_new], dtype=np.int64)
-        symbol_of_bar = np.repeat(np.array([index[g["name"]] for g in series]), [g["count"] for g in series])
         counts = np.zeros((len(symbols), 2), dtype=np.int64)
-        for name, st in m["stats"]["per_symbol"].items():
+        for name, st in store.stats["per_symbol"].items():
             counts[index[name]] = (st["swings"]["highs"], st["swings"]["lows"])
-        counts += swing_counts(swing, symbol_of_bar[n_old:], len(symbols))
-        split_record = dict(m["splits"])
-        split_record["counts"] = split_counts(valid_all, splits_mod.split_ids(ts_all, split_record), seg_bounds,
-                                              cfg.window_length)
+        new_symbol_of_bar = np.repeat([index[g["name"]] for g in new_series], [g["count"] for g in new_series])
+        counts += swing_counts(swing, new_symbol_of_bar, len(symbols))
+        split_record, stats = manifest_numbers(feats_all, valid_all, ts_all, series, symbols, store.splits,
+                                               cfg.window_length, counts)
         manifest = dict(m)
         manifest.update(
             n_bars=n_old + n_new, symbols=symbols, series=series, shards=m["shards"] + shard_records,
-            sources=m["sources"] + [source_record(new)], state=state_record, splits=split_record,
-            stats=store_stats(feats_all, valid_all, symbol_of_bar, symbols, counts),
-            appends=m.get("appends", []) + [{
+            sources=m["sources"] + [source_record(new)], state=state_record, splits=split_record, stats=stats,
+            appends=store.appends + [{
                 "created": now_iso(), "source": source_index, "bars": n_new, "skipped_overlap": skipped_total,
                 "new_symbols": new_symbols, "engine": {"name": run.engine, "chunks": run.chunks, "fixups": run.fixups,
                                                        "kernel_seconds": run.kernel_seconds},
                 "timings": {"compute_s": t_compute - t0, "total_s": time.perf_counter() - t0}}],
         )
-        write_manifest(root / "manifest.json", manifest)  # the commit point
+        write_manifest(root / MANIFEST, manifest)  # the commit point
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
         raise
-    old_state = root / m["state"]["file"]
+    old_state = root / store.state_record["file"]
     if old_state.name != state_record["file"]:
         old_state.unlink(missing_ok=True)  # no longer referenced
     return open_store(root)
@@ -207,14 +203,14 @@ def _symbol_names(store, new: Bars, bars_or_path) -> list[str]:
 
 def _check_overlap(store, name: str, new: Bars, a: int, b: int, bars_or_path) -> None:
     """Refuse unless new bars ``a:b`` equal the stored source bars of ``name`` at the same timestamps."""
-    from .sources import load_sources, store_bars
+    from ..sources import load_sources, store_bars
 
     loaded, why = load_sources(store)
     old = store_bars(store, loaded) if loaded is not None else None
     if old is None:
         raise StoreError(f"{_where(bars_or_path)}: cannot check the overlapping bars of {name} against the store "
                          f"({why or 'its sources do not match it'}); remove the overlap from the new file instead.")
-    sel = np.repeat([g["name"] == name for g in store.series], [g["count"] for g in store.series])
+    sel = np.repeat([g.name == name for g in store.segments], [g.count for g in store.segments])
     ts = old.timestamp[sel]
     pos = np.searchsorted(ts, new.timestamp[a:b])
     found = (pos < len(ts)) & (ts[np.minimum(pos, len(ts) - 1)] == new.timestamp[a:b])
@@ -225,5 +221,5 @@ def _check_overlap(store, name: str, new: Bars, a: int, b: int, bars_or_path) ->
     if not same.all():
         first = int(np.flatnonzero(~same)[0]) + a
         raise StoreError(f"{_where(bars_or_path)}: {int((~same).sum())} overlapping bar(s) of {name} differ from the "
-                         f"stored bars (first at {splits_mod._iso(int(new.timestamp[first]))}); the history changed, "
+                         f"stored bars (first at {iso_time(int(new.timestamp[first]))}); the history changed, "
                          "so rebuild the store with precompute.")

@@ -1,0 +1,17 @@
+"""The feature store: per-bar features as safetensors shards under a checked manifest.
+
+One module per concern, imports going down the list:
+
+- :mod:`.format`  names, sizes, safetensors-header and manifest checks (trust nothing on disk);
+- :mod:`.stats`   the manifest's statistics, swing rates, split and window counts;
+- :mod:`.reader`  :func:`open_store` and the :class:`Store` reader with typed accessors;
+- :mod:`.writer`  shard, state and manifest writers and :func:`precompute`;
+- :mod:`.append`  :func:`append_store`, new bars continued from the stored end states.
+"""
+from .append import OVERLAP_POLICIES, append_store
+from .format import CHECKPOINT_BARS, FORMAT, MANIFEST, SHARD_BARS, STATE_FILE, VERSION
+from .reader import Segment, Shard, Store, open_store
+from .writer import precompute
+
+__all__ = ["CHECKPOINT_BARS", "FORMAT", "MANIFEST", "OVERLAP_POLICIES", "SHARD_BARS", "STATE_FILE", "Segment",
+           "Shard", "Store", "VERSION", "append_store", "open_store", "precompute"]
