@@ -15,6 +15,8 @@ TORCH ?= torch==2.13.0
 DASK ?= dask[distributed]==2026.8.0
 # NVRTC alone (no GPU needed) lets the tests compile the GPU program exactly as CuPy does.
 NVRTC ?= nvidia-cuda-nvrtc==13.0.88
+# Ingest tests read real DBN files and pandas DataFrames (polars, 170 MB, is tested only where installed).
+INGEST_DEV ?= databento_dbn=databento-dbn==0.72.0 pandas=pandas==3.1.1
 BENCH_OUT ?= bench/results
 # Extra flags for `make precompute`, e.g. PRECOMPUTE_ARGS="--synthetic-bars 5000 --quiet".
 PRECOMPUTE_ARGS ?=
@@ -101,7 +103,7 @@ $(VENV)/.torch: $(VENV)/.core
 	@touch $@
 
 $(VENV)/.dev: $(VENV)/.torch
-	@$(call install_missing,pytest matplotlib importlinter=import-linter==2.17 distributed=$(DASK))
+	@$(call install_missing,pytest matplotlib importlinter=import-linter==2.17 distributed=$(DASK) $(INGEST_DEV))
 	@$(PY) -c "import wheel" 2>/dev/null || $(PIP) wheel \
 	  || echo "note: wheel not installed; the test that builds a wheel will skip"
 	@$(PY) -m pip show -q nvidia-cuda-nvrtc >/dev/null 2>&1 || $(PIP) $(NVRTC) \

@@ -18,15 +18,16 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from . import synthetic
-from .bars import POLICIES, READERS
+from .bars import DEFAULT_MAX_DROP_FRACTION, POLICIES, READERS
 from .config import FeatureConfig
 from .engines import ENGINE_CHOICES
 from .errors import ConfigError, GpuFeaturesError
+from .formats import FORMATS
 from .splits import SPLIT_NAMES, iso_time
 from .store import OVERLAP_POLICIES, SHARD_BARS
 
 DEFAULT_STORE = "data/features/demo"
-EXPORT_LAYOUTS = ("seed",)  # what `export --layout` writes
+EXPORT_LAYOUTS = ("seed", "parquet")  # what `export --layout` writes
 console = Console()
 err_console = Console(stderr=True)
 
@@ -109,33 +110,37 @@ def cmd_precompute(args) -> int:
         raise GpuFeaturesError("give either --split-dates or --split-fractions, not both.")
     splits = ({"dates": args.split_dates} if args.split_dates else
               {"fractions": parse_fractions(args.split_fractions)} if args.split_fractions else None)
+    read_options = read_options_from_args(args)
     if args.distributed or args.workers is not None or args.scheduler or args.symbols_per_task is not None:
-        return _precompute_distributed(args, cfg, splits)
+        return _precompute_distributed(args, cfg, splits, read_options)
     if args.append and is_dataset(args.output):
         with progress_bars(args.quiet) as prog:
             st = append_dataset(args.output, args.append, engine=args.engine, on_bad_bars=args.on_bad_bars,
-                                on_overlap=args.on_overlap, shard_bars=args.shard_bars, progress=RichProgress(prog))
-        _print_store_summary(st, "appended to")
+                                on_overlap=args.on_overlap, shard_bars=args.shard_bars, progress=RichProgress(prog),
+                                read_options=read_options)
+        _print_store_summary(st, "appended to", st.sources[-1:])
         return 0
     if args.append:
         with progress_bars(args.quiet) as prog:
             st = append_store(args.output, args.append, engine=args.engine, on_bad_bars=args.on_bad_bars,
-                              on_overlap=args.on_overlap, shard_bars=args.shard_bars, progress=RichProgress(prog))
-        _print_store_summary(st, "appended to")
+                              on_overlap=args.on_overlap, shard_bars=args.shard_bars, progress=RichProgress(prog),
+                              read_options=read_options)
+        _print_store_summary(st, "appended to", st.sources[-1:])
         return 0
     if args.input:
-        source = args.input
+        source = [p for group in args.input for p in group]
     else:
         source = synthetic.generate(args.synthetic_bars, args.symbols, args.seed)
     with progress_bars(args.quiet) as prog:
         st = precompute(source, args.output, config=cfg, engine=args.engine, shard_bars=args.shard_bars,
                         splits=splits, overwrite=args.overwrite, on_bad_bars=args.on_bad_bars,
-                        progress=RichProgress(prog), reader=args.reader or "auto")
-    _print_store_summary(st, "wrote")
+                        progress=RichProgress(prog), reader=args.reader or "auto",
+                        read_options=dict(read_options or {}, on_overlap=args.on_overlap))
+    _print_store_summary(st, "wrote", st.sources)
     return 0
 
 
-def _precompute_distributed(args, cfg, splits) -> int:
+def _precompute_distributed(args, cfg, splits, read_options) -> int:
     """``precompute --distributed``: a dataset built on a Dask cluster (gpu_features.distributed, the only
     module that imports Dask, is imported here and nowhere on the single-machine path)."""
     if not args.distributed:
@@ -148,17 +153,71 @@ def _precompute_distributed(args, cfg, splits) -> int:
                                "'data/**/*.parquet'.")
     from .distributed import build_dataset
 
-    inputs = args.input if isinstance(args.input, list) else [args.input]
+    inputs = [p for group in args.input for p in group]
     with progress_bars(args.quiet) as prog:
         st = build_dataset(inputs, args.output, config=cfg, engine=args.engine, splits=splits,
                            overwrite=args.overwrite, on_bad_bars=args.on_bad_bars, reader=args.reader or "auto",
                            shard_bars=args.shard_bars, symbols_per_task=args.symbols_per_task, workers=args.workers,
-                           scheduler=args.scheduler, progress=RichProgress(prog))
-    _print_store_summary(st, "wrote dataset")
+                           scheduler=args.scheduler, progress=RichProgress(prog),
+                           read_kwargs=dict(read_options or {}, on_overlap=args.on_overlap))
+    _print_store_summary(st, "wrote dataset", st.sources)
     return 0
 
 
-def _print_store_summary(st, verb: str) -> None:
+def read_options_from_args(args) -> dict | None:
+    """``read_bars`` keywords of the input flags that were given (None when none was)."""
+    from .readers import ReadOptions
+
+    opts = {}
+    for flag in ("format", "time_column", "date_column", "time_format", "timezone", "symbol_column", "roll_column",
+                 "delimiter", "price_scale"):
+        if getattr(args, flag, None) is not None:
+            opts[flag] = getattr(args, flag)
+    if args.format == "auto":
+        opts.pop("format")
+    if args.no_header:
+        opts["header"] = False
+    if args.columns:
+        opts["columns"] = tuple(c.strip() for c in args.columns.split(","))
+    if args.rename:
+        pairs = {}
+        for item in args.rename:
+            if "=" not in item:
+                raise GpuFeaturesError(f"--rename {item!r}: write FILE_COLUMN=OURS, e.g. --rename Last=close.")
+            theirs, ours = item.split("=", 1)
+            pairs[theirs.strip()] = ours.strip()
+        opts["rename"] = pairs
+    kw = {"options": ReadOptions(**opts)} if opts else {}
+    if args.allow_nonpositive_prices:
+        kw["allow_nonpositive"] = True
+    if args.max_drop_fraction is not None:
+        kw["max_drop_fraction"] = args.max_drop_fraction
+    return kw or None
+
+
+def _print_ingest(sources) -> None:
+    """Dropped, repaired and skipped bars and ingest warnings, on screen (not only in the manifest)."""
+    for src in sources:
+        ing = src.get("ingest", {})
+        parts = [f"dropped {r['count']:,} ({rule}; first rows {', '.join(r.get('first_rows_named') or map(str, r['first_rows']))})"
+                 for rule, r in ing.get("dropped", {}).items()]
+        parts += [f"repaired {r['count']:,} ({rule})" for rule, r in ing.get("repaired", {}).items()]
+        if "skipped_overlap" in ing:
+            parts.append(f"skipped {ing['skipped_overlap']['count']:,} bar(s) repeated identically across files")
+        if ing.get("roll_segments"):
+            parts.append(f"cut at {ing['roll_segments']} roll(s)")
+        read = src.get("read", {})
+        if read.get("format") or read.get("timezone"):
+            parts.append(f"format {read.get('format', 'generic')}"
+                         + (f", times in {read['timezone']} stored as UTC" if read.get("timezone") else ""))
+        if "rows_read" in ing:
+            console.print(f"ingest: {ing['rows_read']:,} rows read, {ing.get('bars', 0):,} bars kept"
+                          + ("; " + "; ".join(parts) if parts else ""), highlight=False, soft_wrap=True)
+        for w in ing.get("warnings", []):
+            err_console.print(f"[bold yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+
+
+def _print_store_summary(st, verb: str, sources=()) -> None:
     t, eng = st.timings, st.engine
     parts = getattr(st, "parts", None)
     console.print(f"[bold green]{verb}[/] {st.path}: {st.n_bars:,} bars, {len(st.symbols)} symbol(s), "
@@ -169,6 +228,7 @@ def _print_store_summary(st, verb: str) -> None:
         console.print(f"{len(b['inputs'])} input file(s) in {b['tasks']} task(s) on {b['cluster']['scheduler']} "
                       f"({b['cluster']['workers'] or '?'} worker(s)): scan {t['scan_s']:.2f} s, tasks "
                       f"{t['tasks_s']:.2f} s; read, compute and write below are summed over the tasks")
+    _print_ingest(sources)
     ingests = [src.get("ingest", {}) for src in st.sources]
     readers = sorted({i["reader"] for i in ingests if "reader" in i})
     notes = sorted({f" (cudf handed over: {i['reader_note']})" for i in ingests if "reader_note" in i})
@@ -230,6 +290,12 @@ def cmd_export(args) -> int:
     if args.stride < 1:
         raise ExportError(f"--stride must be >= 1, got {args.stride}.")
     st = open_store(args.store)
+    if args.layout == "parquet":  # one row per bar: timestamp, symbol, valid, the ten features
+        from .arrow_export import write_parquet
+
+        out = write_parquet(st, args.output, overwrite=args.overwrite)
+        console.print(f"[bold green]wrote[/] {out}: {st.n_bars:,} bars x (timestamp, symbol, valid, 10 features)")
+        return 0
     splits = tuple(s for s in SPLIT_NAMES if s in (args.split or SPLIT_NAMES))
     p = plan(st, splits, args.stride)
     console.print(f"export {st.path} -> {args.output} (layout {args.layout}): {p['n_windows']:,} windows of "
@@ -285,7 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     pre = sub.add_parser("precompute", help="compute features of bars and write a store",
                          description="Compute the relativity-10 features of bars (a parquet/CSV file, or the "
                                      "embedded synthetic set) and write a verified safetensors store.")
-    pre.add_argument("--input", metavar="FILE", help="bars as parquet or CSV (default: embedded synthetic bars)")
+    pre.add_argument("--input", metavar="PATH", nargs="+", action="append",
+                     help="bar file(s), a directory or a glob; repeatable (default: embedded synthetic bars)")
     pre.add_argument("--output", metavar="DIR", default=DEFAULT_STORE, help=f"store directory [{DEFAULT_STORE}]")
     pre.add_argument("--engine", choices=ENGINE_CHOICES, default="auto", help="[auto: gpu, then host, then reference]")
     pre.add_argument("--overwrite", action="store_true", help="replace an existing store (only by a complete new one)")
@@ -302,7 +369,26 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--seed", type=int, default=0, help="seed of the synthetic set [0]")
     pre.add_argument("--append", metavar="FILE", help="append newer bars from FILE to the store at --output")
     pre.add_argument("--on-overlap", choices=OVERLAP_POLICIES, default="error",
-                     help="with --append: bars at or before a series' last stored bar [error]")
+                     help="bars at or before a series' last bar (stored, with --append; of an earlier input file): "
+                          "refuse, or skip those identical to it [error]")
+    g = pre.add_argument_group("input layout (README 'Inputs')")
+    g.add_argument("--format", choices=FORMATS, default="auto", help="vendor preset [auto: detected]")
+    g.add_argument("--time-column", metavar="COL", help="column holding the time")
+    g.add_argument("--date-column", metavar="COL", help="date column combined with --time-column (time of day)")
+    g.add_argument("--time-format", metavar="FMT", help="strptime format of the time column, e.g. '%%Y%%m%%d %%H%%M%%S'")
+    g.add_argument("--timezone", metavar="ZONE", help="IANA zone of times without one [UTC]; stored as UTC")
+    g.add_argument("--symbol-column", metavar="COL", help="column naming each bar's series [symbol]")
+    g.add_argument("--roll-column", metavar="COL",
+                   help="contract column (e.g. instrument_id): a series is cut into segments where it changes")
+    g.add_argument("--rename", metavar="THEIRS=OURS", action="append", help="map a column, e.g. Last=close")
+    g.add_argument("--delimiter", metavar="CHAR", help="CSV delimiter [sniffed]")
+    g.add_argument("--no-header", action="store_true", help="the CSV has no header line (see --columns)")
+    g.add_argument("--columns", metavar="A,B", help="column names of a headerless CSV [time,open,high,low,close,volume]")
+    g.add_argument("--price-scale", type=float, metavar="X", help="multiply prices by X (1e-9: fixed-point prices)")
+    g.add_argument("--allow-nonpositive-prices", action="store_true",
+                   help="accept prices <= 0 (back-adjusted continuous futures)")
+    g.add_argument("--max-drop-fraction", type=float, default=None, metavar="F",
+                   help=f"--on-bad-bars drop refuses to drop more than this share of rows [{DEFAULT_MAX_DROP_FRACTION}]")
     dist = pre.add_argument_group("many machines (needs the 'distributed' extra: Dask)")
     dist.add_argument("--distributed", action="store_true",
                       help="build a dataset of part stores on a Dask cluster, one task per symbol group; --input "
@@ -339,8 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "features_10d.npy [N,K,10], valid_mask.npy [N,K], metadata.json and "
                                      "splits.json. States the size first; above 1 GB it needs --yes.")
     exp.add_argument("store", help="store directory")
-    exp.add_argument("--layout", choices=EXPORT_LAYOUTS, default="seed", help="[seed]")
-    exp.add_argument("--output", required=True, metavar="DIR", help="new directory for the files")
+    exp.add_argument("--layout", choices=EXPORT_LAYOUTS, default="seed",
+                     help="seed: window arrays (a directory); parquet: one row per bar (a file) [seed]")
+    exp.add_argument("--output", required=True, metavar="PATH", help="new directory (seed) or .parquet file")
     exp.add_argument("--split", action="append", choices=SPLIT_NAMES,
                      help="export only this split (repeatable) [all three]")
     exp.add_argument("--stride", type=int, default=1, metavar="N", help="every N-th usable window [1]")

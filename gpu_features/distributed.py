@@ -45,6 +45,7 @@ import numpy as np
 
 from . import splits as splits_mod
 from .bars import read_bars
+from .readers import expand_inputs
 from .config import FeatureConfig
 from .errors import GpuFeaturesError
 from .fileio import replace_dir, temp_sibling
@@ -77,54 +78,36 @@ def require_dask():
 
 
 def list_inputs(inputs) -> list[Path]:
-    """Absolute paths of the bar files named by ``inputs`` (files, directories, globs; ``**`` recurses)."""
-    import glob
-
-    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs or [])
-    if not items:
-        raise GpuFeaturesError("--distributed needs --input: bar files, a directory or a glob like 'data/**/*.parquet'.")
-    files: list[Path] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.is_file() and not q.name.startswith(".")
-                           and q.name.lower().endswith(_PARQUET + (".csv", ".csv.gz")))
-        elif p.is_file():
-            found = [p]
-        else:
-            found = sorted(Path(q) for q in glob.glob(str(item), recursive=True) if Path(q).is_file())
-        if not found:
-            raise GpuFeaturesError(f"--input {item}: names no bar file; give files, a directory or a glob "
-                                   "(quote it: --input 'data/**/*.parquet').")
-        files += found
-    unique = list(dict.fromkeys(f.resolve() for f in files))
-    if len(unique) != len(files):
-        raise GpuFeaturesError("an input file is named twice (through two --input patterns); name each file once.")
-    return unique
+    """Absolute paths of the bar files named by ``inputs`` (:func:`~gpu_features.readers.expand_inputs`:
+    files, directories, globs where ``**`` recurses), so that workers elsewhere find them on a shared disk."""
+    return [p.resolve() for p in expand_inputs(inputs)]
 
 
-def scan_file(path: str, symbol_column: str | None = None, read_kwargs: dict | None = None) -> dict:
+def scan_file(path: str, read_kwargs: dict | None = None) -> dict:
     """Which symbols a file holds: ``{"path", "symbols": sorted names, or None without a symbol column}``.
 
-    Parquet reads only the symbol column; other formats are decoded whole by :func:`read_bars`.
+    A parquet file with a ``symbol`` column (or the ``--symbol-column``, or ``ticker``, as the
+    reader picks it) is scanned by reading that column alone; anything else (no such column,
+    renamed columns, other formats) is decoded whole by :func:`read_bars`, so the answer is the reader's.
     """
-    if path.lower().endswith(_PARQUET) and not read_kwargs:
+    read_kwargs = {k: v for k, v in (read_kwargs or {}).items() if k != "on_overlap"}
+    opts = read_kwargs.get("options")
+    if path.lower().endswith(_PARQUET) and (opts is None or not opts.rename):
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        want = (symbol_column or "symbol").lower()
         try:
             pf = pq.ParquetFile(path)
-            col = next((n for n in pf.schema_arrow.names if n.lower() == want), None)
-            if col is None:
-                return {"path": path, "symbols": None}
-            values = pc.unique(pf.read(columns=[col]).column(col)).to_pylist()
+            names = {n.strip().lower(): n for n in pf.schema_arrow.names}
+            col = names.get((getattr(opts, "symbol_column", None) or "symbol").strip().lower()) or names.get("ticker")
+            values = pc.unique(pf.read(columns=[col]).column(col)).to_pylist() if col else None
         except Exception as err:  # pyarrow's errors say what is wrong with the file
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise BarsError(f"{path}: the file could not be parsed ({first}); check that it is a valid parquet "
                             "file.") from None
-        return {"path": path, "symbols": sorted({str(v) for v in values if v is not None})}
-    bars = read_bars(path, **(read_kwargs or {}))
+        if values is not None:
+            return {"path": path, "symbols": sorted({str(v) for v in values if v is not None})}
+    bars = read_bars(path, **read_kwargs)
     symbols = sorted(set(bars.symbols)) if bars.ingest.get("symbol_column", True) else None
     return {"path": path, "symbols": symbols}
 
@@ -305,9 +288,7 @@ def build_dataset(inputs, out_dir, config: FeatureConfig | None = None, engine: 
     ctx = contextlib.nullcontext((client, {"scheduler": "given client", "workers": None})) if client is not None \
         else connect(workers, scheduler)
     with ctx as (cl, where):
-        sym_col = (read_kwargs or {}).get("symbol_column")
-        scans = cl.gather(cl.map(scan_file, [str(f) for f in files], symbol_column=sym_col,
-                                 read_kwargs=read_kwargs, pure=False))
+        scans = cl.gather(cl.map(scan_file, [str(f) for f in files], read_kwargs=read_kwargs, pure=False))
         tasks = plan_tasks(scans, symbols_per_task)
         t_scan = time.perf_counter()
         out.parent.mkdir(parents=True, exist_ok=True)

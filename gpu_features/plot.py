@@ -117,7 +117,8 @@ def _swings(store, bars, chosen: np.ndarray) -> list:
     cps, cstate = states["checkpoint_bar"], states["checkpoint_state"]
     out = []
     # chosen is a union of stretches of segments; run each stretch from the checkpoint before it.
-    breaks = np.flatnonzero(np.diff(chosen) != 1) + 1
+    seg_starts = np.array([g.first for g in store.segments], dtype=np.int64)
+    breaks = np.flatnonzero((np.diff(chosen) != 1) | np.isin(chosen[1:], seg_starts)) + 1  # a roll restarts state
     for run in np.split(chosen, breaks):
         a, b = int(run[0]), int(run[-1]) + 1
         seg = next(g for g in store.segments if g.first <= a < g.stop)

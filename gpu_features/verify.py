@@ -178,9 +178,9 @@ def _check_values(store: Store, src: Bars, feats, valid, sample_bars, seed, prog
     stops = _intervals(store, cps)
     cfg = store.config
     problems = []
-    # Anchor: every symbol's first segment must start from the initial state.
+    # Anchor: every symbol's first segment (and each segment after a roll) starts from the initial state.
     for seg in store.segments:
-        if seg.start_index == 0:
+        if seg.start_index == 0 or seg.restart:
             k = int(np.searchsorted(cps, seg.first))
             if k >= len(cps) or cps[k] != seg.first or np.any(cstate[k] != 0):
                 problems.append(f"series {seg.name} does not start from the initial state")
@@ -225,11 +225,14 @@ def _check_values(store: Store, src: Bars, feats, valid, sample_bars, seed, prog
         g = int(np.searchsorted(seg_bounds, a, side="right") - 1)
         if b < seg_bounds[g + 1]:
             want = cstate[k + 1]
+        elif next_seg_of[g] is not None and store.segments[next_seg_of[g]].restart:
+            want = None  # the next segment starts afresh after a roll: no stored state follows this one
         elif next_seg_of[g] is not None:
             want = cstate[int(np.searchsorted(cps, seg_bounds[next_seg_of[g]]))]
         else:
             want = end_state[sym_index[store.segments[g].name]]
-        if not np.array_equal(run.end_states[0].view(np.uint64), np.asarray(want).view(np.uint64)):
+        if want is not None and not np.array_equal(run.end_states[0].view(np.uint64),
+                                                   np.asarray(want).view(np.uint64)):
             fields = [S.FIELD_NAMES[i] if i < S.TRS else f"trs[{i - S.TRS}]"
                       for i in np.flatnonzero(run.end_states[0].view(np.uint64) != np.asarray(want).view(np.uint64))]
             problems.append(f"engine state after bar {b - 1} differs from the stored one ({', '.join(fields[:4])})")

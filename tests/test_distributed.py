@@ -178,6 +178,19 @@ def test_windows_and_training_see_one_store(built, single):
     assert summary["epochs_run"] == 1 and summary["val"]["windows"] == 32 and np.isfinite(summary["val"]["model"]).all()
 
 
+def test_a_symbol_spread_over_files_is_one_task_equal_to_reading_every_file(client, tmp_path):
+    paths, _ = synthetic.write_universe(tmp_path / "in" / "2019", n_symbols=3, bars_per_symbol=1500,
+                                        files_per_symbol=3)
+    ds = build_dataset([str(tmp_path / "in" / "**" / "*.parquet")], tmp_path / "ds", engine=STORE_ENGINE,
+                       client=client)  # ** recurses
+    assert len(paths) == 9 and len(ds.parts) == 3
+    assert [len(p.sources[0]["files"]) for p in ds.parts] == [3, 3, 3]  # each symbol's three files, one task
+    single = gf.precompute(paths, tmp_path / "single", engine=STORE_ENGINE)  # one process reads all nine
+    assert_same_per_symbol(ds, single)
+    assert ds.splits == single.splits
+    assert verify_store(ds.path).ok
+
+
 def test_split_dates_are_given_to_every_part(client, universe, tmp_path):
     folder, paths, bars = universe
     dates = ["2019-01-08T06:00", "2019-01-08T09:00"]

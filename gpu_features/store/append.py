@@ -29,7 +29,7 @@ import numpy as np
 
 from .. import engines
 from ..arrays import to_numpy
-from ..bars import Bars, read_bars
+from ..bars import Bars, check_bars, read_bars, read_kwargs
 from ..errors import StoreError
 from ..fileio import now_iso
 from ..progress import Progress, no_progress
@@ -44,7 +44,8 @@ OVERLAP_POLICIES = ("error", "skip")
 
 
 def append_store(store_dir, bars_or_path, engine: str = "auto", on_bad_bars: str = "error",
-                 on_overlap: str = "error", shard_bars: int = SHARD_BARS, progress: Progress | None = None):
+                 on_overlap: str = "error", shard_bars: int = SHARD_BARS, progress: Progress | None = None,
+                 read_options: dict | None = None):
     """Append newer bars to an existing store.
 
     Args:
@@ -55,6 +56,8 @@ def append_store(store_dir, bars_or_path, engine: str = "auto", on_bad_bars: str
         on_overlap: ``error`` (default) or ``skip`` (see module doc).
         shard_bars: bars per new shard.
         progress: optional ``callback(stage, done, total)``.
+        read_options: :func:`read_bars` keywords for the new file (default: how the store's first
+            file source was read, so a vendor layout and time zone carry over).
 
     Returns:
         The reopened, extended :class:`~gpu_features.store.Store`.
@@ -67,7 +70,17 @@ def append_store(store_dir, bars_or_path, engine: str = "auto", on_bad_bars: str
     m = store.manifest
     cfg = store.config
     progress("read", 0, 1)
-    new = bars_or_path if isinstance(bars_or_path, Bars) else read_bars(bars_or_path, on_bad_bars=on_bad_bars)
+    if isinstance(bars_or_path, Bars):
+        check_bars(bars_or_path)
+        new = bars_or_path
+    else:
+        if read_options is None:
+            first = next((s for s in store.sources if s.get("kind") in ("file", "files")), {})
+            read_options = read_kwargs(first.get("read"))
+        new = read_bars(bars_or_path, on_bad_bars=on_bad_bars, **read_options)
+    if len(set(new.symbols)) != len(new.symbols):
+        raise StoreError(f"{_where(bars_or_path)}: the new bars cut a symbol at a roll; --append continues each "
+                         "symbol's last segment, so rebuild the store with precompute to add a new contract segment.")
     progress("read", 1, 1)
     names = _symbol_names(store, new, bars_or_path)
     states = store.states()
@@ -90,7 +103,7 @@ def append_store(store_dir, bars_or_path, engine: str = "auto", on_bad_bars: str
                                      f"stored bar ({iso_time(last_ts)}); remove them, or pass --on-overlap skip "
                                      "to skip them after checking they equal the stored bars.")
                 _check_overlap(store, name, new, a, a + overlap, bars_or_path)
-            start_index = sum(g.count for g in segs)
+            start_index = segs[-1].start_index + segs[-1].count  # the last segment's local index goes on
         else:
             overlap, start_index = 0, 0
         skipped_total += overlap

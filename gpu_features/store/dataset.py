@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import splits as splits_mod
-from ..bars import Bars, read_bars
+from ..bars import Bars, read_bars, read_kwargs
 from ..config import FEATURE_NAMES, FeatureConfig
 from ..errors import StoreError
 from ..fileio import now_iso, sha256_file, write_json_atomic
@@ -304,13 +304,19 @@ def write_dataset(folder: Path, parts: list[dict], split_record: dict, config: F
 
 
 def append_dataset(path, bars_or_path, engine: str = "auto", on_bad_bars: str = "error", on_overlap: str = "error",
-                   shard_bars: int = SHARD_BARS, progress: Progress | None = None) -> "Dataset":
+                   shard_bars: int = SHARD_BARS, progress: Progress | None = None,
+                   read_options: dict | None = None) -> "Dataset":
     """Append newer bars to a dataset: each symbol's bars to the part that holds it, new symbols to a new part.
 
     Each touched part is copied (hard links: nothing is rewritten in place) under a new
     name and extended with :func:`~gpu_features.store.append_store`; ``dataset.json`` is
     then replaced, and only then are the old part directories removed, so a failure
     leaves the old dataset intact. Splits keep the dataset's boundaries.
+
+    Args:
+        path: the dataset; bars_or_path: :class:`Bars`, or files for :func:`read_bars`.
+        engine, on_bad_bars, on_overlap, shard_bars, progress, read_options: as for
+            :func:`~gpu_features.store.append_store`.
 
     Returns:
         The reopened :class:`Dataset`.
@@ -319,7 +325,13 @@ def append_dataset(path, bars_or_path, engine: str = "auto", on_bad_bars: str = 
     t0 = time.perf_counter()
     path = Path(path)
     ds = open_dataset(path, checksums=True)
-    new = bars_or_path if isinstance(bars_or_path, Bars) else read_bars(bars_or_path, on_bad_bars=on_bad_bars)
+    if isinstance(bars_or_path, Bars):
+        new = bars_or_path
+    else:
+        if read_options is None:  # read like the dataset's inputs were read
+            first = next((s for s in ds.sources if s.get("kind") in ("file", "files")), {})
+            read_options = read_kwargs(first.get("read"))
+        new = read_bars(bars_or_path, on_bad_bars=on_bad_bars, **read_options)
     names = list(dict.fromkeys(new.symbols))
     if not new.ingest.get("symbol_column", True):
         if len(ds.symbols) != 1:

@@ -25,8 +25,10 @@ class Segment:
     Attributes:
         name: the symbol.
         first, count: bars ``first : first + count`` of the store.
-        start_index: bars of this symbol stored before this segment.
+        start_index: the engine's local index of the segment's first bar: bars of this symbol stored
+            before it, or 0 when it restarts.
         source: index into the store's sources; source_first: the segment's first bar within that source's series.
+        restart: the segment starts from a fresh engine state (a futures roll cut by ``roll_column``).
     """
 
     name: str
@@ -35,6 +37,7 @@ class Segment:
     start_index: int
     source: int
     source_first: int
+    restart: bool = False
 
     @property
     def stop(self) -> int:
@@ -59,7 +62,7 @@ class Store:
         self.path = path
         self.manifest = manifest
         self.config = FeatureConfig.from_dict(manifest["config"])
-        self.segments = [Segment(**{f.name: g[f.name] for f in dataclasses.fields(Segment)})
+        self.segments = [Segment(**{f.name: g[f.name] for f in dataclasses.fields(Segment) if f.name in g})
                          for g in manifest["series"]]
         self.shards = [Shard(**{f.name: s[f.name] for f in dataclasses.fields(Shard)}) for s in manifest["shards"]]
         self._cache: dict[str, np.ndarray] = {}
@@ -174,6 +177,12 @@ class Store:
         from safetensors.numpy import load_file
 
         return load_file(str(self.path / self.state_record["file"]))
+
+    def to_arrow(self):
+        """``pyarrow.Table``: timestamp, symbol (dictionary), valid and the ten features, one row per bar."""
+        from ..arrow_export import store_to_arrow
+
+        return store_to_arrow(self)
 
     def usable_window_starts(self, split: str | None = None, min_valid_fraction: float = 1.0) -> np.ndarray:
         """``[w] int64`` starts of usable windows (all of a split when ``split`` is given)."""

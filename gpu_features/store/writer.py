@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import engines, splits as splits_mod
 from ..arrays import to_numpy
-from ..bars import Bars, read_bars
+from ..bars import Bars, check_bars, read_bars
 from ..config import FEATURE_NAMES, FeatureConfig
 from ..errors import StoreError
 from ..fileio import now_iso, replace_dir, sha256_file, temp_sibling, write_json_atomic
@@ -134,14 +134,42 @@ def _is_store_or_empty(path: Path) -> bool:
         return False
 
 
+def _segments(bars: Bars, seg_bounds: np.ndarray, ends: np.ndarray):
+    """Symbols, series records, ``[n]`` symbol index per bar and ``[symbols, D]`` end states.
+
+    A symbol cut at rolls has several consecutive segments: each after the first is marked
+    ``"restart": true``: its engine state starts fresh, so its local bar index (``start_index``)
+    starts at 0, while ``source_first`` counts from the symbol's first bar in the source. The
+    symbol's end state is its last segment's (``--append`` continues it).
+    """
+    symbols = list(dict.fromkeys(bars.symbols))
+    index = {name: k for k, name in enumerate(symbols)}
+    series, before = [], {}
+    last = np.zeros(len(symbols), dtype=np.int64)
+    for s in range(bars.n_series):
+        name = bars.symbols[s]
+        count = int(seg_bounds[s + 1] - seg_bounds[s])
+        done = before.get(name, 0)
+        rec = {"name": name, "first": int(seg_bounds[s]), "count": count, "start_index": 0, "source": 0,
+               "source_first": done}
+        if name in before:
+            rec["restart"] = True
+        series.append(rec)
+        before[name] = done + count
+        last[index[name]] = s
+    ids = np.array([index[name] for name in bars.symbols], dtype=np.int64)
+    return symbols, series, np.repeat(ids, np.diff(seg_bounds)), np.asarray(ends)[last]
+
+
 def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engine: str = "auto",
                shard_bars: int = SHARD_BARS, splits=None, overwrite: bool = False, on_bad_bars: str = "error",
                checkpoint_every: int = CHECKPOINT_BARS, progress: Progress | None = None,
-               reader: str = "auto") -> Store:
+               reader: str = "auto", read_options: dict | None = None) -> Store:
     """Compute the features of some bars and write them as a new store.
 
     Args:
-        bars_or_path: :class:`Bars`, or a parquet/CSV path for :func:`read_bars`.
+        bars_or_path: :class:`Bars` (checked against the ingest rules by :func:`check_bars`), or what
+            :func:`read_bars` reads: a file, several files, a directory, a glob, or a table.
         out_dir: the store directory to create.
         config: :class:`FeatureConfig` (default FEATURES.md).
         engine: ``auto``, ``reference``, ``host`` or ``gpu``.
@@ -153,6 +181,8 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
             ``pyarrow`` or ``cudf`` (:func:`read_bars`); the store is the same whichever reads.
         checkpoint_every: bars between stored engine states.
         progress: optional ``callback(stage, done, total)``.
+        read_options: more :func:`read_bars` keywords (``format``, ``timezone``, ``roll_column``,
+            ``max_drop_fraction``...).
 
     Returns:
         The opened new :class:`Store`.
@@ -169,7 +199,11 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
         raise StoreError(f"{out} exists and is not a gpu-features store; refusing to replace it, choose another --output.")
     cfg = config or FeatureConfig()
     progress("read", 0, 1)
-    read = bars_or_path if isinstance(bars_or_path, Bars) else read_bars(bars_or_path, on_bad_bars, reader)
+    if isinstance(bars_or_path, Bars):
+        check_bars(bars_or_path)
+        read = bars_or_path
+    else:
+        read = read_bars(bars_or_path, on_bad_bars, reader, **(read_options or {}))
     bars = read.on_host()  # timestamps and offsets for the store; the engine takes the prices where they were read
     progress("read", 1, 1)
     t_read = time.perf_counter()
@@ -187,9 +221,7 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
     progress("compute", 1, 1)
     t_compute = time.perf_counter()
 
-    symbols = list(bars.symbols)
-    series = [{"name": symbols[s], "first": int(seg_bounds[s]), "count": int(seg_bounds[s + 1] - seg_bounds[s]),
-               "start_index": 0, "source": 0, "source_first": 0} for s in range(bars.n_series)]
+    symbols, series, symbol_of_bar, ends = _segments(bars, seg_bounds, ends)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(out, "tmp")
@@ -199,7 +231,7 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
         state_record = write_state(tmp / STATE_FILE, cps, snaps, ends, checkpoint_every)
         t_write = time.perf_counter()
         split_record, stats = manifest_numbers(feats, valid, bars.timestamp, series, symbols, split_record,
-                                               cfg.window_length, swing_counts(swing, bars.series_of(), len(symbols)))
+                                               cfg.window_length, swing_counts(swing, symbol_of_bar, len(symbols)))
         manifest = {
             "format": FORMAT,
             "version": VERSION,
