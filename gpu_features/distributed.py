@@ -174,17 +174,20 @@ def build_part(files: list[str], symbols: list[str] | None, part_dir: str, confi
     live = Path(part_dir).parent / _LIVE
     if not live.exists():
         raise DistributedError("the build was cancelled before this task ran.")
+    t0 = time.perf_counter()
     source = files[0] if len(files) == 1 else list(files)
     bars = read_bars(source, on_bad_bars=on_bad_bars, reader=reader, **(read_kwargs or {}))
     if symbols is not None:
         bars = select_symbols(bars, symbols)
+    t_read = time.perf_counter()
     st = precompute(bars, part_dir, config=FeatureConfig.from_dict(config), engine=engine, shard_bars=shard_bars,
                     splits={"dates": split_dates} if split_dates else None, overwrite=True)
     if not live.exists():  # the driver gave up meanwhile and removed the directory, which precompute re-made
         shutil.rmtree(Path(part_dir).parent, ignore_errors=True)
         raise DistributedError("the build was cancelled while this task ran.")
+    timings = dict(st.timings, read_s=st.timings["read_s"] + (t_read - t0), total_s=time.perf_counter() - t0)
     summary = {"dir": Path(part_dir).name, "symbols": st.symbols, "n_bars": st.n_bars, "engine": st.engine["name"],
-               "timings": st.timings}
+               "timings": timings}
     times = np.unique(st.timestamps(), return_counts=True) if want_times else None
     return summary, times
 
@@ -288,7 +291,12 @@ def build_dataset(inputs, out_dir, config: FeatureConfig | None = None, engine: 
     ctx = contextlib.nullcontext((client, {"scheduler": "given client", "workers": None})) if client is not None \
         else connect(workers, scheduler)
     with ctx as (cl, where):
-        scans = cl.gather(cl.map(scan_file, [str(f) for f in files], read_kwargs=read_kwargs, pure=False))
+        scan_futures = cl.map(scan_file, [str(f) for f in files], read_kwargs=read_kwargs, pure=False)
+        progress("scan", 0, len(files))
+        for done, fut in enumerate(distributed.as_completed(scan_futures), 1):
+            fut.result()  # a file that cannot be read stops the build here, with its own error
+            progress("scan", done, len(files))
+        scans = cl.gather(scan_futures)
         tasks = plan_tasks(scans, symbols_per_task)
         t_scan = time.perf_counter()
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ exact global splits, every reader on a dataset, a failed task, a worker killed
 mid-task, --append on a dataset, the CLI, the missing-Dask message, and that the
 single-machine path imports nothing of Dask.
 """
+import dataclasses
 import json
 import logging
 import os
@@ -30,7 +31,7 @@ from tests.test_append import write_parquet
 
 distributed = pytest.importorskip("distributed", reason="Dask (extra 'distributed') is not installed; `make test` "
                                                         "installs it")
-from gpu_features.distributed import build_dataset, plan_tasks  # noqa: E402  (needs Dask only to run tasks)
+from gpu_features.distributed import _running_parts, build_dataset, plan_tasks  # noqa: E402  (needs Dask only to run tasks)
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,6 +192,15 @@ def test_a_symbol_spread_over_files_is_one_task_equal_to_reading_every_file(clie
     assert verify_store(ds.path).ok
 
 
+def test_a_running_scheduler_is_joined_by_address(client, universe, single, tmp_path):
+    folder, paths, _ = universe
+    ds = build_dataset(paths, tmp_path / "ds", engine=STORE_ENGINE, scheduler=client.scheduler.address)
+    assert ds.record["build"]["cluster"] == {"scheduler": client.scheduler.address, "workers": 2}
+    assert_same_per_symbol(ds, single)
+    with pytest.raises(GpuFeaturesError, match="give one of them"):
+        build_dataset(paths, tmp_path / "x", scheduler=client.scheduler.address, workers=2)
+
+
 def test_split_dates_are_given_to_every_part(client, universe, tmp_path):
     folder, paths, bars = universe
     dates = ["2019-01-08T06:00", "2019-01-08T09:00"]
@@ -213,6 +223,8 @@ def test_a_failed_task_fails_the_build_and_keeps_the_previous_dataset(client, un
     write_parquet(inputs / "U0000-000.parquet", bad)
     with pytest.raises(BarsError, match=r"U0000-000\.parquet.*1 bar\(s\) break the rule 'price missing"):
         build_dataset([inputs], out, engine=STORE_ENGINE, client=client, overwrite=True, symbols_per_task=1)
+    # The build waited for its running tasks before removing its directory (the check it polls works).
+    assert set(client.run(_running_parts, "gpu-features-part-").values()) == {0}
     assert (out / "dataset.json").read_bytes() == before
     assert_same_per_symbol(open_store(out, checksums=True), old)
     assert [p.name for p in tmp_path.iterdir()] and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
@@ -290,7 +302,7 @@ def test_append_to_a_dataset_goes_to_the_parts_of_its_symbols(client, tmp_path):
 
 
 def test_cli_builds_verifies_and_appends_a_dataset(universe, tmp_path, capsys):
-    folder, _, _ = universe
+    folder, _, bars = universe
     out = tmp_path / "ds"
     args = ["precompute", "--input", str(folder / "in" / "*.parquet"), "--output", str(out), "--distributed",
             "--workers", "2", "--engine", STORE_ENGINE, "--quiet"]
@@ -298,6 +310,10 @@ def test_cli_builds_verifies_and_appends_a_dataset(universe, tmp_path, capsys):
     said = capsys.readouterr().out
     assert "wrote dataset" in said and "3 part(s)" in said and "3 input file(s) in 3 task(s) on LocalCluster" in said
     assert main(["verify", str(out), "--quiet"]) == 0
+    new = write_parquet(tmp_path / "new.parquet", dataclasses.replace(select_symbols(bars, ["U0001"]), symbols=("NEW",)))
+    assert main(["precompute", "--append", str(new), "--output", str(out), "--engine", STORE_ENGINE, "--quiet"]) == 0
+    assert "appended to" in capsys.readouterr().out
+    assert open_store(out).parts[-1].symbols == ["NEW"] and len(open_store(out).parts) == 4
     assert main(args) == 2
     assert "already exists; pass --overwrite" in capsys.readouterr().err
     assert main(["precompute", "--input", "x.parquet", "--workers", "2", "--output", str(tmp_path / "y")]) == 2
