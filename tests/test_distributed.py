@@ -201,6 +201,20 @@ def test_a_running_scheduler_is_joined_by_address(client, universe, single, tmp_
         build_dataset(paths, tmp_path / "x", scheduler=client.scheduler.address, workers=2)
 
 
+def test_csv_inputs_are_scanned_by_the_reader(client, universe, single, tmp_path):
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    folder, paths, _ = universe
+    csvs = []
+    for p in paths:
+        csvs.append(tmp_path / (p.stem + ".csv"))
+        pcsv.write_csv(pq.read_table(p), csvs[-1])
+    ds = build_dataset(csvs, tmp_path / "ds", engine=STORE_ENGINE, client=client)
+    assert [p.symbols for p in ds.parts] == [["U0000", "U0001"], ["U0002", "U0003"], ["U0004"]]
+    assert_same_per_symbol(ds, single)
+
+
 def test_split_dates_are_given_to_every_part(client, universe, tmp_path):
     folder, paths, bars = universe
     dates = ["2019-01-08T06:00", "2019-01-08T09:00"]
@@ -230,22 +244,34 @@ def test_a_failed_task_fails_the_build_and_keeps_the_previous_dataset(client, un
     assert [p.name for p in tmp_path.iterdir()] and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
-class KillOnce(distributed.WorkerPlugin):
-    """Kills its worker process (SIGKILL) when the first part task starts executing anywhere."""
+class KillMidWrite(distributed.WorkerPlugin):
+    """In every worker process, the first part to reach its state file (shards written, manifest not)
+    kills its worker with SIGKILL: a task dies mid-write, once (a marker file says it happened)."""
 
-    name = "kill-once"
+    name = "kill-mid-write"
 
     def __init__(self, marker: str):
         self.marker = marker
 
-    def transition(self, key, start, finish, **kwargs):
-        if finish == "executing" and "gpu-features-part-" in str(key):
+    def setup(self, worker):
+        from gpu_features.store import writer
+
+        self.original = original = writer.write_state
+        marker = self.marker
+
+        def write_state(*args, **kwargs):
             try:
-                fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
             except FileExistsError:
-                return
-            os.close(fd)
+                return original(*args, **kwargs)
             os.kill(os.getpid(), signal.SIGKILL)
+
+        writer.write_state = write_state
+
+    def teardown(self, worker):
+        from gpu_features.store import writer
+
+        writer.write_state = self.original
 
 
 def test_a_worker_killed_mid_task_is_retried_and_the_result_is_exact(client, universe, single, tmp_path):
@@ -254,13 +280,13 @@ def test_a_worker_killed_mid_task_is_retried_and_the_result_is_exact(client, uni
     folder, paths, _ = universe
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     marker = tmp_path / "killed"
-    client.register_plugin(KillOnce(str(marker)))
+    client.register_plugin(KillMidWrite(str(marker)))
     try:
         ds = build_dataset(paths, tmp_path / "ds", engine=STORE_ENGINE, client=client)
     finally:
-        client.unregister_worker_plugin(KillOnce.name)
+        client.unregister_worker_plugin(KillMidWrite.name)
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
-    assert marker.exists()  # a worker did die while running a part task
+    assert marker.exists()  # a worker did die while writing a part
     assert_same_per_symbol(ds, single)
     assert ds.splits == single.splits
     assert not [p for p in ds.path.iterdir() if p.name.startswith(".")]  # no leftover of the killed attempt
