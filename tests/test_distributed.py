@@ -151,6 +151,8 @@ def test_every_reader_takes_a_dataset(built, single, tmp_path):
     assert [p["symbol"] for p in ins["per_symbol"]] == built.symbols
     assert ins["summary"]["valid_bars"] == single.stats["valid_bars"]
     assert plan(built)["n_windows"] == plan(single)["n_windows"]
+    table = built.to_arrow()  # export --layout parquet
+    assert table.num_rows == built.n_bars and table.column("symbol").to_pylist()[-1] == built.symbols[-1]
     meta = export_seed(built, tmp_path / "seed", ("val",))
     assert meta["n_windows"] == len(single.usable_window_starts("val"))
     a = chart_data(built.path, symbol="U0003", last=200)
@@ -218,7 +220,11 @@ def test_csv_inputs_are_scanned_by_the_reader(client, universe, single, tmp_path
 def test_split_dates_are_given_to_every_part(client, universe, tmp_path):
     folder, paths, bars = universe
     dates = ["2019-01-08T06:00", "2019-01-08T09:00"]
-    ds = build_dataset(paths, tmp_path / "ds", engine=STORE_ENGINE, client=client, splits={"dates": dates})
+    seen = []
+    ds = build_dataset(paths, tmp_path / "ds", engine=STORE_ENGINE, client=client, splits={"dates": dates},
+                       progress=lambda *a: seen.append(a))
+    tasks = [a for a in seen if a[0] == "tasks"]
+    assert ("scan", 3, 3) in seen and tasks[0] == ("tasks", 0, 3) and tasks[-1] == ("tasks", 3, 3)
     want = gf.precompute(bars, tmp_path / "single", engine=STORE_ENGINE, splits={"dates": dates})
     assert len(ds.parts) == 3 and ds.splits == want.splits
     assert all(p.splits["boundaries"] == want.splits["boundaries"] for p in ds.parts)
