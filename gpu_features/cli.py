@@ -111,7 +111,8 @@ def cmd_precompute(args) -> int:
     splits = ({"dates": args.split_dates} if args.split_dates else
               {"fractions": parse_fractions(args.split_fractions)} if args.split_fractions else None)
     read_options = read_options_from_args(args)
-    if args.distributed or args.workers is not None or args.scheduler or args.symbols_per_task is not None:
+    if (args.distributed or args.workers is not None or args.scheduler or args.symbols_per_task is not None
+            or args.bars_per_task is not None):
         return _precompute_distributed(args, cfg, splits, read_options)
     if args.append and is_dataset(args.output):
         with progress_bars(args.quiet) as prog:
@@ -144,7 +145,8 @@ def _precompute_distributed(args, cfg, splits, read_options) -> int:
     """``precompute --distributed``: a dataset built on a Dask cluster (gpu_features.distributed, the only
     module that imports Dask, is imported here and nowhere on the single-machine path)."""
     if not args.distributed:
-        raise GpuFeaturesError("--workers, --scheduler and --symbols-per-task belong to --distributed; add it.")
+        raise GpuFeaturesError("--workers, --scheduler, --symbols-per-task and --bars-per-task belong to "
+                               "--distributed; add it.")
     if args.append:
         raise GpuFeaturesError("--append extends a dataset on this machine; drop --distributed (new bars go to the "
                                "parts of their symbols).")
@@ -157,7 +159,9 @@ def _precompute_distributed(args, cfg, splits, read_options) -> int:
     with progress_bars(args.quiet) as prog:
         st = build_dataset(inputs, args.output, config=cfg, engine=args.engine, splits=splits,
                            overwrite=args.overwrite, on_bad_bars=args.on_bad_bars, reader=args.reader or "auto",
-                           shard_bars=args.shard_bars, symbols_per_task=args.symbols_per_task, workers=args.workers,
+                           shard_bars=args.shard_bars, symbols_per_task=args.symbols_per_task,
+                           **({} if args.bars_per_task is None else {"bars_per_task": args.bars_per_task}),
+                           workers=args.workers,
                            scheduler=args.scheduler, progress=RichProgress(prog),
                            read_kwargs=dict(read_options or {}, on_overlap=args.on_overlap))
     _print_store_summary(st, "wrote dataset", st.sources)
@@ -398,6 +402,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "(tcp://host:8786) instead of a local cluster")
     dist.add_argument("--symbols-per-task", type=int, metavar="N",
                       help="cut a file group of more symbols into tasks of N symbols [whole groups]")
+    dist.add_argument("--bars-per-task", type=int, metavar="N", default=None,
+                      help="pack small symbol groups into tasks of at most N input rows (and all rows / 2 per worker "
+                           "thread); 0: a task per group "
+                           "[1000000]")
     pre.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_arguments(pre)
     pre.set_defaults(func=cmd_precompute)

@@ -9,8 +9,11 @@ process) only plans, and workers read, compute and write:
 3. **group**: symbols that share a file are joined, so every symbol's bars stay in
    one task, read together in time order (a symbol spread over daily files is one
    task); a group of more than ``symbols_per_task`` symbols is cut into tasks that
-   each read the group's files and keep their own symbols. Files without a symbol
-   column are one series, read together (as ``read_bars`` reads them).
+   each read the group's files and keep their own symbols; small groups are packed
+   together (in symbol order) into tasks of at most ``bars_per_task`` input rows (and
+   at most the rows of all inputs over twice the worker threads, so every worker has
+   work), so a universe of many short symbols does not pay a part per symbol. Files without a
+   symbol column are one series, read together (as ``read_bars`` reads them).
 4. **build** (a task per group): read, compute with the worker's engine (``auto``
    picks the GPU on a GPU worker), write one part store into a hidden temporary
    sibling of the output. With ``--split-dates`` the parts are split at those
@@ -57,6 +60,7 @@ from .store.dataset import check_output, open_dataset, part_name, select_symbols
 INSTALL_HINT = "pip install 'gpu-features[distributed]'"
 _NO_SYMBOL = "\x00no symbol column"  # the group key of files without a symbol column
 _PARQUET = (".parquet", ".pq")
+DEFAULT_BARS_PER_TASK = 1_000_000  # small symbols are packed into tasks of about this many rows
 _LIVE = ".build-in-progress"  # in the temporary dataset directory while the driver still wants its parts
 
 
@@ -84,7 +88,7 @@ def list_inputs(inputs) -> list[Path]:
 
 
 def scan_file(path: str, read_kwargs: dict | None = None) -> dict:
-    """Which symbols a file holds: ``{"path", "symbols": sorted names, or None without a symbol column}``.
+    """Which symbols a file holds: ``{"path", "symbols": sorted names or None (no symbol column), "rows"}``.
 
     A parquet file with a ``symbol`` column (or the ``--symbol-column``, or ``ticker``, as the
     reader picks it) is scanned by reading that column alone; anything else (no such column,
@@ -101,23 +105,28 @@ def scan_file(path: str, read_kwargs: dict | None = None) -> dict:
             names = {n.strip().lower(): n for n in pf.schema_arrow.names}
             col = names.get((getattr(opts, "symbol_column", None) or "symbol").strip().lower()) or names.get("ticker")
             values = pc.unique(pf.read(columns=[col]).column(col)).to_pylist() if col else None
+            rows = pf.metadata.num_rows
         except Exception as err:  # pyarrow's errors say what is wrong with the file
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise BarsError(f"{path}: the file could not be parsed ({first}); check that it is a valid parquet "
                             "file.") from None
         if values is not None:
-            return {"path": path, "symbols": sorted({str(v) for v in values if v is not None})}
+            return {"path": path, "symbols": sorted({str(v) for v in values if v is not None}), "rows": rows}
     bars = read_bars(path, **read_kwargs)
     symbols = sorted(set(bars.symbols)) if bars.ingest.get("symbol_column", True) else None
-    return {"path": path, "symbols": symbols}
+    return {"path": path, "symbols": symbols, "rows": int(bars.ingest.get("rows_read", bars.n))}
 
 
-def plan_tasks(scans: list[dict], symbols_per_task: int | None = None) -> list[dict]:
+def plan_tasks(scans: list[dict], symbols_per_task: int | None = None,
+               bars_per_task: int | None = DEFAULT_BARS_PER_TASK) -> list[dict]:
     """Group files so that every symbol's bars are in one task (see module doc).
 
     Args:
-        scans: :func:`scan_file` results, in input order.
+        scans: :func:`scan_file` results, in input order (``rows``: the file's rows, to pack by).
         symbols_per_task: cut larger groups into tasks of this many symbols (None: never cut).
+        bars_per_task: pack consecutive groups (in symbol order) into one task while it holds
+            at most this many input rows, so that small symbols do not each pay for a part of
+            their own (a part's files, checksums and fsyncs); 0 or None: one group per task.
 
     Returns:
         ``[{"files": [path, ...] (input order), "symbols": [name, ...] or None (all of them)}]``,
@@ -146,18 +155,29 @@ def plan_tasks(scans: list[dict], symbols_per_task: int | None = None) -> list[d
     groups: dict[int, list[int]] = {}
     for k in range(len(scans)):
         groups.setdefault(find(k), []).append(k)
-    tasks = []
+    units = []  # a group, or a cut of one: (sort key, file indices, symbols or None, rows, whole group)
     for members in groups.values():
-        files = [scans[k]["path"] for k in members]
+        rows = sum(int(scans[k].get("rows", 0)) for k in members)
         if all(scans[k]["symbols"] is None for k in members):
-            tasks.append({"files": files, "symbols": None, "key": Path(files[0]).name})
+            units.append((Path(scans[members[0]]["path"]).name, members, None, rows, False))
             continue
         names = sorted(set().union(*[scans[k]["symbols"] for k in members]))
         step = symbols_per_task or len(names)
         for a in range(0, len(names), step):
-            tasks.append({"files": files, "symbols": names[a:a + step], "key": names[a]})
-    tasks.sort(key=lambda t: t["key"])
-    return [{"files": t["files"], "symbols": t["symbols"]} for t in tasks]
+            units.append((names[a], members, names[a:a + step], rows, step >= len(names)))
+    units.sort(key=lambda u: u[0])
+    tasks: list[dict] = []
+    for _, members, symbols, rows, whole in units:  # only whole groups are packed; a cut group stays cut
+        last = tasks[-1] if tasks else None
+        if last is not None and bars_per_task and whole and last["whole"] and last["rows"] + rows <= bars_per_task:
+            last["members"].update(members)
+            last["symbols"] += symbols
+            last["rows"] += rows
+        else:
+            tasks.append({"members": set(members), "symbols": None if symbols is None else list(symbols),
+                          "rows": rows, "whole": whole})
+    return [{"files": [scans[k]["path"] for k in sorted(t["members"])],
+             "symbols": None if t["symbols"] is None else sorted(t["symbols"])} for t in tasks]
 
 
 # --- tasks (run on the workers) -------------------------------------------------------------
@@ -253,7 +273,8 @@ def connect(workers: int | None = None, scheduler: str | None = None):
 
 def build_dataset(inputs, out_dir, config: FeatureConfig | None = None, engine: str = "auto", splits=None,
                   overwrite: bool = False, on_bad_bars: str = "error", reader: str = "auto",
-                  shard_bars: int = SHARD_BARS, symbols_per_task: int | None = None, workers: int | None = None,
+                  shard_bars: int = SHARD_BARS, symbols_per_task: int | None = None,
+                  bars_per_task: int | None = DEFAULT_BARS_PER_TASK, workers: int | None = None,
                   scheduler: str | None = None, client=None, read_kwargs: dict | None = None,
                   progress: Progress | None = None) -> Dataset:
     """Build a dataset from many bar files on a Dask cluster (see module doc).
@@ -264,6 +285,8 @@ def build_dataset(inputs, out_dir, config: FeatureConfig | None = None, engine: 
         config, engine, shard_bars, on_bad_bars, reader: as for :func:`~gpu_features.store.precompute`.
         splits: None (fractions 0.9/0.05/0.05 of all bars), ``{"fractions": [...]}`` or ``{"dates": [...]}``.
         symbols_per_task: most symbols per task (None: a whole group of files per task).
+        bars_per_task: pack small groups into tasks of at most this many input rows, and at most
+            all rows / (2 x worker threads); 0: one group per task.
         workers / scheduler / client: a LocalCluster of N processes, an existing scheduler's address,
             or a ``distributed.Client`` to use as is.
         read_kwargs: more keyword arguments for :func:`read_bars` on the workers.
@@ -280,6 +303,8 @@ def build_dataset(inputs, out_dir, config: FeatureConfig | None = None, engine: 
     cfg = config or FeatureConfig()
     if symbols_per_task is not None and symbols_per_task < 1:
         raise GpuFeaturesError(f"--symbols-per-task must be >= 1, got {symbols_per_task}.")
+    if bars_per_task is not None and bars_per_task < 0:
+        raise GpuFeaturesError(f"--bars-per-task must be >= 0, got {bars_per_task}.")
     spec = {"fractions": splits_mod.DEFAULT_FRACTIONS} if splits is None else dict(splits)
     dates = None
     if set(spec) == {"dates"}:
@@ -297,7 +322,11 @@ def build_dataset(inputs, out_dir, config: FeatureConfig | None = None, engine: 
             fut.result()  # a file that cannot be read stops the build here, with its own error
             progress("scan", done, len(files))
         scans = cl.gather(scan_futures)
-        tasks = plan_tasks(scans, symbols_per_task)
+        # Pack small groups, but never into fewer than about two tasks per worker thread.
+        threads = max(1, sum(cl.nthreads().values()))
+        total_rows = sum(int(scan.get("rows", 0)) for scan in scans)
+        packed = min(bars_per_task, max(1, -(-total_rows // (2 * threads)))) if bars_per_task else 0
+        tasks = plan_tasks(scans, symbols_per_task, packed)
         t_scan = time.perf_counter()
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_sibling(out, "tmp")
@@ -331,6 +360,7 @@ def build_dataset(inputs, out_dir, config: FeatureConfig | None = None, engine: 
                     shutil.rmtree(leftover, ignore_errors=True)
             task_timings = {k: sum(p["timings"].get(k, 0.0) for p in parts) for k in ("read_s", "compute_s", "write_s")}
             build = {"inputs": [str(f) for f in files], "tasks": len(tasks), "symbols_per_task": symbols_per_task,
+                     "bars_per_task": bars_per_task, "bars_per_task_used": packed,
                      "cluster": where, "engines": sorted({p["engine"] for p in parts}),
                      "timings": dict(task_timings, scan_s=t_scan - t0, tasks_s=t_build - t_scan,
                                      total_s=time.perf_counter() - t0)}

@@ -65,7 +65,7 @@ def single(universe):
 def built(client, universe):
     folder, paths, _ = universe
     return build_dataset([str(folder / "in" / "*.parquet")], folder / "dataset", engine=STORE_ENGINE, client=client,
-                         symbols_per_task=1)
+                         symbols_per_task=1)  # 5 tasks from 3 files
 
 
 def per_symbol(store, name, key):
@@ -92,11 +92,17 @@ def assert_same_per_symbol(got, want, names=None):
 def test_plan_keeps_each_symbol_in_one_task_and_cuts_big_groups():
     scans = [{"path": "c", "symbols": ["C"]}, {"path": "a", "symbols": ["A", "B"]}, {"path": "x", "symbols": ["D"]},
              {"path": "b", "symbols": ["B", "D"]}]
-    assert plan_tasks(scans) == [{"files": ["a", "x", "b"], "symbols": ["A", "B", "D"]},
-                                 {"files": ["c"], "symbols": ["C"]}]
+    assert plan_tasks(scans, bars_per_task=0) == [{"files": ["a", "x", "b"], "symbols": ["A", "B", "D"]},
+                                                  {"files": ["c"], "symbols": ["C"]}]
     assert plan_tasks(scans, symbols_per_task=2) == [{"files": ["a", "x", "b"], "symbols": ["A", "B"]},
                                                      {"files": ["c"], "symbols": ["C"]},
                                                      {"files": ["a", "x", "b"], "symbols": ["D"]}]
+    # Small groups are packed, in symbol order, while a task holds at most bars_per_task rows; cut groups are not.
+    sized = [{"path": p, "symbols": [p.upper()], "rows": r} for p, r in (("e", 5), ("a", 4), ("b", 4), ("c", 9), ("d", 1))]
+    assert plan_tasks(sized, bars_per_task=9) == [{"files": ["a", "b"], "symbols": ["A", "B"]},
+                                                  {"files": ["c"], "symbols": ["C"]},
+                                                  {"files": ["e", "d"], "symbols": ["D", "E"]}]
+    assert len(plan_tasks(sized)) == 1 and len(plan_tasks(sized, bars_per_task=0)) == 5
     # Files without a symbol column are one series, read together (as read_bars reads several files).
     assert plan_tasks([{"path": "d", "symbols": None}, {"path": "e", "symbols": None}]) == \
         [{"files": ["d", "e"], "symbols": None}]
@@ -185,7 +191,7 @@ def test_a_symbol_spread_over_files_is_one_task_equal_to_reading_every_file(clie
     paths, _ = synthetic.write_universe(tmp_path / "in" / "2019", n_symbols=3, bars_per_symbol=1500,
                                         files_per_symbol=3)
     ds = build_dataset([str(tmp_path / "in" / "**" / "*.parquet")], tmp_path / "ds", engine=STORE_ENGINE,
-                       client=client)  # ** recurses
+                       client=client, bars_per_task=0)  # ** recurses; a task per symbol group
     assert len(paths) == 9 and len(ds.parts) == 3
     assert [len(p.sources[0]["files"]) for p in ds.parts] == [3, 3, 3]  # each symbol's three files, one task
     single = gf.precompute(paths, tmp_path / "single", engine=STORE_ENGINE)  # one process reads all nine
@@ -212,9 +218,24 @@ def test_csv_inputs_are_scanned_by_the_reader(client, universe, single, tmp_path
     for p in paths:
         csvs.append(tmp_path / (p.stem + ".csv"))
         pcsv.write_csv(pq.read_table(p), csvs[-1])
-    ds = build_dataset(csvs, tmp_path / "ds", engine=STORE_ENGINE, client=client)
+    ds = build_dataset(csvs, tmp_path / "ds", engine=STORE_ENGINE, client=client, bars_per_task=0)
     assert [p.symbols for p in ds.parts] == [["U0000", "U0001"], ["U0002", "U0003"], ["U0004"]]
     assert_same_per_symbol(ds, single)
+
+
+def test_many_small_symbols_are_packed_into_fewer_parts(client, tmp_path):
+    paths, bars = synthetic.write_universe(tmp_path / "in", n_symbols=12, bars_per_symbol=300)
+    ds = build_dataset(paths, tmp_path / "ds", engine=STORE_ENGINE, client=client)
+    used = ds.record["build"]["bars_per_task_used"]
+    assert used == -(-bars.n // 4)  # all rows over twice the 2 worker threads, below the 1M default
+    assert 4 <= len(ds.parts) < 12
+    sizes = {name: int(c) for name, c in zip(bars.symbols, np.diff(bars.series_bounds()))}
+    for part in ds.parts:  # whole symbols, in name order, each part within the packing limit (or one symbol)
+        assert sum(sizes[name] for name in part.symbols) <= used or len(part.symbols) == 1
+    assert [name for p in ds.parts for name in p.symbols] == sorted(bars.symbols)
+    single = gf.precompute(write_parquet(tmp_path / "all.parquet", bars), tmp_path / "single", engine=STORE_ENGINE)
+    assert_same_per_symbol(ds, single)
+    assert ds.splits == single.splits
 
 
 def test_split_dates_are_given_to_every_part(client, universe, tmp_path):
@@ -222,7 +243,7 @@ def test_split_dates_are_given_to_every_part(client, universe, tmp_path):
     dates = ["2019-01-08T06:00", "2019-01-08T09:00"]
     seen = []
     ds = build_dataset(paths, tmp_path / "ds", engine=STORE_ENGINE, client=client, splits={"dates": dates},
-                       progress=lambda *a: seen.append(a))
+                       progress=lambda *a: seen.append(a), bars_per_task=0)
     tasks = [a for a in seen if a[0] == "tasks"]
     assert ("scan", 3, 3) in seen and tasks[0] == ("tasks", 0, 3) and tasks[-1] == ("tasks", 3, 3)
     want = gf.precompute(bars, tmp_path / "single", engine=STORE_ENGINE, splits={"dates": dates})
@@ -306,7 +327,7 @@ def test_append_to_a_dataset_goes_to_the_parts_of_its_symbols(client, tmp_path):
     old.mkdir()
     for names in (["U0000", "U0001"], ["U0002", "U0003"], ["U0004"]):
         write_parquet(old / f"{names[0]}.parquet", select_symbols(full, names), 0, cut)
-    ds = build_dataset([old], tmp_path / "ds", engine=STORE_ENGINE, client=client)
+    ds = build_dataset([old], tmp_path / "ds", engine=STORE_ENGINE, client=client, bars_per_task=0)
     before = {p.path.name: p.symbols for p in ds.parts}
     new = write_parquet(tmp_path / "new.parquet", select_symbols(full, ["U0000", "U0002", "U0005"]), cut, None)
     got = append_dataset(ds.path, new, engine=STORE_ENGINE)
@@ -340,6 +361,7 @@ def test_cli_builds_verifies_and_appends_a_dataset(universe, tmp_path, capsys):
             "--workers", "2", "--engine", STORE_ENGINE, "--quiet"]
     assert main(args) == 0
     said = capsys.readouterr().out
+    # 12,870 rows in all on 2 worker threads: no task is packed beyond 12,870 / 4 rows, so a task per file
     assert "wrote dataset" in said and "3 part(s)" in said and "3 input file(s) in 3 task(s) on LocalCluster" in said
     assert main(["verify", str(out), "--quiet"]) == 0
     new = write_parquet(tmp_path / "new.parquet", dataclasses.replace(select_symbols(bars, ["U0001"]), symbols=("NEW",)))
