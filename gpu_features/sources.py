@@ -11,12 +11,14 @@ below the store package, which uses it to check overlapping appends).
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 
 from . import synthetic
 from .bars import Bars, file_digest, read_bars
+from .errors import GpuFeaturesError
 
 
 def load_sources(store, overrides=None):
@@ -27,6 +29,12 @@ def load_sources(store, overrides=None):
         return None, f"{len(overrides)} --source given but the store has {len(recs)} source(s), in order"
     loaded, said = [], []
     for k, rec in enumerate(recs):
+        if rec.get("kind") == "synthetic" and not overrides:
+            need = sum(g.source_first + g.count for g in store.segments if g.source == k)
+            total = int(rec["n_bars"]) * max(int(rec["n_symbols"]), 1)
+            if "take" not in rec and total > 2 * need + 1:
+                return None, (f"the synthetic source {k} says {total:,} bars but the store holds {need:,} of it "
+                              "(the manifest is inconsistent); rebuild the store")
         bars, what = _load_one(rec, overrides[k] if overrides else None)
         if bars is None:
             return None, what
@@ -48,7 +56,14 @@ def _load_one(rec: dict, override):
     if rec.get("kind") == "file" and override is None and file_digest(path)["sha256"] != rec.get("sha256"):
         return None, f"source {path} changed since the store was built (SHA-256 differs); pass the original with --source"
     policy = rec.get("ingest", {}).get("policy", "error")
-    return read_bars(path, on_bad_bars=policy), (f"{path.name} (sha256 ok)" if override is None else f"{path.name} (given)")
+    try:
+        bars = read_bars(path, on_bad_bars=policy)
+    except GpuFeaturesError as err:
+        # The store's recorded policy is the only one that re-derives its bars, so no other policy is offered.
+        said = "; ".join(part for part in re.split(r";\s+", str(err).rstrip(".")) if "--on-bad-bars" not in part)
+        return None, (f"source {path} cannot be read with the ingest policy the store was built with "
+                      f"({policy!r}): {said}; pass the file the store was built from")
+    return bars, (f"{path.name} (sha256 ok)" if override is None else f"{path.name} (given)")
 
 
 def store_bars(store, bars_by_source) -> Bars | None:
