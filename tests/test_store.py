@@ -165,7 +165,7 @@ def edit_manifest(path, fn):
     (path / "manifest.json").write_text(json.dumps(m))
 
 
-def refused(path, *fragments, checksums=False):
+def refused(path, *fragments, checksums=True):
     with pytest.raises(StoreError) as err:
         gf.open_store(path, checksums=checksums)
     for f in fragments:

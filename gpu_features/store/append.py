@@ -42,8 +42,8 @@ from .format import MANIFEST, SHARD_BARS
 from .reader import open_store
 from .recovery import clean
 from .stats import swing_counts
-from .writer import (checkpoint_positions, manifest_numbers, shard_ranges, source_record, write_manifest,
-                     write_shards, write_state)
+from .writer import (checkpoint_positions, engine_record, manifest_numbers, shard_ranges, source_record,
+                     write_manifest, write_shards, write_state)
 
 OVERLAP_POLICIES = ("error", "skip")
 
@@ -179,8 +179,7 @@ def _append_locked(store_dir: Path, new: Bars, bars_or_path, engine, on_overlap,
             sources=m["sources"] + [source_record(new)], state=state_record, splits=split_record, stats=stats,
             appends=store.appends + [{
                 "created": now_iso(), "source": source_index, "bars": n_new, "skipped_overlap": skipped_total,
-                "new_symbols": new_symbols, "engine": {"name": run.engine, "chunks": run.chunks, "fixups": run.fixups,
-                                                       "kernel_seconds": run.kernel_seconds},
+                "new_symbols": new_symbols, "engine": engine_record(run),
                 # Contiguous phases of this append: they add up to total_s.
                 "timings": {"read_s": t_read - t0, "compute_s": t_compute - t_read, "write_s": t_files - t_compute,
                             "stats_s": t_stats - t_files, "total_s": t_stats - t0}}],

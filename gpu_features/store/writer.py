@@ -122,6 +122,15 @@ def write_manifest(path: Path, manifest: dict) -> None:
     write_json_atomic(path, manifest)
 
 
+def engine_record(run) -> dict:
+    """The manifest ``engine`` record of an :class:`~gpu_features.engines.launch.EngineRun` (with the reason
+    when ``auto`` fell back to a slower engine)."""
+    record = {"name": run.engine, "chunks": run.chunks, "fixups": run.fixups, "kernel_seconds": run.kernel_seconds}
+    if run.note:
+        record["note"] = run.note
+    return record
+
+
 def source_record(bars: Bars) -> dict:
     """The manifest ``sources`` entry of some bars: where they came from and what ingest did."""
     return dict({"kind": "memory"}, **bars.source, ingest=bars.ingest)
@@ -259,8 +268,7 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
                 "shards": shard_records,
                 "state": state_record,
                 "splits": split_record,
-                "engine": {"name": run.engine, "chunks": run.chunks, "fixups": run.fixups,
-                           "kernel_seconds": run.kernel_seconds},
+                "engine": engine_record(run),
                 # Contiguous phases: they add up to total_s (the manifest write and the swap take microseconds).
                 "timings": {"read_s": t_read - t_start, "compute_s": t_compute - t_read,
                             "stats_s": t_stats - t_compute,
