@@ -355,19 +355,22 @@ def check_states(states: dict, manifest: dict, where: str) -> None:
 
 
 def check_files(path: Path, manifest: dict, state_dim: int, checksums: bool) -> None:
-    """Every shard and the state file: present, recorded size, safetensors header and tensor shapes,
-    and with ``checksums`` the SHA-256 of each."""
+    """Every shard and the state file: present, inside the store, recorded size, safetensors header and
+    tensor shapes, and with ``checksums`` the SHA-256 of each (last, so a forged header is named as such)."""
     for shard in manifest["shards"]:
         where = f"shard {shard['file']}"
-        check_file(path, shard, where, checksums)
+        check_file(path, shard, where, False)
         header = read_safetensors_header(path / shard["file"], where)
         for name, (dtype, tail) in SHARD_TENSORS.items():
             check_tensor(header, where, name, dtype, (shard["count"],) + tail)
     st = manifest["state"]
     where = f"state file {st['file']}"
-    check_file(path, st, where, checksums)
+    check_file(path, st, where, False)
     header = read_safetensors_header(path / st["file"], where)
     n_cp = header.get("checkpoint_bar", {}).get("shape", [0])[0]
     check_tensor(header, where, "checkpoint_bar", "I64", (n_cp,))
     check_tensor(header, where, "checkpoint_state", "F64", (n_cp, state_dim))
     check_tensor(header, where, "end_state", "F64", (len(manifest["symbols"]), state_dim))
+    if checksums:
+        for record, what in [(s, f"shard {s['file']}") for s in manifest["shards"]] + [(st, where)]:
+            check_file(path, record, what, True)
