@@ -24,6 +24,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -178,7 +179,8 @@ def fault_point(name: str) -> None:
 
     ``GPU_FEATURES_FAULT=NAME`` kills the process here with SIGKILL (no cleanup runs, as with
     ``kill -9`` or a power cut); ``GPU_FEATURES_FAULT=enospc:NAME`` raises the ``OSError`` a full
-    disk gives. Unset (always, outside tests) this costs one dictionary look-up.
+    disk gives; ``GPU_FEATURES_FAULT=pause:NAME`` sleeps a second there (a wide window for a
+    concurrent writer to race into). Unset (always, outside tests) this costs one look-up.
     """
     want = os.environ.get(FAULT_ENV)
     if not want:
@@ -187,6 +189,8 @@ def fault_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     if want == "enospc:" + name:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), name)
+    if want == "pause:" + name:
+        time.sleep(1.0)
 
 
 # --- writer locks ---------------------------------------------------------------------------
