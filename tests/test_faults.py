@@ -9,6 +9,7 @@ reported by ``verify`` and removed by the next writer.
 """
 import errno
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -98,7 +99,12 @@ def test_replace_cut_between_renames_is_recovered_on_open(versions, tmp_path):
             env={"GPU_FEATURES_NO_EXCHANGE": "1"})
     assert r.returncode == -signal.SIGKILL
     assert not out.exists()
-    assert shard_hashes(out) == versions[1]  # recovered by open_store
+    r = cli(*precompute_args(out, 0))  # a new build does not build over it: it is put back first
+    assert r.returncode == 2 and "already exists; pass --overwrite" in r.stderr
+    assert shard_hashes(out) == versions[1]
+    shutil.rmtree(out)
+    shutil.move(next(tmp_path.glob(".store.old-*")), tmp_path / ".store.old-again")  # the crash state again
+    assert shard_hashes(out) == versions[0]  # no complete new one left: the old store goes back on open
     r = cli("inspect", str(out))
     assert r.returncode == 0, r.stderr
 

@@ -60,20 +60,30 @@ def recover(out: Path) -> Path | None:
     out = Path(out)
     if out.exists() or not siblings(out, "old"):
         return None
-    with writer_lock(out, "the command"):
-        if out.exists():
-            return None
-        candidates = [p for p in siblings(out, "tmp") + siblings(out, "old") if _complete(p)]
-        if not candidates:
-            return None
-        chosen = candidates[0]
-        try:
-            chosen.rename(out)
-        except OSError as err:
-            raise StoreError(f"{out} is missing because a replace was interrupted, and the complete store "
-                             f"{chosen} cannot be moved back ({err.strerror}); run `mv {chosen} {out}` as "
-                             "a user who may write there.") from None
-        return chosen
+    try:
+        with writer_lock(out, "the command"):
+            return _recover_locked(out)
+    except OSError as err:  # the lock file cannot be made: a read-only folder
+        chosen = next((p for p in siblings(out, "tmp") + siblings(out, "old") if _complete(p)), None)
+        raise StoreError(f"{out} is missing because a replace was interrupted, and it cannot be put back here "
+                         f"({err.strerror}); run `mv {chosen} {out}` as a user who may write there.") from None
+
+
+def _recover_locked(out: Path) -> Path | None:
+    """:func:`recover` itself, under the writer lock (another writer may have finished meanwhile)."""
+    if out.exists():
+        return None
+    candidates = [p for p in siblings(out, "tmp") + siblings(out, "old") if _complete(p)]
+    if not candidates:
+        return None
+    chosen = candidates[0]
+    try:
+        chosen.rename(out)
+    except OSError as err:
+        raise StoreError(f"{out} is missing because a replace was interrupted, and the complete store "
+                         f"{chosen} cannot be moved back ({err.strerror}); run `mv {chosen} {out}` as "
+                         "a user who may write there.") from None
+    return chosen
 
 
 def leftovers(out: Path, manifest: dict | None) -> list[Path]:

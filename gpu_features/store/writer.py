@@ -39,7 +39,7 @@ from ..progress import Progress, no_progress
 from .format import (CHECKPOINT_BARS, FORMAT, MANIFEST, SHARD_BARS, STATE_FILE, VERSION, canonical_safetensors,
                      shard_name)
 from .reader import Store, open_store
-from .recovery import clean
+from .recovery import clean, recover
 from .stats import split_counts, store_stats, swing_counts
 
 
@@ -214,6 +214,7 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
     out = Path(out_dir)
     if shard_bars < 1 or checkpoint_every < 1:
         raise StoreError(f"shard_bars and checkpoint_every must be >= 1, got {shard_bars} and {checkpoint_every}.")
+    recover(out)  # a replace cut between its renames is put right first, never built over
     check_output(out, overwrite)  # early, so a refusal costs no compute; checked again under the lock
     cfg = config or FeatureConfig()
     progress("read", 0, 1)
