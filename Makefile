@@ -31,7 +31,8 @@ help:
 
 $(VENV)/.core: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
-	@$(PY) -c "import numpy, pyarrow, safetensors, rich, filelock" 2>/dev/null || $(PIP) numpy pyarrow safetensors rich "filelock>=3.20"
+	@$(PY) -c "import numpy, pyarrow, safetensors, rich, filelock" 2>/dev/null \
+	  || $(PIP) numpy pyarrow safetensors rich "filelock>=3.20"
 	@$(PY) -c "import setuptools, wheel" 2>/dev/null || $(PIP) "setuptools>=68" wheel
 	@$(PIP) --no-deps --no-build-isolation -e .
 	@touch $@
