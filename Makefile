@@ -92,7 +92,7 @@ FORCE:
 
 $(VENV)/.core: pyproject.toml $(VENV)/.parent
 	@$(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip -q
-	@$(call install_missing,numpy pyarrow safetensors rich)
+	@$(call install_missing,numpy pyarrow safetensors rich filelock)
 	@$(PY) -c "$$SETUPTOOLS_OK" 2>/dev/null || $(PIP) "setuptools>=70.1" || { echo "$(NO_SETUPTOOLS)"; exit 1; }
 	@$(PIP) --no-deps --no-build-isolation -e .
 	@$(PY) -I -c "$$OWN_CHECKOUT" "$(CURDIR)"

@@ -51,7 +51,7 @@ from .bars import read_bars
 from .readers import expand_inputs
 from .config import FeatureConfig
 from .errors import GpuFeaturesError
-from .fileio import replace_dir, temp_sibling
+from .fileio import replace_dir, temp_sibling, writer_lock
 from .progress import Progress, no_progress
 from .errors import BarsError
 from .store import SHARD_BARS, Dataset, precompute
@@ -355,9 +355,9 @@ def build_dataset(inputs, out_dir, config: FeatureConfig | None = None, engine: 
                                  pure=False))
             else:
                 split_record = splits_mod.resolve_counted(spec, np.zeros(0, np.int64), np.zeros(0, np.int64))
-            for leftover in tmp.iterdir():  # hidden temporary directories of attempts whose worker died
-                if leftover.name.startswith(".") and leftover.is_dir():
-                    shutil.rmtree(leftover, ignore_errors=True)
+            for leftover in tmp.iterdir():  # the parts' writer locks, and temporary parts of attempts that died
+                if leftover.name.startswith(".") and leftover.name != _LIVE:
+                    shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
             task_timings = {k: sum(p["timings"].get(k, 0.0) for p in parts) for k in ("read_s", "compute_s", "write_s")}
             build = {"inputs": [str(f) for f in files], "tasks": len(tasks), "symbols_per_task": symbols_per_task,
                      "bars_per_task": bars_per_task, "bars_per_task_used": packed,
@@ -367,7 +367,9 @@ def build_dataset(inputs, out_dir, config: FeatureConfig | None = None, engine: 
             write_dataset(tmp, [{k: p[k] for k in ("dir", "symbols", "n_bars")} for p in parts], split_record, cfg,
                           build)
             (tmp / _LIVE).unlink()
-            replace_dir(tmp, out)
+            with writer_lock(out, "precompute --distributed"):
+                check_output(out, overwrite)  # again, under the lock: another writer may have been first
+                replace_dir(tmp, out)
         except distributed.KilledWorker as err:
             _cancel(cl, futures, tmp)
             raise DistributedError(f"a worker died each time it ran {err.args[0] if err.args else 'a task'} (out of "

@@ -11,12 +11,14 @@ below the store package, which uses it to check overlapping appends).
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 
 from . import synthetic
 from .bars import Bars, file_digest, read_bars, read_kwargs
+from .errors import GpuFeaturesError
 
 
 def load_sources(store, overrides=None):
@@ -35,6 +37,12 @@ def load_sources(store, overrides=None):
         width = len(rec.get("files", [])) if rec.get("kind") == "files" else 1
         given = overrides[pos:pos + width] if overrides else None
         pos += width
+        if rec.get("kind") == "synthetic" and not overrides:
+            need = sum(g.source_first + g.count for g in store.segments if g.source == k)
+            total = int(rec["n_bars"]) * max(int(rec["n_symbols"]), 1)
+            if "take" not in rec and total > 2 * need + 1:
+                return None, (f"the synthetic source {k} says {total:,} bars but the store holds {need:,} of it "
+                              "(the manifest is inconsistent); rebuild the store")
         if rec.get("kind") == "files":
             bars, what = _load_files(rec, given)
         else:
@@ -59,7 +67,9 @@ def _load_one(rec: dict, override):
     if rec.get("kind") == "file" and override is None and file_digest(path)["sha256"] != rec.get("sha256"):
         return None, f"source {path} changed since the store was built (SHA-256 differs); pass the original with --source"
     policy = rec.get("ingest", {}).get("policy", "error")
-    bars = read_bars(path, on_bad_bars=policy, **read_kwargs(rec.get("read")))
+    bars, why = _read(path, policy, rec)
+    if bars is None:
+        return None, why
     return bars, (f"{path.name} (sha256 ok)" if override is None else f"{path.name} (given)")
 
 
@@ -74,8 +84,21 @@ def _load_files(rec: dict, overrides):
             return None, f"source {path} changed since the store was built (SHA-256 differs); pass the original with --source"
         paths.append(path)
     policy = rec.get("ingest", {}).get("policy", "error")
-    bars = read_bars(paths, on_bad_bars=policy, **read_kwargs(rec.get("read")))
+    bars, why = _read(paths, policy, rec)
+    if bars is None:
+        return None, why
     return bars, f"{len(paths)} files ({'sha256 ok' if not overrides else 'given'})"
+
+
+def _read(paths, policy: str, rec: dict):
+    """``(Bars, None)`` re-read with the store's recorded policy and read options, or ``(None, why not)``."""
+    try:
+        return read_bars(paths, on_bad_bars=policy, **read_kwargs(rec.get("read"))), None
+    except GpuFeaturesError as err:
+        # The store's recorded policy is the only one that re-derives its bars, so no other policy is offered.
+        said = "; ".join(part for part in re.split(r";\s+", str(err).rstrip(".")) if "--on-bad-bars" not in part)
+        return None, (f"source {paths} cannot be read with the ingest policy the store was built with "
+                      f"({policy!r}): {said}; pass the file the store was built from")
 
 
 def store_bars(store, bars_by_source) -> Bars | None:

@@ -106,14 +106,19 @@ def test_price_text_is_one_sentence_under_every_policy(tmp_path, text, hint, pol
                  "--on-bad-bars", policy]) == 2
 
 
-def test_verify_with_a_bad_source_file_is_one_sentence(tmp_path):
+def test_verify_with_a_bad_source_file_is_one_sentence(tmp_path, capsys):
     good = tmp_path / "good.csv"
     good.write_text("timestamp,open,high,low,close\n" + "".join(
         f"2024-01-01T00:{k:02d}:00Z,1,2,0.5,1.5\n" for k in range(60)))
     assert main(["precompute", "--input", str(good), "--output", str(tmp_path / "s"), "--quiet"]) == 0
     bad = tmp_path / "bad.csv"
     bad.write_text(good.read_text().replace(",1.5\n", ",abc\n", 1))
-    assert main(["verify", str(tmp_path / "s"), "--source", str(bad), "--quiet"]) == 2
+    capsys.readouterr()
+    # The source cannot be re-read: "not verified" (exit 1) with the one-sentence reason; the other checks still run.
+    assert main(["verify", str(tmp_path / "s"), "--source", str(bad), "--quiet"]) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "column 'close' row 0 (0-based data row) holds 'abc', which is not a number" in out
+    assert "checksums" in out and "Traceback" not in out
 
 
 def test_input_refusals(tmp_path):

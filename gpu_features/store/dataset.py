@@ -45,7 +45,7 @@ from .. import splits as splits_mod
 from ..bars import Bars, read_bars, read_kwargs
 from ..config import FEATURE_NAMES, FeatureConfig
 from ..errors import StoreError
-from ..fileio import now_iso, sha256_file, write_json_atomic
+from ..fileio import lock_path, now_iso, sha256_file, write_json_atomic, writer_lock
 from ..progress import Progress, no_progress
 from . import reader
 from .append import append_store
@@ -321,9 +321,15 @@ def append_dataset(path, bars_or_path, engine: str = "auto", on_bad_bars: str = 
     Returns:
         The reopened :class:`Dataset`.
     """
-    progress = progress or no_progress
-    t0 = time.perf_counter()
     path = Path(path)
+    with writer_lock(path, "precompute --append"):
+        return _append_locked(path, bars_or_path, engine, on_bad_bars, on_overlap, shard_bars,
+                              progress or no_progress, read_options)
+
+
+def _append_locked(path: Path, bars_or_path, engine, on_bad_bars, on_overlap, shard_bars, progress,
+                   read_options) -> "Dataset":
+    t0 = time.perf_counter()
     ds = open_dataset(path, checksums=True)
     if isinstance(bars_or_path, Bars):
         new = bars_or_path
@@ -377,9 +383,13 @@ def append_dataset(path, bars_or_path, engine: str = "auto", on_bad_bars: str = 
     except BaseException:
         for folder in made:
             shutil.rmtree(folder, ignore_errors=True)
+            lock_path(folder).unlink(missing_ok=True)
         raise
+    for folder in made:  # parts are written only under the dataset's own lock: their locks are not needed
+        lock_path(folder).unlink(missing_ok=True)
     live = {e["dir"] for e in record["parts"]}
     for entry in ds.record["parts"]:
         if entry["dir"] not in live:
             shutil.rmtree(path / entry["dir"], ignore_errors=True)
+            lock_path(path / entry["dir"]).unlink(missing_ok=True)  # nobody writes a part no longer listed
     return open_dataset(path)
