@@ -249,20 +249,21 @@ def connect(workers: int | None = None, scheduler: str | None = None):
         with client:
             yield client, {"scheduler": scheduler, "workers": len(client.scheduler_info().get("workers", {}))}
         return
+    # Workers log a failed task with its traceback; the driver's one sentence says it all, so only CRITICAL.
     gpus = _cuda_workers()
     if gpus:
         from dask_cuda import LocalCUDACluster
 
         n = min(workers or gpus, gpus)
         cluster = LocalCUDACluster(CUDA_VISIBLE_DEVICES=list(range(n)), dashboard_address=":0",
-                                   silence_logs=logging.ERROR)
+                                   silence_logs=logging.CRITICAL)
         kind = "LocalCUDACluster"
     else:
         n = workers or os.cpu_count() or 1
         # One OpenMP share per worker process, so N host engines do not fight over the cores.
         threads = str(max(1, (os.cpu_count() or 1) // n))
         cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                           silence_logs=logging.ERROR, env={"OMP_NUM_THREADS": threads})
+                                           silence_logs=logging.CRITICAL, env={"OMP_NUM_THREADS": threads})
         kind = "LocalCluster"
     with cluster, distributed.Client(cluster) as client:
         yield client, {"scheduler": kind, "workers": n}

@@ -375,6 +375,23 @@ def test_cli_builds_verifies_and_appends_a_dataset(universe, tmp_path, capsys):
     assert "belong to --distributed" in capsys.readouterr().err
 
 
+def test_cli_a_bad_bar_is_one_line_on_the_terminal_and_exit_2(universe, tmp_path, capfd):
+    _, _, bars = universe
+    bad = select_symbols(bars, ["U0001"])
+    bad.close[bad.offsets[0] + 10] = -1.0
+    (tmp_path / "in").mkdir()
+    write_parquet(tmp_path / "in" / "bad.parquet", bad)
+    write_parquet(tmp_path / "in" / "good.parquet", select_symbols(bars, ["U0002"]))
+    code = main(["precompute", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "ds"), "--distributed",
+                 "--workers", "2", "--quiet", "--engine", STORE_ENGINE])
+    err = capfd.readouterr().err  # the workers' stderr too (they inherit the file descriptor)
+    assert code == 2 and not (tmp_path / "ds").exists()
+    assert [line for line in err.splitlines() if line.strip()] == [line for line in err.splitlines()
+                                                                  if line.startswith("error: ")]
+    assert "bad.parquet: 1 bar(s) break the rule 'price missing" in " ".join(err.split())
+    assert "Traceback" not in err and "Compute Failed" not in err
+
+
 def test_missing_dask_is_one_sentence_with_the_install_command(monkeypatch, capsys, tmp_path):
     monkeypatch.setitem(sys.modules, "distributed", None)  # `import distributed` now raises ImportError
     code = main(["precompute", "--input", str(tmp_path / "*.parquet"), "--output", str(tmp_path / "ds"),
