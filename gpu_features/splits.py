@@ -79,13 +79,31 @@ def resolve(spec, timestamps: np.ndarray) -> dict:
     """
     spec = {"fractions": DEFAULT_FRACTIONS} if spec is None else dict(spec)
     if set(spec) == {"fractions"}:
+        times, counts = np.unique(np.asarray(timestamps, dtype=np.int64), return_counts=True)
+        return resolve_counted(spec, times, counts)
+    return resolve_counted(spec, np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+
+def resolve_counted(spec, times: np.ndarray, counts: np.ndarray) -> dict:
+    """:func:`resolve` from the distinct timestamps and how many bars carry each.
+
+    The distributed build merges these per task, so the driver never holds every
+    bar's timestamp, and the boundaries are those :func:`resolve` gives for all bars.
+
+    Args:
+        spec: as for :func:`resolve`.
+        times: ``[u] int64`` distinct timestamps, increasing; counts: ``[u] int64`` bars at each.
+    """
+    spec = {"fractions": DEFAULT_FRACTIONS} if spec is None else dict(spec)
+    if set(spec) == {"fractions"}:
         fr = check_fractions(spec["fractions"])
-        t = np.sort(np.asarray(timestamps, dtype=np.int64))
-        n = len(t)
+        times = np.asarray(times, dtype=np.int64)
+        ends = np.cumsum(np.asarray(counts, dtype=np.int64))  # bars at or before each distinct time
+        n = int(ends[-1]) if len(ends) else 0
         cuts = []
         for f in (fr[0], fr[0] + fr[1]):
-            k = int(np.floor(f * n + 1e-9))
-            cuts.append(int(t[k]) if k < n else int(t[-1]) + 1)
+            k = int(np.floor(f * n + 1e-9))  # the k-th smallest timestamp of all bars
+            cuts.append(int(times[np.searchsorted(ends, k, side="right")]) if k < n else int(times[-1]) + 1)
         record = {"method": "fractions", "fractions": list(fr)}
     elif set(spec) == {"dates"}:
         cuts = list(parse_dates(spec["dates"]))
@@ -105,3 +123,13 @@ def split_ids(timestamps: np.ndarray, record: dict) -> np.ndarray:
 def iso_time(ns: int) -> str:
     """ISO 8601 UTC text of an int64 ns timestamp (messages, tables, the manifest's split dates)."""
     return dt.datetime.fromtimestamp(ns / 1e9, tz=dt.timezone.utc).isoformat()
+
+
+def merge_counted(a: tuple, b: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Merge two ``(times [u] int64, counts [u] int64)`` of distinct timestamps (for :func:`resolve_counted`)."""
+    times = np.concatenate([a[0], b[0]]).astype(np.int64)
+    counts = np.concatenate([a[1], b[1]]).astype(np.int64)
+    out, inverse = np.unique(times, return_inverse=True)
+    total = np.zeros(len(out), dtype=np.int64)
+    np.add.at(total, inverse.ravel(), counts)  # integer sums: exact at any count
+    return out, total

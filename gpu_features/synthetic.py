@@ -23,6 +23,7 @@ _NS_PER_MIN = 60 * 1_000_000_000
 # Monday 2019-01-07 00:00 in UTC-5, as ns since the epoch (UTC).
 _FIRST_MONDAY_NS = (1546819200 + 5 * 3600) * 1_000_000_000
 DEFAULT_BARS = 1_800_000
+MAX_REGENERATE_BARS = 20_000_000  # a manifest may ask regenerate() for at most this many bars (about 2 GB)
 
 
 def session_timestamps(n_bars: int) -> np.ndarray:
@@ -84,7 +85,12 @@ def regenerate(source: dict) -> Bars:
             f"the store's synthetic source {source.get('generator')!r} v{source.get('version')} "
             f"is not this package's {GENERATOR!r} v{GENERATOR_VERSION}; pass --source with the bars."
         )
-    return generate(source["n_bars"], source["n_symbols"], source["seed"])
+    n, s = source.get("n_bars"), source.get("n_symbols")
+    if not (isinstance(n, int) and isinstance(s, int) and 1 <= n and 1 <= s and n * s <= MAX_REGENERATE_BARS):
+        raise StoreError(f"the store's synthetic source asks for {n!r} x {s!r} bars, above the limit of "
+                         f"{MAX_REGENERATE_BARS:,} regenerated bars (the manifest is corrupt or crafted); "
+                         "pass --source with the bars.")
+    return generate(n, s, source["seed"])
 
 
 def _smoothed_noise(rng: np.random.Generator, n: int, span: int) -> np.ndarray:
@@ -118,3 +124,50 @@ def _one_symbol(n: int, rng: np.random.Generator):
     high = np.maximum(open_, close) + np.round(wick[0] / TICK) * TICK
     low = np.maximum(np.minimum(open_, close) - np.round(wick[1] / TICK) * TICK, TICK)
     return open_, high, low, close
+
+
+def write_universe(folder, n_symbols: int, bars_per_symbol: int, files_per_symbol: int = 1,
+                   symbols_per_file: int = 1, seed: int = 0) -> tuple[list, Bars]:
+    """Write a synthetic universe of parquet files (the distributed build's tests and benchmark).
+
+    Symbols ``U0000``, ``U0001``... each get ``bars_per_symbol + 37 * s`` bars starting
+    ``101 * s`` minutes later than the one before, so their time ranges differ. A file holds
+    ``symbols_per_file`` symbols (a ``symbol`` column, rows symbol after symbol), and each
+    symbol's bars are cut in time into ``files_per_symbol`` consecutive files.
+
+    Returns:
+        ``(paths, bars)``: the files written, in name order, and every bar as one :class:`Bars`
+        (series in symbol order), what one process reading all files would get.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    names, cols = [], []
+    for s in range(n_symbols):
+        n, start = bars_per_symbol + 37 * s, 101 * s
+        o, h, l, c = _one_symbol(n, np.random.default_rng([seed, s]))
+        names.append(f"U{s:04d}")
+        cols.append((o, h, l, c, session_timestamps(start + n)[start:]))
+    paths = []
+    for g in range(0, n_symbols, symbols_per_file):
+        members = range(g, min(g + symbols_per_file, n_symbols))
+        for piece in range(files_per_symbol):
+            parts = []
+            for s in members:
+                cuts = np.linspace(0, len(cols[s][0]), files_per_symbol + 1).astype(np.int64)
+                sl = slice(cuts[piece], cuts[piece + 1])
+                parts.append(pa.table({
+                    "timestamp": pa.array(cols[s][4][sl], pa.timestamp("ns", tz="UTC")),
+                    "symbol": pa.array([names[s]] * (sl.stop - sl.start), pa.string()),
+                    **{k: cols[s][j][sl] for j, k in enumerate(("open", "high", "low", "close"))}}))
+            path = folder / f"{names[g]}-{piece:03d}.parquet"
+            pq.write_table(pa.concat_tables(parts), path)
+            paths.append(path)
+    sizes = [len(c[0]) for c in cols]
+    bars = Bars(*(np.concatenate([c[j] for c in cols]) for j in range(5)),
+                offsets=np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64), symbols=tuple(names),
+                source={"kind": "memory"})
+    return sorted(paths), bars

@@ -3,7 +3,7 @@
 The same command runs under ``torchrun --nproc_per_node=N -m train ...`` (one
 process per GPU, or N gloo processes on a CPU): rank 0 prints and writes.
 
-Exit status: 0 done, 2 bad input or a stopped run (one line saying why), 130 interrupted.
+Exit status: 0 done, 2 bad input or a stopped run (one line saying why), 3 internal error, 130 interrupted.
 """
 from __future__ import annotations
 
@@ -157,8 +157,13 @@ def cmd_train(args, console, err_console) -> int:
         done = run.state["epoch"]
         if run.is_main:
             again = " ".join(f"--store {s}" for s in stores)
-            err_console.print(f"interrupted; {'the checkpoint of epoch ' + str(done) + ' is kept' if done else 'no epoch had finished'}"
-                              f"; continue with `python -m train --resume {again} --run-dir {args.run_dir}`")
+            if done:
+                err_console.print(f"interrupted; the checkpoint of epoch {done} is kept; continue with "
+                                  f"`python -m train --resume {again} --run-dir {args.run_dir}`", soft_wrap=True)
+            else:  # no checkpoint yet: --resume would fail, so say how to start again
+                err_console.print(f"interrupted in epoch 1, before any checkpoint, so there is nothing to resume; "
+                                  f"start again with `python -m train {again} --run-dir {args.run_dir} --overwrite`",
+                                  soft_wrap=True)
         return 130
     summary = run.finish()
     distributed.shutdown(run.dist)
@@ -191,9 +196,9 @@ def cmd_plot(argv, console) -> int:
 
 
 def main(argv=None) -> int:
-    from rich.console import Console
+    from gpu_features.cli import make_console
 
-    console, err_console = Console(), Console(stderr=True)
+    console, err_console = make_console(), make_console(stderr=True)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "plot":
         return guarded(lambda: cmd_plot(argv[1:], console), err_console, "interrupted")

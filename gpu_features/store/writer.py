@@ -6,14 +6,23 @@ between two checkpoints can be recomputed alone by any engine (``verify``
 does it with the reference engine and compares bits), and the end state of
 each symbol lets ``--append`` continue a series without recomputing it.
 
-Writes are atomic: a new store is assembled in a hidden sibling directory and
-renamed into place; an existing store is replaced only by a complete new one.
-:mod:`.append` writes new files beside the old ones with this module's
-writers and commits by replacing the manifest.
+Writes are atomic and serialized: a writer holds the store's lock
+(:func:`gpu_features.fileio.writer_lock`, ``.NAME.lock`` beside the store),
+cleans what killed writers left (:mod:`.recovery`), assembles a new store in
+a hidden sibling directory, fsyncs every file and the directory, and swaps it
+into place (:func:`gpu_features.fileio.replace_dir`); an existing store is
+replaced only by a complete new one. :mod:`.append` writes new files beside
+the old ones with this module's writers and commits by replacing the
+manifest. Files get the permissions the umask gives, and equal inputs give
+equal bytes (safetensors metadata sorted, manifest keys in a fixed order).
+Named :func:`~gpu_features.fileio.fault_point` calls mark every step where the
+fault-injection tests kill a writer.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -22,13 +31,15 @@ import numpy as np
 
 from .. import engines, splits as splits_mod
 from ..arrays import to_numpy
-from ..bars import Bars, read_bars
+from ..bars import Bars, check_bars, read_bars
 from ..config import FEATURE_NAMES, FeatureConfig
 from ..errors import StoreError
-from ..fileio import now_iso, replace_dir, sha256_file, temp_sibling, write_json_atomic
+from ..fileio import fault_point, fsync_dir, now_iso, replace_dir, temp_sibling, write_json_atomic, writer_lock
 from ..progress import Progress, no_progress
-from .format import CHECKPOINT_BARS, FORMAT, MANIFEST, SHARD_BARS, STATE_FILE, VERSION, shard_name
+from .format import (CHECKPOINT_BARS, FORMAT, MANIFEST, SHARD_BARS, STATE_FILE, VERSION, canonical_safetensors,
+                     shard_name)
 from .reader import Store, open_store
+from .recovery import clean, recover
 from .stats import split_counts, store_stats, swing_counts
 
 
@@ -45,20 +56,36 @@ def shard_ranges(first: int, n: int, shard_bars: int) -> list[tuple[int, int]]:
     return [(a, min(shard_bars, first + n - a)) for a in range(first, first + n, shard_bars)]
 
 
+def write_safetensors(path: Path, tensors: dict, metadata: dict) -> dict:
+    """Serialize ``tensors`` in memory (metadata sorted: :func:`.format.canonical_safetensors`), write
+    them with one write and an fsync, with the permissions the umask gives; returns ``{"bytes", "sha256"}``
+    of the written bytes."""
+    from safetensors.numpy import save
+
+    data = canonical_safetensors(save(tensors, metadata=metadata))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
 def write_shard(path: Path, feats, valid, timestamp, first: int) -> dict:
     """Write one shard; returns its manifest record (without the file name's directory)."""
-    from safetensors.numpy import save_file
-
-    save_file({"features": np.ascontiguousarray(feats, dtype=np.float32),
-               "timestamp": np.ascontiguousarray(timestamp, dtype=np.int64),
-               "valid": np.ascontiguousarray(valid, dtype=np.bool_)},
-              str(path), metadata={"format": FORMAT, "version": str(VERSION), "first_bar": str(first)})
-    return {"file": path.name, "first": int(first), "count": int(len(valid)), "bytes": path.stat().st_size,
-            "sha256": sha256_file(path)}
+    written = write_safetensors(path, {"features": np.ascontiguousarray(feats, dtype=np.float32),
+                                       "timestamp": np.ascontiguousarray(timestamp, dtype=np.int64),
+                                       "valid": np.ascontiguousarray(valid, dtype=np.bool_)},
+                                {"format": FORMAT, "version": str(VERSION), "first_bar": str(first)})
+    return {"file": path.name, "first": int(first), "count": int(len(valid)), "bytes": written["bytes"],
+            "sha256": written["sha256"]}
 
 
 def write_shards(folder: Path, first_index: int, ranges: list[tuple[int, int]], bar0: int, feats, valid,
-                 timestamp, written: list[Path], progress: Progress) -> list[dict]:
+                 timestamp, written: list[Path], progress: Progress, fault: str = "precompute") -> list[dict]:
     """Write the shards ``ranges`` (store bar positions) of arrays that start at store bar ``bar0``.
 
     Args:
@@ -76,24 +103,32 @@ def write_shards(folder: Path, first_index: int, ranges: list[tuple[int, int]], 
         written.append(path)
         lo, hi = a - bar0, a - bar0 + count
         records.append(write_shard(path, feats[lo:hi], valid[lo:hi], timestamp[lo:hi], a))
+        fault_point(f"{fault}.after_shard_{k}")
         progress("write", k + 1, len(ranges))
     return records
 
 
 def write_state(path: Path, checkpoint_bar, checkpoint_state, end_state, every: int) -> dict:
     """Write the state file; returns its manifest record."""
-    from safetensors.numpy import save_file
-
-    save_file({"checkpoint_bar": np.ascontiguousarray(checkpoint_bar, dtype=np.int64),
-               "checkpoint_state": np.ascontiguousarray(checkpoint_state, dtype=np.float64),
-               "end_state": np.ascontiguousarray(end_state, dtype=np.float64)},
-              str(path), metadata={"format": FORMAT, "version": str(VERSION)})
-    return {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path), "checkpoint_every": every}
+    written = write_safetensors(path, {"checkpoint_bar": np.ascontiguousarray(checkpoint_bar, dtype=np.int64),
+                                       "checkpoint_state": np.ascontiguousarray(checkpoint_state, dtype=np.float64),
+                                       "end_state": np.ascontiguousarray(end_state, dtype=np.float64)},
+                                {"format": FORMAT, "version": str(VERSION)})
+    return {"file": path.name, "bytes": written["bytes"], "sha256": written["sha256"], "checkpoint_every": every}
 
 
 def write_manifest(path: Path, manifest: dict) -> None:
     """Write ``manifest.json`` atomically: the commit point of a store."""
     write_json_atomic(path, manifest)
+
+
+def engine_record(run) -> dict:
+    """The manifest ``engine`` record of an :class:`~gpu_features.engines.launch.EngineRun` (with the reason
+    when ``auto`` fell back to a slower engine)."""
+    record = {"name": run.engine, "chunks": run.chunks, "fixups": run.fixups, "kernel_seconds": run.kernel_seconds}
+    if run.note:
+        record["note"] = run.note
+    return record
 
 
 def source_record(bars: Bars) -> dict:
@@ -121,6 +156,23 @@ def manifest_numbers(feats, valid, timestamp, segments: list[dict], symbols: lis
     return splits, store_stats(feats, valid, symbol_of_bar, symbols, swings)
 
 
+def check_output(out: Path, overwrite: bool) -> None:
+    """Refuse an ``--output`` that cannot become a store: below a file, a file itself, a folder that is
+    not a store, or an existing store without ``overwrite``."""
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise StoreError(f"{out}: {parent} is a file, not a folder, so no store can be made below it; "
+                                 "choose another --output.")
+            break
+    if out.exists() and not _is_store_or_empty(out):
+        kind = "a file" if not out.is_dir() else "a folder that is not a gpu-features store"
+        raise StoreError(f"{out} is {kind}; refusing to replace it (even with --overwrite), choose another --output.")
+    if out.exists() and not overwrite:
+        raise StoreError(f"{out} already exists; pass --overwrite to replace it (the old store stays until the "
+                         "new one is complete) or choose another --output.")
+
+
 def _is_store_or_empty(path: Path) -> bool:
     if not path.exists():
         return True
@@ -134,14 +186,42 @@ def _is_store_or_empty(path: Path) -> bool:
         return False
 
 
+def _segments(bars: Bars, seg_bounds: np.ndarray, ends: np.ndarray):
+    """Symbols, series records, ``[n]`` symbol index per bar and ``[symbols, D]`` end states.
+
+    A symbol cut at rolls has several consecutive segments: each after the first is marked
+    ``"restart": true``: its engine state starts fresh, so its local bar index (``start_index``)
+    starts at 0, while ``source_first`` counts from the symbol's first bar in the source. The
+    symbol's end state is its last segment's (``--append`` continues it).
+    """
+    symbols = list(dict.fromkeys(bars.symbols))
+    index = {name: k for k, name in enumerate(symbols)}
+    series, before = [], {}
+    last = np.zeros(len(symbols), dtype=np.int64)
+    for s in range(bars.n_series):
+        name = bars.symbols[s]
+        count = int(seg_bounds[s + 1] - seg_bounds[s])
+        done = before.get(name, 0)
+        rec = {"name": name, "first": int(seg_bounds[s]), "count": count, "start_index": 0, "source": 0,
+               "source_first": done}
+        if name in before:
+            rec["restart"] = True
+        series.append(rec)
+        before[name] = done + count
+        last[index[name]] = s
+    ids = np.array([index[name] for name in bars.symbols], dtype=np.int64)
+    return symbols, series, np.repeat(ids, np.diff(seg_bounds)), np.asarray(ends)[last]
+
+
 def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engine: str = "auto",
                shard_bars: int = SHARD_BARS, splits=None, overwrite: bool = False, on_bad_bars: str = "error",
                checkpoint_every: int = CHECKPOINT_BARS, progress: Progress | None = None,
-               reader: str = "auto") -> Store:
+               reader: str = "auto", read_options: dict | None = None) -> Store:
     """Compute the features of some bars and write them as a new store.
 
     Args:
-        bars_or_path: :class:`Bars`, or a parquet/CSV path for :func:`read_bars`.
+        bars_or_path: :class:`Bars` (checked against the ingest rules by :func:`check_bars`), or what
+            :func:`read_bars` reads: a file, several files, a directory, a glob, or a table.
         out_dir: the store directory to create.
         config: :class:`FeatureConfig` (default FEATURES.md).
         engine: ``auto``, ``reference``, ``host`` or ``gpu``.
@@ -153,6 +233,8 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
             ``pyarrow`` or ``cudf`` (:func:`read_bars`); the store is the same whichever reads.
         checkpoint_every: bars between stored engine states.
         progress: optional ``callback(stage, done, total)``.
+        read_options: more :func:`read_bars` keywords (``format``, ``timezone``, ``roll_column``,
+            ``max_drop_fraction``...).
 
     Returns:
         The opened new :class:`Store`.
@@ -162,14 +244,15 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
     out = Path(out_dir)
     if shard_bars < 1 or checkpoint_every < 1:
         raise StoreError(f"shard_bars and checkpoint_every must be >= 1, got {shard_bars} and {checkpoint_every}.")
-    if out.exists() and not overwrite:
-        raise StoreError(f"{out} already exists; pass --overwrite to replace it (the old store stays until the "
-                         "new one is complete) or choose another --output.")
-    if not _is_store_or_empty(out):
-        raise StoreError(f"{out} exists and is not a gpu-features store; refusing to replace it, choose another --output.")
+    recover(out)  # a replace cut between its renames is put right first, never built over
+    check_output(out, overwrite)  # early, so a refusal costs no compute; checked again under the lock
     cfg = config or FeatureConfig()
     progress("read", 0, 1)
-    read = bars_or_path if isinstance(bars_or_path, Bars) else read_bars(bars_or_path, on_bad_bars, reader)
+    if isinstance(bars_or_path, Bars):
+        check_bars(bars_or_path)
+        read = bars_or_path
+    else:
+        read = read_bars(bars_or_path, on_bad_bars, reader, **(read_options or {}))
     bars = read.on_host()  # timestamps and offsets for the store; the engine takes the prices where they were read
     progress("read", 1, 1)
     t_read = time.perf_counter()
@@ -187,42 +270,51 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
     progress("compute", 1, 1)
     t_compute = time.perf_counter()
 
-    symbols = list(bars.symbols)
-    series = [{"name": symbols[s], "first": int(seg_bounds[s]), "count": int(seg_bounds[s + 1] - seg_bounds[s]),
-               "start_index": 0, "source": 0, "source_first": 0} for s in range(bars.n_series)]
+    symbols, series, symbol_of_bar, ends = _segments(bars, seg_bounds, ends)
+
+    split_record, stats = manifest_numbers(feats, valid, bars.timestamp, series, symbols, split_record,
+                                           cfg.window_length, swing_counts(swing, symbol_of_bar, len(symbols)))
+    t_stats = time.perf_counter()
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(out, "tmp")
-    tmp.mkdir()
-    try:
-        shard_records = write_shards(tmp, 0, shards, 0, feats, valid, bars.timestamp, [], progress)
-        state_record = write_state(tmp / STATE_FILE, cps, snaps, ends, checkpoint_every)
-        t_write = time.perf_counter()
-        split_record, stats = manifest_numbers(feats, valid, bars.timestamp, series, symbols, split_record,
-                                               cfg.window_length, swing_counts(swing, bars.series_of(), len(symbols)))
-        manifest = {
-            "format": FORMAT,
-            "version": VERSION,
-            "created": now_iso(),
-            "feature_names": list(FEATURE_NAMES),
-            "config": cfg.to_dict(),
-            "n_bars": int(bars.n),
-            "symbols": symbols,
-            "sources": [source_record(bars)],
-            "series": series,
-            "shards": shard_records,
-            "state": state_record,
-            "splits": split_record,
-            "engine": {"name": run.engine, "chunks": run.chunks, "fixups": run.fixups,
-                       "kernel_seconds": run.kernel_seconds},
-            "timings": {"read_s": t_read - t_start, "compute_s": t_compute - t_read,
-                        "write_s": t_write - t_compute},
-            "stats": stats,
-        }
-        manifest["timings"]["total_s"] = time.perf_counter() - t_start
-        write_manifest(tmp / MANIFEST, manifest)
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return open_store(out)
+    with writer_lock(out, "precompute"):
+        check_output(out, overwrite)
+        clean(out, None)  # stale .NAME.tmp-* / .NAME.old-* of killed writers
+        tmp = temp_sibling(out, "tmp")
+        tmp.mkdir()
+        try:
+            fault_point("precompute.before_shards")
+            shard_records = write_shards(tmp, 0, shards, 0, feats, valid, bars.timestamp, [], progress)
+            state_record = write_state(tmp / STATE_FILE, cps, snaps, ends, checkpoint_every)
+            fault_point("precompute.after_state")
+            t_files = time.perf_counter()
+            manifest = {
+                "format": FORMAT,
+                "version": VERSION,
+                "created": now_iso(),
+                "feature_names": list(FEATURE_NAMES),
+                "config": cfg.to_dict(),
+                "n_bars": int(bars.n),
+                "symbols": symbols,
+                "sources": [source_record(bars)],
+                "series": series,
+                "shards": shard_records,
+                "state": state_record,
+                "splits": split_record,
+                "engine": engine_record(run),
+                # Contiguous phases: they add up to total_s (the manifest write and the swap take microseconds).
+                "timings": {"read_s": t_read - t_start, "compute_s": t_compute - t_read,
+                            "stats_s": t_stats - t_compute,
+                            "write_s": t_files - t_stats, "total_s": t_files - t_start},
+                "stats": stats,
+            }
+            fsync_dir(tmp)
+            fault_point("precompute.before_manifest")
+            write_manifest(tmp / MANIFEST, manifest)
+            fault_point("precompute.after_manifest")
+            replace_dir(tmp, out)  # the commit point
+            fault_point("precompute.after_commit")
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return open_store(out, checksums=False)  # the hashes were just taken from the written bytes
