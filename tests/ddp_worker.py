@@ -36,6 +36,8 @@ def rank_main(rank: int, world: int, port: int, stores: list, out: str, cfg_dict
     result["orders"] = [run.train_loader.rank_order(e).tolist() for e in range(cfg.epochs)]
     result["n_batches"] = len(run.train_loader)
     run.fit()
+    # every parameter, log sigma included (used by the loss, outside DDP's forward), as exact numbers
+    result["weights"] = {k: v.double().flatten().tolist() for k, v in run.model.state_dict().items()}
     result["full"] = {"summary": run.finish(), "history": run.state["history"]}
 
     def interrupt(epoch, i, batch, model):

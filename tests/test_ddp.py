@@ -119,6 +119,7 @@ def test_two_gloo_ranks_train_agree_write_once_and_resume_exactly(stores, tmp_pa
     s = r0["full"]["summary"]
     assert s["world_size"] == 2 and s["batch_size_per_process"] == 8 and s["global_batch_size"] == 16
     assert s["stores"] == paths and len(r0["full"]["history"]) == 2
+    assert r0["weights"] == r1["weights"]  # gradients were all-reduced: the ranks never diverged
     # the ranks' windows in an epoch are disjoint and together are the epoch (64 windows = 4 steps x 2 x 8)
     assert r0["n_batches"] == r1["n_batches"] == 4
     for e in range(2):
