@@ -299,6 +299,16 @@ def test_tensorboard_logs_the_metrics_or_says_what_is_missing(stores, tmp_path, 
         return
     train(a.path, tmp_path / "r", cfg, tensorboard=True)
     assert list((tmp_path / "r" / "tensorboard").glob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "r" / "tensorboard"))
+    acc.Reload()
+    line = json.loads((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()[0])
+    for key in ("val_mae", "train_loss", "lr"):
+        (event,) = acc.Scalars(key)
+        assert event.step == 1 and event.value == pytest.approx(line[key], rel=1e-6)
+    (event,) = acc.Scalars("val_mae_per_feature/range_z")
+    assert event.value == pytest.approx(line["val_mae_per_feature"]["range_z"], rel=1e-6)
 
 
 def test_cuda_graphs_on_needs_one_process_on_a_gpu(stores, tmp_path):
