@@ -283,14 +283,16 @@ def test_kernel_signatures_match_the_abi_table(kernel):
     host_sig = re.search(rf"void host_{kernel}\(([^)]*)\)", entry)
     assert host_sig, f"host_{kernel} not found in host_entry.cpp"
     assert _c_params(host_sig.group(1)) == [("pf_i64", "n_threads")] + want
-    launch_args = re.search(rf"PF_LAUNCH\({kernel}, n_threads, \w+, ([^;]*)\);", entry)
+    # Chunk kernels go through PF_LAUNCH; elementwise ones run their ``_element`` body with PF_FOR_EACH.
+    launch_args = re.search(rf"PF_(?:LAUNCH\({kernel}, n_threads, \w+|FOR_EACH\({kernel}_element, n_threads), "
+                            r"([^;]*)\);", entry)
     assert launch_args, f"PF_LAUNCH of {kernel} not found in host_entry.cpp"
     assert [a.strip() for a in launch_args.group(1).split(",")] == [p.name for p in abi.KERNELS[kernel]]
 
 
 def test_abi_signatures_are_the_kinds_of_the_parameters():
-    assert abi.SIGNATURES["pf_candle"] == "qppppdpp"
-    assert abi.SIGNATURES["pf_scan"] == "q" + "p" * 10 + "q" + "p" * 6 + "q" + "p"
+    assert abi.SIGNATURES["pf_candle"] == "qppppdp"
+    assert abi.SIGNATURES["pf_scan"] == "q" + "p" * 9 + "q" + "p" * 6 + "q" + "p"
     assert all(len(abi.SIGNATURES[k]) == len(abi.KERNELS[k]) for k in abi.KERNELS)
 
 

@@ -50,11 +50,11 @@ def _params(spec: str) -> tuple[Param, ...]:
 KERNELS: dict[str, tuple[Param, ...]] = {
     "pf_candle": _params(
         "pf_i64 n value; const double* o in; const double* h in; const double* l in; const double* c in;"
-        "double eps value; float* feats out; double* tr out"),
+        "double eps value; float* feats out"),
     "pf_scan": _params(
         "pf_i64 n_chunks value; const pf_i64* chunk_start in; const pf_i64* chunk_end in;"
         "const pf_i64* chunk_segment in; const pf_i64* seg_start in; const double* seg_state in;"
-        "const double* h in; const double* l in; const double* c in; const double* tr in;"
+        "const double* h in; const double* l in; const double* c in;"
         "const double* params in; pf_i64 warm value; float* feats out; unsigned char* valid out;"
         "signed char* swing out; double* start_state out; double* end_state out; const pf_i64* snap_pos in;"
         "pf_i64 n_snap value; double* snap_state out"),

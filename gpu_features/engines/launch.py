@@ -6,7 +6,7 @@ ctypes, or a CUDA grid through CuPy). Sequence:
 
 Launch arguments come from the one ABI table in :mod:`.abi`, by parameter name.
 
-1. ``pf_candle``  one thread per bar: features 0..4 and the true range.
+1. ``pf_candle``  one thread per bar: features 0..4.
 2. ``pf_scan``    one thread per chunk of ``chunk_bars``: speculative chunk scan.
 3. ``pf_check``   one thread per chunk: start state == predecessor's end state?
 4. ``pf_fixup``   one thread per series: in-order re-run of every wrong chunk.
@@ -121,7 +121,6 @@ def run_chunked(backend: Backend, o, h, l, c, offsets: np.ndarray, cfg: FeatureC
     feats = alloc((n, N_FEATURES), xp.float32, np.nan)
     valid = alloc(n, xp.uint8, 0xFF)
     swing = alloc(n, xp.int8, -1)
-    tr = alloc(n, xp.float64, np.nan)
     start_state = alloc((n_chunks, dim), xp.float64, np.nan)
     end_state = alloc((n_chunks, dim), xp.float64, np.nan)
     snap_state = alloc((m, dim), xp.float64, np.nan)
@@ -129,7 +128,7 @@ def run_chunked(backend: Backend, o, h, l, c, offsets: np.ndarray, cfg: FeatureC
     fixups = alloc(n_series, xp.int32, -1)
 
     # Every array and scalar a kernel takes, by its ABI parameter name; each launch picks its own in order.
-    pool = dict(n=n, o=o, h=h, l=l, c=c, eps=cfg.eps, feats=feats, tr=tr, n_chunks=n_chunks,
+    pool = dict(n=n, o=o, h=h, l=l, c=c, eps=cfg.eps, feats=feats, n_chunks=n_chunks,
                  chunk_start=d_chunk_start, chunk_end=d_chunk_end, chunk_segment=d_chunk_segment,
                  seg_start=d_seg_start, seg_state=d_seg_state, params=d_params, warm=warm_bars, valid=valid,
                  swing=swing, start_state=start_state, end_state=end_state, snap_pos=d_snap_pos, n_snap=m,
