@@ -126,6 +126,11 @@ def cmd_precompute(args) -> int:
     return 0
 
 
+def _phases(timings: dict) -> str:
+    """``read 0.10, compute 0.03, ...``: every recorded phase in order (they add up to ``total_s``)."""
+    return ", ".join(f"{k[:-2]} {v:.2f}" for k, v in timings.items() if k.endswith("_s") and k != "total_s")
+
+
 def _print_store_summary(st, verb: str) -> None:
     t, eng = st.timings, st.engine
     console.print(f"[bold green]{verb}[/] {st.path}: {st.n_bars:,} bars, {len(st.symbols)} symbol(s), "
@@ -136,8 +141,7 @@ def _print_store_summary(st, verb: str) -> None:
     console.print(f"engine [bold]{eng['name']}[/] ({eng['chunks']} chunks, {eng['fixups']} fix-ups, kernels "
                   f"{eng['kernel_seconds'] * 1e3:.1f} ms); "
                   + (f"read with [bold]{', '.join(readers)}[/]{''.join(notes)}; " if readers else "")
-                  + f"total {t['total_s']:.2f} s "
-                  f"(read {t['read_s']:.2f}, compute {t['compute_s']:.2f}, write {t['write_s']:.2f})")
+                  + f"total {t['total_s']:.2f} s ({_phases(t)})")
     table = Table(title="splits")
     for col in ("split", "from", "to", "bars", "windows"):
         table.add_column(col, justify="right" if col in ("bars", "windows") else "left")

@@ -80,12 +80,10 @@ def resolve(spec, timestamps: np.ndarray) -> dict:
     spec = {"fractions": DEFAULT_FRACTIONS} if spec is None else dict(spec)
     if set(spec) == {"fractions"}:
         fr = check_fractions(spec["fractions"])
-        t = np.sort(np.asarray(timestamps, dtype=np.int64))
+        t = np.asarray(timestamps, dtype=np.int64)
         n = len(t)
-        cuts = []
-        for f in (fr[0], fr[0] + fr[1]):
-            k = int(np.floor(f * n + 1e-9))
-            cuts.append(int(t[k]) if k < n else int(t[-1]) + 1)
+        ks = [int(np.floor(f * n + 1e-9)) for f in (fr[0], fr[0] + fr[1])]
+        cuts = [int(v) for v in order_statistics(t, ks)]
         record = {"method": "fractions", "fractions": list(fr)}
     elif set(spec) == {"dates"}:
         cuts = list(parse_dates(spec["dates"]))
@@ -94,6 +92,22 @@ def resolve(spec, timestamps: np.ndarray) -> dict:
         raise SplitError(f"splits must be given as fractions or as dates, got keys {sorted(spec)}.")
     record["boundaries"] = [[None, cuts[0]], [cuts[0], cuts[1]], [cuts[1], None]]
     return record
+
+
+def order_statistics(t: np.ndarray, ks: list[int]) -> list[int]:
+    """``sorted(t)[k]`` for each ``k`` (``max(t) + 1`` where ``k >= len(t)``), without sorting ``t``.
+
+    Already sorted timestamps (one series) are indexed directly; otherwise ``np.partition``
+    finds the few order statistics in linear time.
+    """
+    n = len(t)
+    inside = sorted({k for k in ks if k < n})
+    if n and np.all(t[1:] >= t[:-1]):
+        picked = {k: t[k] for k in inside}
+    else:
+        part = np.partition(t, inside) if inside else t
+        picked = {k: part[k] for k in inside}
+    return [int(picked[k]) if k < n else int(t.max()) + 1 for k in ks]
 
 
 def split_ids(timestamps: np.ndarray, record: dict) -> np.ndarray:

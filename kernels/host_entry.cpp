@@ -1,4 +1,4 @@
-// host_entry.cpp: the host build of the kernels. Compiles candle.cu and scan.cu
+// host_entry.cpp: the host build of the kernels. Compiles candle.cu, scan.cu and stats.cu
 // as plain C++ (see portable.cuh) and exports one launcher per kernel that
 // runs its grid as an OpenMP loop. Built by gpu_features/engines/host.py:
 //   g++ -O3 -ffp-contract=off -fopenmp -fPIC -shared -DPF_ATR_PERIOD=P host_entry.cpp
@@ -6,6 +6,7 @@
 
 #include "candle.cu"
 #include "scan.cu"
+#include "stats.cu"
 
 // Host block size of chunk and series kernels: one per task, so few long chunks still
 // spread over cores. Elementwise kernels run their per-element body as a plain static
@@ -43,6 +44,13 @@ void host_pf_fixup(pf_i64 n_threads, pf_i64 n_segments, const pf_i64* seg_first_
                    const pf_i64* snap_pos, pf_i64 n_snap, double* snap_state, int* fixups) {
   PF_LAUNCH(pf_fixup, n_threads, PF_TASK_BLOCK, n_segments, seg_first_chunk, chunk_start, chunk_end, bad, h, l,
             c, params, feats, valid, swing, start_state, end_state, snap_pos, n_snap, snap_state, fixups);
+}
+
+void host_pf_moments(pf_i64 n_threads, pf_i64 n_blocks, const pf_i64* block_start, const pf_i64* block_end,
+                     const float* feats, const unsigned char* valid, const signed char* swing, pf_i64* counts,
+                     double* moments) {
+  PF_LAUNCH(pf_moments, n_threads, PF_TASK_BLOCK, n_blocks, block_start, block_end, feats, valid, swing, counts,
+            moments);
 }
 
 int host_pf_state_dim(void) { return PF_STATE_DIM; }

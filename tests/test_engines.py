@@ -179,7 +179,7 @@ def test_host_respects_omp_num_threads(n):
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not found: the sm_90 compile check needs the CUDA toolkit")
-@pytest.mark.parametrize("source", ["candle.cu", "scan.cu"])
+@pytest.mark.parametrize("source", abi.KERNEL_FILES)
 def test_nvcc_compiles_every_kernel_for_sm90(source, tmp_path):
     src = abi.kernel_dir()
     cmd = ["nvcc", "-arch=sm_90", "--fmad=false", "-std=c++17", "-DPF_ATR_PERIOD=10", "-I", str(src), "-c",
@@ -275,7 +275,7 @@ def test_kernel_signatures_match_the_abi_table(kernel):
     """
     src = abi.kernel_dir()
     want = [(p.ctype, p.name) for p in abi.KERNELS[kernel]]
-    cu = (src / "candle.cu").read_text() + (src / "scan.cu").read_text()
+    cu = "".join((src / name).read_text() for name in abi.KERNEL_FILES)
     kernel_sig = re.search(rf"PF_KERNEL void {kernel}\(([^)]*)\)", cu)
     assert kernel_sig, f"{kernel} not found in the .cu sources"
     assert _c_params(kernel_sig.group(1)) == want

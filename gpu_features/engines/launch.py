@@ -13,6 +13,9 @@ Launch arguments come from the one ABI table in :mod:`.abi`, by parameter name.
 
 No host round trip between kernels; the one synchronisation is reading the
 fix-up count at the end.
+
+:func:`run_moments` launches ``pf_moments`` (kernels/stats.cu) over features where
+they are: per-block partial moments that ``store/stats.py`` combines on the host.
 """
 from __future__ import annotations
 
@@ -24,6 +27,9 @@ import numpy as np
 from .. import state as S
 from ..config import N_FEATURES, FeatureConfig
 from .abi import arguments
+
+STATS_BLOCK_BARS = 1024  # bars per pf_moments block, the same for every engine so all give the same bits
+N_MOMENTS = 6            # shift, sum, sum of squares, min, max, non-zero count (kernels/stats.cu)
 
 @dataclasses.dataclass
 class EngineRun:
@@ -146,3 +152,42 @@ def run_chunked(backend: Backend, o, h, l, c, offsets: np.ndarray, cfg: FeatureC
     return EngineRun(features=feats, valid=valid.view(xp.bool_), swing=swing,
                      end_states=end_states, snapshots=snap_state, engine=backend.name, chunks=n_chunks,
                      fixups=int(fixups.sum()), kernel_seconds=clock.seconds)
+
+
+@dataclasses.dataclass
+class Moments:
+    """Per-block partial statistics of features over valid bars (kernels/stats.cu ``pf_moments``).
+
+    Attributes:
+        block_segment: ``[B] int64`` numpy, the segment (series) of each block; blocks in bar order.
+        counts: ``[B, 3] int64``: valid bars, swing highs, swing lows of each block.
+        moments: ``[B, 10, 6] float64``: per feature shift, sum and sum of squares of ``x - shift``,
+            min, max, non-zero count, over the block's valid bars.
+        seconds: wall time of the computation (the kernel on the GPU).
+    """
+
+    block_segment: Any
+    counts: Any
+    moments: Any
+    seconds: float = 0.0
+
+
+def run_moments(backend: Backend, feats, valid, swing, offsets: np.ndarray,
+                block_bars: int = STATS_BLOCK_BARS) -> Moments:
+    """Launch ``pf_moments`` over ``[n, 10] f32`` features, ``[n]`` valid and swing where they are.
+
+    ``offsets`` are the ``[G]`` segment starts; blocks of at most ``block_bars`` never cross one.
+    Returns :class:`Moments` with ``counts`` and ``moments`` on the backend's device.
+    """
+    xp = backend.xp
+    n = len(valid)
+    block_start, block_end, block_segment, _ = chunk_table(offsets, n, block_bars)
+    n_blocks = len(block_start)
+    pool = dict(n_blocks=n_blocks, block_start=backend.asarray(block_start), block_end=backend.asarray(block_end),
+                feats=xp.ascontiguousarray(feats, dtype=xp.float32),
+                valid=xp.ascontiguousarray(valid).view(xp.uint8), swing=xp.ascontiguousarray(swing).view(xp.int8),
+                counts=xp.empty((n_blocks, 3), dtype=xp.int64),
+                moments=xp.empty((n_blocks, N_FEATURES, N_MOMENTS), dtype=xp.float64))
+    with backend.timer() as clock:
+        backend.launch("pf_moments", n_blocks, arguments("pf_moments", pool))
+    return Moments(block_segment, pool["counts"], pool["moments"], clock.seconds)

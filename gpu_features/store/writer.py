@@ -13,9 +13,13 @@ writers and commits by replacing the manifest.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +29,11 @@ from ..arrays import to_numpy
 from ..bars import Bars, read_bars
 from ..config import FEATURE_NAMES, FeatureConfig
 from ..errors import StoreError
-from ..fileio import now_iso, replace_dir, sha256_file, temp_sibling, write_json_atomic
+from ..fileio import now_iso, replace_dir, temp_sibling, write_json_atomic
 from ..progress import Progress, no_progress
 from .format import CHECKPOINT_BARS, FORMAT, MANIFEST, SHARD_BARS, STATE_FILE, VERSION, shard_name
 from .reader import Store, open_store
-from .stats import split_counts, store_stats, swing_counts
+from .stats import split_counts, store_stats
 
 
 def checkpoint_positions(segment_bounds: np.ndarray, shard_bounds: np.ndarray, every: int) -> np.ndarray:
@@ -45,50 +49,141 @@ def shard_ranges(first: int, n: int, shard_bars: int) -> list[tuple[int, int]]:
     return [(a, min(shard_bars, first + n - a)) for a in range(first, first + n, shard_bars)]
 
 
-def write_shard(path: Path, feats, valid, timestamp, first: int) -> dict:
-    """Write one shard; returns its manifest record (without the file name's directory)."""
-    from safetensors.numpy import save_file
+_SAFETENSORS_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.float64): "F64", np.dtype(np.int64): "I64",
+                      np.dtype(np.bool_): "BOOL"}
 
-    save_file({"features": np.ascontiguousarray(feats, dtype=np.float32),
-               "timestamp": np.ascontiguousarray(timestamp, dtype=np.int64),
-               "valid": np.ascontiguousarray(valid, dtype=np.bool_)},
-              str(path), metadata={"format": FORMAT, "version": str(VERSION), "first_bar": str(first)})
-    return {"file": path.name, "first": int(first), "count": int(len(valid)), "bytes": path.stat().st_size,
-            "sha256": sha256_file(path)}
+
+def safetensors_bytes(tensors: dict, metadata: dict) -> memoryview:
+    """A safetensors file in memory (a bytes-like view), the same bytes for the same arrays in every process.
+
+    ``safetensors.numpy.save`` keeps metadata in a hash map whose order changes from call to
+    call, so the header is written here: JSON with sorted keys, padded with spaces to 8 bytes,
+    tensors laid out widest dtype first then by name (safetensors' own order), little-endian.
+    ``safetensors.numpy.load`` reads it back (tests/test_stats.py).
+    """
+    names = sorted(tensors, key=lambda k: (-tensors[k].dtype.itemsize, k))
+    header, offset = {"__metadata__": {str(k): str(v) for k, v in metadata.items()}}, 0
+    for name in names:
+        a = tensors[name]
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[a.dtype], "shape": list(a.shape),
+                        "data_offsets": [offset, offset + a.nbytes]}
+        offset += a.nbytes
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    out = np.empty(8 + len(text) + offset, dtype=np.uint8)
+    out[:8] = np.frombuffer(len(text).to_bytes(8, "little"), dtype=np.uint8)
+    out[8:8 + len(text)] = np.frombuffer(text, dtype=np.uint8)
+    pos = 8 + len(text)
+    for name in names:
+        a = np.ascontiguousarray(tensors[name], dtype=tensors[name].dtype.newbyteorder("<"))
+        out[pos:pos + a.nbytes] = a.reshape(-1).view(np.uint8)
+        pos += a.nbytes
+    return out.data
+
+
+def _shard_bytes(feats, valid, timestamp, first: int) -> memoryview:
+    """One shard serialized in memory."""
+    return safetensors_bytes({"features": np.ascontiguousarray(feats, dtype=np.float32),
+                              "timestamp": np.ascontiguousarray(timestamp, dtype=np.int64),
+                              "valid": np.ascontiguousarray(valid, dtype=np.bool_)},
+                             {"format": FORMAT, "version": str(VERSION), "first_bar": str(first)})
+
+
+def _sha256(data) -> str:
+    return hashlib.sha256(data).hexdigest()  # releases the GIL: threads hash in parallel
+
+
+def write_bytes(path: Path, data) -> None:
+    """``data`` to ``path`` with one write, a flush and an fsync: where every shard and state file reaches disk."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_shard(path: Path, feats, valid, timestamp, first: int) -> dict:
+    """Write one shard; returns its manifest record (without the file name's directory).
+
+    The shard is serialized in memory and hashed from those bytes (never re-read from disk).
+    """
+    data = _shard_bytes(feats, valid, timestamp, first)
+    digest = _sha256(data)
+    write_bytes(path, data)
+    return {"file": path.name, "first": int(first), "count": int(len(valid)), "bytes": len(data), "sha256": digest}
+
+
+@dataclasses.dataclass
+class WriteClock:
+    """Wall seconds of the writing stages, for the manifest's timings (they add up to the writing time)."""
+
+    serialize_s: float = 0.0
+    hash_s: float = 0.0
+    write_s: float = 0.0
+
+
+def write_workers(n_files: int) -> int:
+    """Threads for serializing, hashing and writing ``n_files`` files: the cores, at most 8."""
+    return max(1, min(os.cpu_count() or 1, 8, n_files))
 
 
 def write_shards(folder: Path, first_index: int, ranges: list[tuple[int, int]], bar0: int, feats, valid,
-                 timestamp, written: list[Path], progress: Progress) -> list[dict]:
+                 timestamp, written: list[Path], progress: Progress, clock: WriteClock | None = None) -> list[dict]:
     """Write the shards ``ranges`` (store bar positions) of arrays that start at store bar ``bar0``.
+
+    Shards go in groups of :func:`write_workers` at a time, each group through three parallel
+    stages (serialize in memory, SHA-256 of those bytes, write + fsync), so memory holds one group's
+    bytes and ``clock`` gets each stage's wall time. The files are those :func:`write_shard` writes.
 
     Args:
         folder: where the files go; first_index: number of the first new shard file.
         ranges: ``(first, count)`` per shard, in store bars.
         feats ``[m, 10] f32``, valid ``[m] bool``, timestamp ``[m] i64``: bars ``bar0 .. bar0 + m``.
         written: every path is appended before it is written (so a caller can remove them on failure).
+        clock: optional :class:`WriteClock` the stage times are added to.
 
     Returns:
         The shards' manifest records.
     """
+    clock = clock if clock is not None else WriteClock()
+    workers = write_workers(len(ranges))
     records = []
-    for k, (a, count) in enumerate(ranges):
-        path = folder / shard_name(first_index + k)
-        written.append(path)
+
+    def serialize(item):
+        a, count = item
         lo, hi = a - bar0, a - bar0 + count
-        records.append(write_shard(path, feats[lo:hi], valid[lo:hi], timestamp[lo:hi], a))
-        progress("write", k + 1, len(ranges))
+        return _shard_bytes(feats[lo:hi], valid[lo:hi], timestamp[lo:hi], a)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for g in range(0, len(ranges), workers):
+            group = ranges[g:g + workers]
+            paths = [folder / shard_name(first_index + g + k) for k in range(len(group))]
+            t0 = time.perf_counter()
+            blobs = list(pool.map(serialize, group))
+            t1 = time.perf_counter()
+            digests = list(pool.map(_sha256, blobs))
+            t2 = time.perf_counter()
+            written.extend(paths)
+            list(pool.map(write_bytes, paths, blobs))
+            t3 = time.perf_counter()
+            clock.serialize_s += t1 - t0
+            clock.hash_s += t2 - t1
+            clock.write_s += t3 - t2
+            records += [{"file": path.name, "first": int(a), "count": int(count), "bytes": len(data), "sha256": digest}
+                        for path, (a, count), data, digest in zip(paths, group, blobs, digests)]
+            del blobs
+            progress("write", g + len(group), len(ranges))
     return records
 
 
 def write_state(path: Path, checkpoint_bar, checkpoint_state, end_state, every: int) -> dict:
-    """Write the state file; returns its manifest record."""
-    from safetensors.numpy import save_file
-
-    save_file({"checkpoint_bar": np.ascontiguousarray(checkpoint_bar, dtype=np.int64),
-               "checkpoint_state": np.ascontiguousarray(checkpoint_state, dtype=np.float64),
-               "end_state": np.ascontiguousarray(end_state, dtype=np.float64)},
-              str(path), metadata={"format": FORMAT, "version": str(VERSION)})
-    return {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path), "checkpoint_every": every}
+    """Write the state file (serialized in memory, hashed from those bytes); returns its manifest record."""
+    data = safetensors_bytes({"checkpoint_bar": np.ascontiguousarray(checkpoint_bar, dtype=np.int64),
+                              "checkpoint_state": np.ascontiguousarray(checkpoint_state, dtype=np.float64),
+                              "end_state": np.ascontiguousarray(end_state, dtype=np.float64)},
+                             {"format": FORMAT, "version": str(VERSION)})
+    digest = _sha256(data)
+    write_bytes(path, data)
+    return {"file": path.name, "bytes": len(data), "sha256": digest, "checkpoint_every": every}
 
 
 def write_manifest(path: Path, manifest: dict) -> None:
@@ -101,24 +196,27 @@ def source_record(bars: Bars) -> dict:
     return dict({"kind": "memory"}, **bars.source, ingest=bars.ingest)
 
 
-def manifest_numbers(feats, valid, timestamp, segments: list[dict], symbols: list[str], split_record: dict,
-                     K: int, swings: np.ndarray) -> tuple[dict, dict]:
+def manifest_numbers(moments: engines.Moments, valid, timestamp, segments: list[dict], symbols: list[str],
+                     split_record: dict, K: int, swings_before=None) -> tuple[dict, dict]:
     """The ``splits`` record with its bar and window counts, and the ``stats`` record, of a whole store.
 
     Args:
-        feats ``[n, 10] f32``, valid ``[n] bool``, timestamp ``[n] i64``: every bar of the store.
+        moments: ``engines.moments`` of every bar of the store (numpy arrays), blocks cut at the segments.
+        valid ``[n] bool``, timestamp ``[n] i64``: every bar of the store.
         segments: the manifest's series entries (``name``, ``first``, ``count``) in bar order.
         symbols: the ``S`` symbol names; split_record: the boundaries (its counts are replaced).
-        K: window length; swings: ``[S, 2] int64`` swing highs and lows per symbol.
+        K: window length; swings_before: optional ``[S, 2]`` swing counts of bars not in ``moments``' swings.
     """
     n = len(valid)
     seg_bounds = np.array([g["first"] for g in segments] + [n], dtype=np.int64)
-    index = {name: k for k, name in enumerate(symbols)}
-    symbol_of_bar = np.repeat(np.array([index[g["name"]] for g in segments], dtype=np.int64),
-                              [g["count"] for g in segments])
     splits = dict(split_record)
     splits["counts"] = split_counts(valid, splits_mod.split_ids(timestamp, splits), seg_bounds, K)
-    return splits, store_stats(feats, valid, symbol_of_bar, symbols, swings)
+    return splits, store_stats(moments, segments, symbols, swings_before)
+
+
+def host_moments(m: engines.Moments) -> engines.Moments:
+    """``m`` with its tables on the host (one transfer of ``[blocks, 3]`` and ``[blocks, 10, 6]``)."""
+    return dataclasses.replace(m, counts=to_numpy(m.counts), moments=to_numpy(m.moments))
 
 
 def _is_store_or_empty(path: Path) -> bool:
@@ -173,8 +271,6 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
     bars = read.on_host()  # timestamps and offsets for the store; the engine takes the prices where they were read
     progress("read", 1, 1)
     t_read = time.perf_counter()
-    split_record = splits_mod.resolve(splits, bars.timestamp)
-
     seg_bounds = bars.series_bounds()
     shards = shard_ranges(0, bars.n, shard_bars)
     shard_bounds = np.array([a for a, _ in shards] + [bars.n], dtype=np.int64)
@@ -182,24 +278,43 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
     progress("compute", 0, 1)
     run = engines.run(read.open, read.high, read.low, read.close, offsets=bars.offsets, config=cfg,
                       engine=engine, snapshot_at=cps)
-    feats, valid, swing = to_numpy(run.features), to_numpy(run.valid), to_numpy(run.swing)
+    feats, valid = to_numpy(run.features), to_numpy(run.valid)
     snaps, ends = to_numpy(run.snapshots), to_numpy(run.end_states)
     progress("compute", 1, 1)
     t_compute = time.perf_counter()
 
+    # Statistics where the features are (the GPU engine's device, else the host), one small table back.
+    progress("statistics", 0, 1)
+    moments = host_moments(engines.moments(run.features, run.valid, run.swing, offsets=bars.offsets,
+                                           engine=run.engine, atr_period=cfg.atr_period))
+    engine_record = {"name": run.engine, "chunks": run.chunks, "fixups": run.fixups,
+                     "kernel_seconds": run.kernel_seconds, "stats_kernel_seconds": moments.seconds}
+    del run  # the device copies go now
     symbols = list(bars.symbols)
     series = [{"name": symbols[s], "first": int(seg_bounds[s]), "count": int(seg_bounds[s + 1] - seg_bounds[s]),
                "start_index": 0, "source": 0, "source_first": 0} for s in range(bars.n_series)]
+    split_record = splits_mod.resolve(splits, bars.timestamp)
+    split_record, stats = manifest_numbers(moments, valid, bars.timestamp, series, symbols, split_record,
+                                           cfg.window_length)
+    progress("statistics", 1, 1)
+    t_stats = time.perf_counter()
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(out, "tmp")
     tmp.mkdir()
     try:
-        shard_records = write_shards(tmp, 0, shards, 0, feats, valid, bars.timestamp, [], progress)
+        clock = WriteClock()
+        shard_records = write_shards(tmp, 0, shards, 0, feats, valid, bars.timestamp, [], progress, clock)
+        t0 = time.perf_counter()
         state_record = write_state(tmp / STATE_FILE, cps, snaps, ends, checkpoint_every)
-        t_write = time.perf_counter()
-        split_record, stats = manifest_numbers(feats, valid, bars.timestamp, series, symbols, split_record,
-                                               cfg.window_length, swing_counts(swing, bars.series_of(), len(symbols)))
+        clock.write_s += time.perf_counter() - t0
+        timings = {"read_s": t_read - t_start, "compute_s": t_compute - t_read, "stats_s": t_stats - t_compute,
+                   "serialize_s": clock.serialize_s, "hash_s": clock.hash_s, "write_s": clock.write_s}
+        # Everything else before the manifest is written (directory set-up, thread start-up): so the
+        # phases add up to total_s, which ends where the manifest is committed.
+        total = time.perf_counter() - t_start
+        timings["other_s"] = max(total - sum(timings.values()), 0.0)
+        timings["total_s"] = total
         manifest = {
             "format": FORMAT,
             "version": VERSION,
@@ -213,13 +328,10 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
             "shards": shard_records,
             "state": state_record,
             "splits": split_record,
-            "engine": {"name": run.engine, "chunks": run.chunks, "fixups": run.fixups,
-                       "kernel_seconds": run.kernel_seconds},
-            "timings": {"read_s": t_read - t_start, "compute_s": t_compute - t_read,
-                        "write_s": t_write - t_compute},
+            "engine": engine_record,
+            "timings": timings,
             "stats": stats,
         }
-        manifest["timings"]["total_s"] = time.perf_counter() - t_start
         write_manifest(tmp / MANIFEST, manifest)
         replace_dir(tmp, out)
     except BaseException:
