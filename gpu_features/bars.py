@@ -170,7 +170,8 @@ def assemble(where, prices: dict, ts: np.ndarray, symbol: np.ndarray | None, on_
     else:
         codes, names = encode_symbols(symbol)
         order = _series_order(codes)
-    o, h, l, c, ts, codes, row = (a[order] for a in (o, h, l, c, ts, codes, row))
+    if symbol is not None and np.any(order != row):  # one series, or already grouped: no gather copies
+        o, h, l, c, ts, codes, row = (a[order] for a in (o, h, l, c, ts, codes, row))
     ingest = _ingest_record(on_bad_bars, n, symbol is not None)
     rules = rule_masks(o, h, l, c)
     bad_price = rules[0][1]
