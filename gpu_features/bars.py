@@ -213,7 +213,8 @@ def assemble(where, prices: dict, ts: np.ndarray, symbol: np.ndarray | None, on_
         ingest["dropped"][rule] = _record(bad_rows, row)
         keep &= ~bad_rows
 
-    o, h, l, c, ts, codes = (a[keep] for a in (o, h, l, c, ts, codes))
+    if not keep.all():  # nothing dropped: no copies
+        o, h, l, c, ts, codes = (a[keep] for a in (o, h, l, c, ts, codes))
     if len(c) == 0:
         raise BarsError(f"{where}: no bars are left after dropping bad bars; fix the data.")
     present = np.unique(codes)
