@@ -153,7 +153,7 @@ def end_to_end_phases(engines_here, scale: float, repeat: int, rss: bool, result
                 t, st = best_of(call, repeat)
                 rec = {"engine": eng, "case": label, "bars": bars.n, "symbols": symbols, "seconds": t,
                        "phases": dict(st.timings), "store_bytes": st.bytes_on_disk}
-                if rss:
+                if rss and eng == engines_here[-1]:  # one child per case: the fastest engine here
                     rec["peak_rss_mb"] = peak_rss_of_precompute(n_bars, eng, symbols)
                 records.append(rec)
             del bars

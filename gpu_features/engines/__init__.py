@@ -139,6 +139,7 @@ def moments(feats, valid, swing, offsets=None, engine: str = "auto", atr_period:
         from . import gpu
 
         backend = gpu.GpuBackend(10 if atr_period is None else atr_period)
+        feats, valid, swing = (backend.xp.asarray(x) for x in (feats, valid, swing))  # host arrays move once
     from .launch import run_moments
 
     return run_moments(backend, feats, valid, swing, offsets)

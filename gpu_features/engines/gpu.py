@@ -60,7 +60,7 @@ def nvrtc_program(atr_period: int) -> tuple[str, tuple[str, ...]]:
 
 @functools.lru_cache(maxsize=None)
 def module(atr_period: int):
-    """The compiled ``cupy.RawModule`` holding the four kernels for ``atr_period``."""
+    """The compiled ``cupy.RawModule`` holding the kernels (abi.KERNELS) for ``atr_period``."""
     import cupy
 
     code, options = nvrtc_program(atr_period)
