@@ -291,6 +291,13 @@ def main(argv=None) -> int:
             reader = st.sources[0]["ingest"]["reader"]
             result["engines"][eng].update(end_to_end_seconds=t, end_to_end_reader=reader)
             rows.append({"what": f"{eng} end to end, parquet ({reader}) -> store", "value": t, "unit": "s"})
+        # read time of a parquet file with a symbol column (read dictionary-encoded, no per-row strings)
+        sym_src = Path(tmp) / "bars-symbol.parquet"
+        pq.write_table(pq.read_table(src).append_column(
+            "symbol", pa.DictionaryArray.from_arrays(np.zeros(bars.n, np.int32), pa.array(["NQ"]))),
+                       sym_src)
+        t, _ = best_of(lambda: gf.read_bars(sym_src), args.repeat)
+        rows.append({"what": f"read_bars, parquet with symbol, {bars.n:,} bars", "value": t, "unit": "s"})
         if not fast:
             st = gf.precompute(src, Path(tmp) / "store-reference", engine="reference", overwrite=True)
         store_bytes = st.bytes_on_disk

@@ -27,3 +27,7 @@ class EngineError(GpuFeaturesError):
 
 class WindowError(GpuFeaturesError):
     """A window index or loader was asked for something it cannot do."""
+
+
+class LockError(GpuFeaturesError):
+    """Another process is writing the same store or export and did not finish in time."""

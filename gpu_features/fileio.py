@@ -5,15 +5,26 @@
   siblings of their target (``.NAME.<tag>-<random>``), so a rename into place never
   crosses a file system and leftovers are recognisable.
 - :func:`write_json_atomic`, :func:`replace_dir`: JSON files and whole directories
-  replaced by a rename, after an fsync.
+  replaced by a rename, after an fsync; a directory is swapped with its replacement
+  in one ``renameat2(RENAME_EXCHANGE)`` on Linux, so there is no moment without it.
+- :func:`fsync_file`, :func:`fsync_dir`, :func:`umask_permissions`: durability and the
+  permissions the umask gives.
+- :func:`writer_lock`: the one lock a writer of a store or export holds (``filelock``).
+- :func:`fault_point`: named steps where the fault-injection tests kill a writer.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import datetime as dt
+import errno
 import hashlib
 import json
 import os
 import shutil
+import signal
+import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -58,7 +69,9 @@ def json_text(obj) -> str:
 
 def write_json_atomic(path, obj, lines: bool = False) -> None:
     """Write ``obj`` as JSON (or, with ``lines``, a list as JSON lines) through a temporary sibling,
-    an fsync and a rename: readers see the old file or the new one, never a part."""
+    an fsync and a rename, then fsync the folder: readers see the old file or the new one, never a
+    part, and the new one survives a power cut once this returns. Keys keep their insertion order
+    (writers build their dicts in a fixed order), so equal inputs give equal bytes."""
     path = Path(path)
     tmp = temp_sibling(path, "tmp")
     try:
@@ -72,19 +85,163 @@ def write_json_atomic(path, obj, lines: bool = False) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    Returns False where the system or file system cannot (then the caller falls back)."""
+    if not sys.platform.startswith("linux") or os.environ.get("GPU_FEATURES_NO_EXCHANGE"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
 def replace_dir(tmp: Path, out: Path) -> None:
-    """Move a complete new directory ``tmp`` into place at ``out``; an old one is removed only after
-    the new one is there (and put back if the move fails)."""
+    """Move a complete new directory ``tmp`` into place at ``out``, then remove the old one.
+
+    On Linux the two are swapped in one ``renameat2(RENAME_EXCHANGE)``: at every instant ``out`` is
+    the complete old or the complete new directory. Elsewhere the old one is first renamed to a
+    ``.NAME.old-*`` sibling; a crash between the two renames leaves ``out`` missing with both
+    siblings complete, which :func:`gpu_features.store.recovery.recover` puts right on the next
+    open. The parent folder is fsynced after the switch (the commit is durable when this returns).
+    """
+    tmp, out = Path(tmp), Path(out)
     if not out.exists():
         os.replace(tmp, out)
+        fsync_dir(out.parent)
+        return
+    if exchange(tmp, out):
+        fsync_dir(out.parent)
+        fault_point("replace.after_exchange")
+        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old directory
         return
     old = temp_sibling(out, "old")
     os.replace(out, old)
+    fault_point("replace.between_renames")
     try:
         os.replace(tmp, out)
     except BaseException:
         os.replace(old, out)
         raise
+    fsync_dir(out.parent)
     shutil.rmtree(old, ignore_errors=True)
+
+
+# --- durability and permissions -------------------------------------------------------------
+
+
+def fsync_dir(path) -> None:
+    """Flush a directory's entries (new names, renames) to disk; a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where /proc allows (else set and restored at once)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def umask_permissions(path) -> None:
+    """Give a file written through a private temporary (safetensors and tempfile create 0600) the
+    permissions an ordinary ``open`` would: ``0o666 & ~umask``, so teammates read stores like manifests."""
+    os.chmod(path, 0o666 & ~current_umask())
+
+
+# --- fault injection (tests) ----------------------------------------------------------------
+
+FAULT_ENV = "GPU_FEATURES_FAULT"
+
+
+def fault_point(name: str) -> None:
+    """A named step of a writer where the fault-injection tests strike.
+
+    ``GPU_FEATURES_FAULT=NAME`` kills the process here with SIGKILL (no cleanup runs, as with
+    ``kill -9`` or a power cut); ``GPU_FEATURES_FAULT=enospc:NAME`` raises the ``OSError`` a full
+    disk gives; ``GPU_FEATURES_FAULT=pause:NAME`` sleeps a second there (a wide window for a
+    concurrent writer to race into). Unset (always, outside tests) this costs one look-up.
+    """
+    want = os.environ.get(FAULT_ENV)
+    if not want:
+        return
+    if want == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if want == "enospc:" + name:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), name)
+    if want == "pause:" + name:
+        time.sleep(1.0)
+
+
+# --- writer locks ---------------------------------------------------------------------------
+
+LOCK_TIMEOUT_ENV = "GPU_FEATURES_LOCK_TIMEOUT"
+LOCK_TIMEOUT_S = 30.0
+
+
+def lock_path(target) -> Path:
+    """The lock file of a store or export directory: ``.NAME.lock`` beside it (the directory itself is
+    replaced by writers, so the lock cannot live inside it)."""
+    target = Path(target)
+    return target.with_name(f".{target.name}.lock")
+
+
+@contextlib.contextmanager
+def writer_lock(target, what: str):
+    """Hold the one writer lock of ``target`` (a directory that may not exist yet).
+
+    A second writer waits up to ``$GPU_FEATURES_LOCK_TIMEOUT`` seconds (default 30), then is
+    refused with :class:`~gpu_features.errors.LockError`. The lock is an ``flock``: the kernel
+    releases it when its holder dies, so a killed writer never leaves a stale lock.
+    """
+    from filelock import FileLock, Timeout
+
+    from .errors import LockError
+
+    target = Path(target)
+    try:
+        timeout = float(os.environ.get(LOCK_TIMEOUT_ENV, LOCK_TIMEOUT_S))
+    except ValueError:
+        timeout = LOCK_TIMEOUT_S
+    lock = FileLock(str(lock_path(target)), mode=0o666 & ~current_umask())
+    try:
+        lock.acquire(timeout=timeout)
+    except Timeout:
+        raise LockError(f"{target} is being written by another process (lock {lock_path(target)} held for "
+                        f"{timeout:g} s); wait for it to finish and run {what} again, or choose another "
+                        "output.") from None
+    try:
+        yield
+    finally:
+        lock.release()

@@ -41,13 +41,13 @@ def time_gaps(ts: np.ndarray) -> dict:
             "largest_gap_h": float(d.max() / 3.6e12)}
 
 
-def inspect_store(path, symbol: str | None = None) -> dict:
-    """Collect the inspection of a store (optionally of one symbol).
+def inspect_store(path, symbol: str | None = None, checksums: bool = True) -> dict:
+    """Collect the inspection of a store (optionally of one symbol; ``checksums``: hash its files on open).
 
     Returns:
         ``{"path", "summary", "features", "swings", "per_symbol", "warnings"}``.
     """
-    store = open_store(path)
+    store = open_store(path, checksums=checksums)
     if symbol is not None and symbol not in store.symbols:
         raise StoreError(f"{path}: no symbol {symbol!r}; the store holds {', '.join(store.symbols)}.")
     symbols = [symbol] if symbol else store.symbols

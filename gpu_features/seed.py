@@ -13,7 +13,9 @@ an export. Windows are the store's usable windows (all K bars valid, one
 series, one split). The arrays are 44 bytes per window bar (7.4 GB for the
 1.8M-bar demo), so the size is stated first and anything above 1 GB needs
 ``yes``. Files are written with ``.npy`` headers only (no pickle), in a
-temporary sibling directory renamed into place when complete.
+temporary sibling directory fsynced and swapped into place when complete,
+under the output's writer lock (two exports into one folder run one after
+the other; stale temporaries of killed exports are removed).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import GpuFeaturesError, WindowError
-from .fileio import now_iso, replace_dir, temp_sibling
+from .fileio import fsync_dir, fsync_file, now_iso, replace_dir, temp_sibling, writer_lock
 from .progress import Progress, no_progress
 from .splits import SPLIT_NAMES
 from .store import MANIFEST, Store, open_store
@@ -95,15 +97,29 @@ def export_seed(store, out_dir, splits=SPLIT_NAMES, stride: int = 1, yes: bool =
     if size > (CONFIRM_ABOVE_BYTES if confirm_above is None else confirm_above) and not yes:
         raise ExportError(f"the seed layout of {st.path} is {size / 1e9:.2f} GB ({n:,} windows x {K} bars x 44 bytes); "
                           f"pass --yes to write it, or export less with --stride N or --split.")
-    if out.exists() and not (overwrite and _is_seed_export_or_empty(out)):
-        what = "a seed-layout export" if _is_seed_export_or_empty(out) else "not a seed-layout export"
-        hint = "pass --overwrite to replace it" if what == "a seed-layout export" else "refusing to touch it"
-        raise ExportError(f"{out} already exists and is {what}; {hint}, or choose another --output.")
+    _check_output(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(out.parent).free
     if free < size:
         raise ExportError(f"{out.parent} has {free / 1e9:.2f} GB free but the export needs {size / 1e9:.2f} GB; "
                           "free space, choose another --output, or export less with --stride N.")
+    with writer_lock(out, "the export"):
+        _check_output(out, overwrite)  # again: another export may have finished while this one waited
+        for stale in out.parent.glob(f".{out.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        return _write_export(st, out, p, stride, progress)
+
+
+def _check_output(out: Path, overwrite: bool) -> None:
+    if out.exists() and not (overwrite and _is_seed_export_or_empty(out)):
+        what = "a seed-layout export" if _is_seed_export_or_empty(out) else "not a seed-layout export"
+        hint = "pass --overwrite to replace it" if what == "a seed-layout export" else "refusing to touch it"
+        raise ExportError(f"{out} already exists and is {what}; {hint}, or choose another --output.")
+
+
+def _write_export(st, out: Path, p: dict, stride: int, progress) -> dict:
+    """Write the files into a temporary sibling and swap it into place (the caller holds the lock)."""
+    n, K = p["n_windows"], p["K"]
     feats, valid = st.array("features"), st.array("valid")
     windows = np.lib.stride_tricks.sliding_window_view(feats, K, axis=0)  # [n - K + 1, 10, K], a view
     vwin = np.lib.stride_tricks.sliding_window_view(valid, K)              # [n - K + 1, K]
@@ -131,6 +147,9 @@ def export_seed(store, out_dir, splits=SPLIT_NAMES, stride: int = 1, yes: bool =
                 "min_valid_fraction": 1.0, "config": st.config.to_dict()}
         (tmp / "metadata.json").write_text(json.dumps(meta, indent=1) + "\n")
         (tmp / "splits.json").write_text(json.dumps(split_record, indent=1) + "\n")
+        for name in SEED_FILES:
+            fsync_file(tmp / name)
+        fsync_dir(tmp)
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

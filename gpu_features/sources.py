@@ -11,23 +11,42 @@ below the store package, which uses it to check overlapping appends).
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 
 from . import synthetic
-from .bars import Bars, file_digest, read_bars
+from .bars import Bars, file_digest, read_bars, read_kwargs
+from .errors import GpuFeaturesError
 
 
 def load_sources(store, overrides=None):
-    """Bars of every manifest source, or ``(None, why)`` when one is missing or changed."""
+    """Bars of every manifest source, or ``(None, why)`` when one is missing or changed.
+
+    A source read from several files (``kind: files``) takes as many ``overrides``, in order.
+    """
     recs = store.sources
     overrides = list(overrides or [])
-    if overrides and len(overrides) != len(recs):
-        return None, f"{len(overrides)} --source given but the store has {len(recs)} source(s), in order"
+    wanted = sum(len(r.get("files", [])) if r.get("kind") == "files" else 1 for r in recs)
+    if overrides and len(overrides) != wanted:
+        return None, f"{len(overrides)} --source given but the store has {wanted} source file(s), in order"
     loaded, said = [], []
+    pos = 0
     for k, rec in enumerate(recs):
-        bars, what = _load_one(rec, overrides[k] if overrides else None)
+        width = len(rec.get("files", [])) if rec.get("kind") == "files" else 1
+        given = overrides[pos:pos + width] if overrides else None
+        pos += width
+        if rec.get("kind") == "synthetic" and not overrides:
+            need = sum(g.source_first + g.count for g in store.segments if g.source == k)
+            total = int(rec["n_bars"]) * max(int(rec["n_symbols"]), 1)
+            if "take" not in rec and total > 2 * need + 1:
+                return None, (f"the synthetic source {k} says {total:,} bars but the store holds {need:,} of it "
+                              "(the manifest is inconsistent); rebuild the store")
+        if rec.get("kind") == "files":
+            bars, what = _load_files(rec, given)
+        else:
+            bars, what = _load_one(rec, given[0] if given else None)
         if bars is None:
             return None, what
         # A store built from a slice of some bars (Bars.take) re-derives that slice.
@@ -48,7 +67,38 @@ def _load_one(rec: dict, override):
     if rec.get("kind") == "file" and override is None and file_digest(path)["sha256"] != rec.get("sha256"):
         return None, f"source {path} changed since the store was built (SHA-256 differs); pass the original with --source"
     policy = rec.get("ingest", {}).get("policy", "error")
-    return read_bars(path, on_bad_bars=policy), (f"{path.name} (sha256 ok)" if override is None else f"{path.name} (given)")
+    bars, why = _read(path, policy, rec)
+    if bars is None:
+        return None, why
+    return bars, (f"{path.name} (sha256 ok)" if override is None else f"{path.name} (given)")
+
+
+def _load_files(rec: dict, overrides):
+    """``(Bars, description)`` of a source read from several files, each checked by its SHA-256."""
+    paths = []
+    for k, f in enumerate(rec["files"]):
+        path = Path(overrides[k]) if overrides else Path(f["path"])
+        if not path.is_file():
+            return None, f"source {path} is missing; pass the source files with --source, in order"
+        if not overrides and file_digest(path)["sha256"] != f.get("sha256"):
+            return None, f"source {path} changed since the store was built (SHA-256 differs); pass the original with --source"
+        paths.append(path)
+    policy = rec.get("ingest", {}).get("policy", "error")
+    bars, why = _read(paths, policy, rec)
+    if bars is None:
+        return None, why
+    return bars, f"{len(paths)} files ({'sha256 ok' if not overrides else 'given'})"
+
+
+def _read(paths, policy: str, rec: dict):
+    """``(Bars, None)`` re-read with the store's recorded policy and read options, or ``(None, why not)``."""
+    try:
+        return read_bars(paths, on_bad_bars=policy, **read_kwargs(rec.get("read"))), None
+    except GpuFeaturesError as err:
+        # The store's recorded policy is the only one that re-derives its bars, so no other policy is offered.
+        said = "; ".join(part for part in re.split(r";\s+", str(err).rstrip(".")) if "--on-bad-bars" not in part)
+        return None, (f"source {paths} cannot be read with the ingest policy the store was built with "
+                      f"({policy!r}): {said}; pass the file the store was built from")
 
 
 def store_bars(store, bars_by_source) -> Bars | None:
@@ -57,16 +107,18 @@ def store_bars(store, bars_by_source) -> Bars | None:
     for seg in store.segments:
         src = bars_by_source[seg.source]
         # A file without a symbol column holds one series, named after the file: match it by position.
+        # A symbol cut at rolls has consecutive segments; source_first counts from its first bar.
         if seg.name in src.symbols:
             s = src.symbols.index(seg.name)
+            s_end = len(src.symbols) - src.symbols[::-1].index(seg.name)
         elif src.n_series == 1:
-            s = 0
+            s, s_end = 0, 1
         else:
             return None
         bounds = src.series_bounds()
         a = int(bounds[s]) + seg.source_first
         b = a + seg.count
-        if b > bounds[s + 1]:
+        if b > bounds[s_end]:
             return None
         for key in parts:
             parts[key].append(getattr(src, key)[a:b])

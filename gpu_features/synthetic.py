@@ -23,6 +23,7 @@ _NS_PER_MIN = 60 * 1_000_000_000
 # Monday 2019-01-07 00:00 in UTC-5, as ns since the epoch (UTC).
 _FIRST_MONDAY_NS = (1546819200 + 5 * 3600) * 1_000_000_000
 DEFAULT_BARS = 1_800_000
+MAX_REGENERATE_BARS = 20_000_000  # a manifest may ask regenerate() for at most this many bars (about 2 GB)
 
 
 def session_timestamps(n_bars: int) -> np.ndarray:
@@ -84,7 +85,12 @@ def regenerate(source: dict) -> Bars:
             f"the store's synthetic source {source.get('generator')!r} v{source.get('version')} "
             f"is not this package's {GENERATOR!r} v{GENERATOR_VERSION}; pass --source with the bars."
         )
-    return generate(source["n_bars"], source["n_symbols"], source["seed"])
+    n, s = source.get("n_bars"), source.get("n_symbols")
+    if not (isinstance(n, int) and isinstance(s, int) and 1 <= n and 1 <= s and n * s <= MAX_REGENERATE_BARS):
+        raise StoreError(f"the store's synthetic source asks for {n!r} x {s!r} bars, above the limit of "
+                         f"{MAX_REGENERATE_BARS:,} regenerated bars (the manifest is corrupt or crafted); "
+                         "pass --source with the bars.")
+    return generate(n, s, source["seed"])
 
 
 def _smoothed_noise(rng: np.random.Generator, n: int, span: int) -> np.ndarray:

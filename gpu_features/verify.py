@@ -18,6 +18,11 @@ so ``verify`` re-derives values. It checks, and reports each separately:
   the intervals holding the first and last bar of every series segment and
   every shard, then random intervals until ``sample_bars`` bars are covered.
 
+Leftovers of killed writers (stale temporary folders beside the store,
+unlisted shard or state files in it) and splits without windows are
+reported as warnings: the store itself is sound, the next writer removes the
+leftovers, and an empty split is a setting to revisit.
+
 When the source is missing or changed, the value check is reported as not
 run, every other check still runs, and the verdict is "not verified".
 """
@@ -35,7 +40,9 @@ from .config import FEATURE_NAMES
 from .errors import GpuFeaturesError
 from .sources import load_sources, store_bars
 from .store import VERSION, Store, open_store
+from .splits import SPLIT_NAMES
 from .store.format import check_file
+from .store.recovery import leftovers, size_of
 from .store.stats import feature_stats, split_counts
 
 DEFAULT_SAMPLE_BARS = 10_000
@@ -56,6 +63,7 @@ class VerifyReport:
     store: str
     checks: list
     bars_recomputed: int = 0
+    warnings: list = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -87,10 +95,16 @@ def verify_store(path, sources=None, sample_bars: int = DEFAULT_SAMPLE_BARS, see
     report = VerifyReport(str(path), [])
     add = report.checks.append
     try:
-        store = open_store(path)
+        store = open_store(path, checksums=False)  # hashed below, reported as its own check
     except GpuFeaturesError as err:
         add(Check("structure", False, str(err)))
         return report
+    left = leftovers(store.path, store.manifest)
+    if left:
+        report.warnings.append(f"{len(left)} leftover(s) of interrupted writes ({size_of(left) / 1e6:.1f} MB: "
+                               f"{', '.join(p.name for p in left[:3])}{' ...' if len(left) > 3 else ''}); "
+                               "the next precompute or --append into this store removes them")
+    report.warnings += empty_split_warnings(store.splits["counts"], store.stats["valid_bars"])
     add(Check("structure", True, f"version {VERSION}, {len(store.shards)} shard(s), "
                                  f"{store.n_bars:,} bars, {len(store.symbols)} symbol(s)"))
     bad = []
@@ -124,10 +138,27 @@ def verify_store(path, sources=None, sample_bars: int = DEFAULT_SAMPLE_BARS, see
         add(Check("source", False, f"{why}; stored timestamps differ from the source first at bar {first}"))
     else:
         add(Check("source", True, f"{why}; timestamps of all {store.n_bars:,} bars match"))
-    check, n_bars = _check_values(store, src_bars, feats, valid, sample_bars, seed, progress)
+    try:
+        check, n_bars = _check_values(store, src_bars, feats, valid, sample_bars, seed, progress)
+    except GpuFeaturesError as err:  # a state file whose checkpoints are inconsistent
+        check, n_bars = Check("values", False, str(err)), 0
     report.bars_recomputed = n_bars
     add(check)
     return report
+
+
+def empty_split_warnings(counts: dict, valid_bars: int) -> list[str]:
+    """Warnings for a store without valid bars or with a split that has no bars or no usable window."""
+    out = []
+    if valid_bars == 0:
+        out.append("the store has no valid bars (warm-up longer than the series?), so no window can be trained on")
+    for name in SPLIT_NAMES:
+        c = counts[name]
+        if c["windows"] == 0:
+            why = "no bars" if c["bars"] == 0 else f"{c['bars']:,} bars but no window of K all-valid bars"
+            out.append(f"split {name} has {why}; check --split-fractions / --split-dates, --warmup-bars and "
+                       "--window-length against the data")
+    return out
 
 
 def _check_degenerate(feats, valid) -> Check:
@@ -179,9 +210,9 @@ def _check_values(store: Store, src: Bars, feats, valid, sample_bars, seed, prog
     stops = _intervals(store, cps)
     cfg = store.config
     problems = []
-    # Anchor: every symbol's first segment must start from the initial state.
+    # Anchor: every symbol's first segment (and each segment after a roll) starts from the initial state.
     for seg in store.segments:
-        if seg.start_index == 0:
+        if seg.start_index == 0 or seg.restart:
             k = int(np.searchsorted(cps, seg.first))
             if k >= len(cps) or cps[k] != seg.first or np.any(cstate[k] != 0):
                 problems.append(f"series {seg.name} does not start from the initial state")
@@ -226,11 +257,14 @@ def _check_values(store: Store, src: Bars, feats, valid, sample_bars, seed, prog
         g = int(np.searchsorted(seg_bounds, a, side="right") - 1)
         if b < seg_bounds[g + 1]:
             want = cstate[k + 1]
+        elif next_seg_of[g] is not None and store.segments[next_seg_of[g]].restart:
+            want = None  # the next segment starts afresh after a roll: no stored state follows this one
         elif next_seg_of[g] is not None:
             want = cstate[int(np.searchsorted(cps, seg_bounds[next_seg_of[g]]))]
         else:
             want = end_state[sym_index[store.segments[g].name]]
-        if not np.array_equal(run.end_states[0].view(np.uint64), np.asarray(want).view(np.uint64)):
+        if want is not None and not np.array_equal(run.end_states[0].view(np.uint64),
+                                                   np.asarray(want).view(np.uint64)):
             fields = [S.FIELD_NAMES[i] if i < S.TRS else f"trs[{i - S.TRS}]"
                       for i in np.flatnonzero(run.end_states[0].view(np.uint64) != np.asarray(want).view(np.uint64))]
             problems.append(f"engine state after bar {b - 1} differs from the stored one ({', '.join(fields[:4])})")

@@ -135,17 +135,17 @@ def test_bad_bar_rules(tmp_path, column, values, rule):
 
 def test_timestamps_must_increase(tmp_path):
     ts = pa.array(T0 + np.array([0, 1, 1, 3, 2]) * MIN, type=pa.timestamp("ns"))
-    refusal(tmp_path, table(timestamp=ts), "2 bar(s) break the rule 'timestamp not after the previous bar of its series'",
-            "first data rows, 0-based: 2, 4", "sort the file by time")
+    refusal(tmp_path, table(timestamp=ts), "2 bar(s) break the rule 'timestamp out of order within its series'",
+            "first data rows, 0-based: 2, 4", "the fewest bars whose removal leaves every series strictly increasing")
 
 
 def test_drop_policy_records_what_it_dropped(tmp_path):
     ts = pa.array(T0 + np.array([0, 1, 1, 3, 4]) * MIN, type=pa.timestamp("ns"))
     bars = read_bars(write(tmp_path, table(timestamp=ts, low=np.array([99.0, 99.0, 99.0, 100.75, 99.0]))),
-                     on_bad_bars="drop")
+                     on_bad_bars="drop", max_drop_fraction=0.5)
     assert bars.n == 3 and bars.timestamp.tolist() == (T0 + np.array([0, 1, 4]) * MIN).tolist()
     assert bars.ingest["dropped"] == {"low above min(open, close)": {"count": 1, "first_rows": [3]},
-                                      "timestamp not after the previous bar of its series": {"count": 1, "first_rows": [2]}}
+                                      "timestamp out of order within its series": {"count": 1, "first_rows": [2]}}
 
 
 def test_repair_widens_high_and_low(tmp_path):
@@ -164,7 +164,7 @@ def test_a_symbol_with_no_bars_left_is_refused(tmp_path):
     tbl = table(4, symbol=["A", "B", "A", "B"], timestamp=pa.array(T0 + np.array([0, 0, 1, 1]) * MIN,
                                                                   type=pa.timestamp("ns")),
                 close=np.array([100.5, -1.0, 100.5, -1.0]))
-    refusal(tmp_path, tbl, "symbol(s) B have no bars left", on_bad_bars="drop")
+    refusal(tmp_path, tbl, "symbol(s) B have no bars left", on_bad_bars="drop", max_drop_fraction=1.0)
 
 
 def test_missing_time_and_symbol_values(tmp_path):

@@ -45,7 +45,7 @@ def test_seed_layout_holds_the_stores_usable_windows(store, tmp_path):
     order = np.concatenate(starts)
     for i in (0, 1, len(starts[0]) - 1, len(starts[0]), n - 1):
         np.testing.assert_array_equal(feats[i], F[order[i]:order[i] + K])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["seed"]  # no temporary left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".seed.lock", "seed"]  # no temporary left behind (the lock file stays)
     assert (out / "features_10d.npy").stat().st_size + (out / "valid_mask.npy").stat().st_size == \
         seed_layout_bytes(n, K)
 
@@ -104,7 +104,7 @@ def test_a_failed_export_leaves_nothing(store, tmp_path, monkeypatch):
     monkeypatch.setattr(np, "save", boom)
     with pytest.raises(OSError, match="disk full"):
         export_seed(store, tmp_path / "x")
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [".x.lock"]  # only the (empty) lock file
 
 
 def test_bad_options_are_one_line_refusals(store, tmp_path):

@@ -178,7 +178,7 @@ def test_shards_are_written_from_memory_deterministic_and_hashed_from_their_byte
     out = tmp_path / "many"
     out.mkdir()
     records = writer.write_shards(out, 3, ranges, 100, feats[100:], valid[100:], ts[100:], written,
-                                  lambda *a: None, clock)
+                                  lambda *a: None, clock=clock)
     assert [p.name for p in written] == [r["file"] for r in records] == [format_mod.shard_name(k)
                                                                          for k in range(3, 3 + len(ranges))]
     for rec, (first, count) in zip(records, ranges):
@@ -193,7 +193,7 @@ def test_precompute_phases_add_up_to_the_total(make_store, tmp_path):
     st = make_store(synthetic.generate(6000, 3, seed=2), tmp_path / "s", shard_bars=1000)
     t = st.timings
     phases = [k for k in t if k != "total_s"]
-    assert phases == ["read_s", "compute_s", "stats_s", "serialize_s", "hash_s", "write_s", "other_s"]
+    assert phases == ["read_s", "compute_s", "stats_s", "lock_s", "serialize_s", "hash_s", "write_s", "other_s"]
     assert sum(t[k] for k in phases) == pytest.approx(t["total_s"], rel=1e-9)
     assert all(t[k] >= 0 for k in phases)
 

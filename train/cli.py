@@ -1,6 +1,6 @@
 """``python -m train``: pretrain Jade on a feature store; ``python -m train plot RUN_DIR``: draw its curves.
 
-Exit status: 0 done, 2 bad input or a stopped run (one line saying why), 130 interrupted.
+Exit status: 0 done, 2 bad input or a stopped run (one line saying why), 3 internal error, 130 interrupted.
 """
 from __future__ import annotations
 
@@ -106,8 +106,13 @@ def cmd_train(args, console, err_console) -> int:
         run.fit()
     except KeyboardInterrupt:
         done = run.state["epoch"]
-        err_console.print(f"interrupted; {'the checkpoint of epoch ' + str(done) + ' is kept' if done else 'no epoch had finished'}"
-                          f"; continue with `python -m train --resume --store {args.store} --run-dir {args.run_dir}`")
+        if done:
+            err_console.print(f"interrupted; the checkpoint of epoch {done} is kept; continue with "
+                              f"`python -m train --resume --store {args.store} --run-dir {args.run_dir}`", soft_wrap=True)
+        else:  # no checkpoint yet: --resume would fail, so say how to start again
+            err_console.print(f"interrupted in epoch 1, before any checkpoint, so there is nothing to resume; start "
+                              f"again with `python -m train --store {args.store} --run-dir {args.run_dir} --overwrite`",
+                              soft_wrap=True)
         return 130
     summary = run.finish()
     print_report(summary, console)
@@ -138,9 +143,9 @@ def cmd_plot(argv, console) -> int:
 
 
 def main(argv=None) -> int:
-    from rich.console import Console
+    from gpu_features.cli import make_console
 
-    console, err_console = Console(), Console(stderr=True)
+    console, err_console = make_console(), make_console(stderr=True)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "plot":
         return guarded(lambda: cmd_plot(argv[1:], console), err_console, "interrupted")

@@ -92,7 +92,16 @@ def run(o, h, l, c, offsets=None, config: FeatureConfig | None = None, engine: s
     if name == "host":
         from . import host
 
-        backend, chunk, warm = host.HostBackend(cfg.atr_period), host.CHUNK_BARS, host.WARM_BARS
+        try:
+            backend = host.HostBackend(cfg.atr_period)
+        except EngineError as err:
+            if engine != "auto":
+                raise
+            # auto: the reference engine gives the same bits, only slower; the run says why it was used.
+            fallback = run(o, h, l, c, offsets, cfg, "reference", start_states, snapshot_at)
+            fallback.note = f"the host engine could not run ({err}), so the reference engine ran instead"
+            return fallback
+        chunk, warm = host.CHUNK_BARS, host.WARM_BARS
         o, h, l, c = (to_numpy(x) for x in (o, h, l, c))
     else:
         from . import gpu

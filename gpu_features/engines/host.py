@@ -4,13 +4,20 @@
 runs; ``portable.cuh`` turns each launch into an OpenMP loop. The library is
 built once per (sources, flags, compiler, atr_period) and cached under
 ``$GPU_FEATURES_CACHE`` (default ``~/.cache/gpu-features``), then loaded with
-ctypes. OpenMP honours ``OMP_NUM_THREADS``. Flags: ``-O3 -ffp-contract=off``
+ctypes. Loading a library runs its code, so the cache is private: the folder
+is created 0700 and refused when another user owns it or others may write
+it, and a library is loaded only when it is owned by this user, not
+writable by others, and its bytes have the SHA-256 recorded (with its
+sources' digest) when it was built; otherwise it is rebuilt. OpenMP honours ``OMP_NUM_THREADS``. Flags: ``-O3 -ffp-contract=off``
 and never fast-math, so every double operation rounds as FEATURES.md says.
 """
 from __future__ import annotations
 
 import ctypes
+import hashlib
+import json
 import os
+import stat
 import shutil
 import subprocess
 import tempfile
@@ -43,6 +50,43 @@ def cache_dir() -> Path:
     return Path(os.environ.get("GPU_FEATURES_CACHE") or Path.home() / ".cache" / "gpu-features")
 
 
+def _private_cache() -> Path:
+    """The cache folder, created 0700; refused when it is not this user's alone to write."""
+    d = cache_dir()
+    try:
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = d.stat()
+    except OSError as err:
+        raise EngineError(f"the kernel cache {d} cannot be created ({err.strerror}); set GPU_FEATURES_CACHE to a "
+                          "folder of your own, or use --engine reference.") from None
+    if st.st_uid != os.geteuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise EngineError(f"the kernel cache {d} is not private to this user (owner uid {st.st_uid}, mode "
+                          f"{stat.S_IMODE(st.st_mode):o}), and a library in it runs as you; run `chmod 700 {d}` "
+                          "as its owner or set GPU_FEATURES_CACHE to a folder of your own.")
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise EngineError(f"the kernel cache {d} is not writable; set GPU_FEATURES_CACHE to a folder of your own, "
+                          "or use --engine reference.")
+    return d
+
+
+def _record_path(lib: Path) -> Path:
+    return lib.with_name(lib.name + ".json")
+
+
+def _trusted(lib: Path, sources: str) -> bool:
+    """A cached library this user built: owned by us, not writable by others, bytes as recorded."""
+    try:
+        st = lib.lstat()
+        record = json.loads(_record_path(lib).read_text())
+    except (OSError, ValueError):
+        return False
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return False
+    if not isinstance(record, dict) or record.get("sources") != sources:
+        return False
+    return hashlib.sha256(lib.read_bytes()).hexdigest() == record.get("sha256")
+
+
 def available() -> bool:
     """True when a C++ compiler is present (the build itself happens on first use)."""
     return compiler() is not None
@@ -73,19 +117,32 @@ def _build(atr_period: int) -> Path:
     digest = abi.sources_digest()
     digest.update(" ".join([cxx] + flags).encode())
     digest.update(_compiler_version(cxx).encode())
-    out = cache_dir() / f"pf-host-{digest.hexdigest()[:20]}.so"
-    if out.is_file():
+    sources = digest.hexdigest()
+    out = _private_cache() / f"pf-host-{sources[:20]}.so"
+    if _trusted(out, sources):
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Build beside the target, then rename: a half-written library is never loaded.
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        tmp_out = Path(tmp) / out.name
-        cmd = [cxx, *flags, "-I", str(src_dir), str(src_dir / "host_entry.cpp"), "-o", str(tmp_out)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            first = (proc.stderr.strip().splitlines() or ["no output"])[0]
-            raise EngineError(f"building the host kernels failed ({first}); command: {' '.join(cmd)}.")
-        os.replace(tmp_out, out)
+    # Build beside the target, then rename: a half-written library is never loaded. The record
+    # (sources digest and the library's SHA-256) is written before the library appears.
+    try:
+        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+            tmp_out = Path(tmp) / out.name
+            cmd = [cxx, *flags, "-I", str(src_dir), str(src_dir / "host_entry.cpp"), "-o", str(tmp_out)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                first = (proc.stderr.strip().splitlines() or ["no output"])[0]
+                raise EngineError(f"building the host kernels failed ({first}); command: {' '.join(cmd)}.")
+            os.chmod(tmp_out, 0o700)
+            record = {"sources": sources, "sha256": hashlib.sha256(tmp_out.read_bytes()).hexdigest()}
+            tmp_record = Path(tmp) / _record_path(out).name
+            tmp_record.write_text(json.dumps(record) + "\n")
+            os.replace(tmp_record, _record_path(out))
+            os.replace(tmp_out, out)
+    except OSError as err:
+        raise EngineError(f"the kernel cache {out.parent} cannot be written ({err.strerror}); set "
+                          "GPU_FEATURES_CACHE to a writable folder of your own, or use --engine reference.") from None
+    if not _trusted(out, sources):
+        raise EngineError(f"the host library {out} changed right after it was built; another process writes "
+                          "the kernel cache, so set GPU_FEATURES_CACHE to a folder of your own.")
     return out
 
 

@@ -45,6 +45,7 @@ class EngineRun:
         chunks: number of scan chunks (0 for the reference).
         fixups: chunks re-run because their speculative start state was wrong.
         kernel_seconds: time inside the kernels (CUDA events on the GPU), or the whole call.
+        note: why ``auto`` ran a slower engine than it would pick here ("" when it did not).
     """
 
     features: Any
@@ -56,6 +57,7 @@ class EngineRun:
     chunks: int = 0
     fixups: int = 0
     kernel_seconds: float = 0.0
+    note: str = ""
 
 
 class Backend(Protocol):

@@ -16,9 +16,13 @@ stored bar ever changes split; appended bars fall into the split their time
 says (normally the open-ended test split). Rebuild with ``precompute`` to
 re-split by fractions. Counts and statistics are recomputed over all bars.
 
-Atomicity: new shard and state files get names the old manifest does not
-use, and ``manifest.json`` is replaced by a rename only when they are all
-written; a failure before that removes them and leaves the old store intact.
+Atomicity: the store's writer lock is held from reading the store to the
+commit, so two appends (or an append and a precompute) run one after the
+other and neither is lost. New shard and state files get names the old
+manifest does not use, are fsynced with the directory, and ``manifest.json``
+is replaced by a rename only when they are all written; a failure before that
+removes them and leaves the old store intact, and files a killed append left
+are removed by the next writer (:mod:`.recovery`).
 """
 from __future__ import annotations
 
@@ -29,21 +33,23 @@ import numpy as np
 
 from .. import engines
 from ..arrays import to_numpy
-from ..bars import Bars, read_bars
+from ..bars import Bars, check_bars, read_bars, read_kwargs
 from ..errors import StoreError
-from ..fileio import now_iso
+from ..fileio import fault_point, fsync_dir, now_iso, writer_lock
 from ..progress import Progress, no_progress
 from ..splits import iso_time
 from .format import MANIFEST, SHARD_BARS
 from .reader import open_store
-from .writer import (checkpoint_positions, host_moments, manifest_numbers, shard_ranges, source_record,
-                     write_manifest, write_shards, write_state)
+from .recovery import clean
+from .writer import (checkpoint_positions, engine_record, host_moments, manifest_numbers, shard_ranges,
+                     source_record, write_manifest, write_shards, write_state)
 
 OVERLAP_POLICIES = ("error", "skip")
 
 
 def append_store(store_dir, bars_or_path, engine: str = "auto", on_bad_bars: str = "error",
-                 on_overlap: str = "error", shard_bars: int = SHARD_BARS, progress: Progress | None = None):
+                 on_overlap: str = "error", shard_bars: int = SHARD_BARS, progress: Progress | None = None,
+                 read_options: dict | None = None):
     """Append newer bars to an existing store.
 
     Args:
@@ -54,6 +60,8 @@ def append_store(store_dir, bars_or_path, engine: str = "auto", on_bad_bars: str
         on_overlap: ``error`` (default) or ``skip`` (see module doc).
         shard_bars: bars per new shard.
         progress: optional ``callback(stage, done, total)``.
+        read_options: :func:`read_bars` keywords for the new file (default: how the store's first
+            file source was read, so a vendor layout and time zone carry over).
 
     Returns:
         The reopened, extended :class:`~gpu_features.store.Store`.
@@ -62,12 +70,34 @@ def append_store(store_dir, bars_or_path, engine: str = "auto", on_bad_bars: str
     if on_overlap not in OVERLAP_POLICIES:
         raise StoreError(f"on_overlap must be one of {', '.join(OVERLAP_POLICIES)}, got {on_overlap!r}.")
     t0 = time.perf_counter()
+    # A missing or broken store is refused before reading or waiting for the lock; its sources say how
+    # its files were read.
+    current = open_store(store_dir, checksums=False)
+    progress("read", 0, 1)
+    if isinstance(bars_or_path, Bars):
+        check_bars(bars_or_path)
+        new = bars_or_path
+    else:
+        if read_options is None:
+            first = next((s for s in current.sources if s.get("kind") in ("file", "files")), {})
+            read_options = read_kwargs(first.get("read"))
+        new = read_bars(bars_or_path, on_bad_bars=on_bad_bars, **read_options)
+    if len(set(new.symbols)) != len(new.symbols):
+        raise StoreError(f"{_where(bars_or_path)}: the new bars cut a symbol at a roll; --append continues each "
+                         "symbol's last segment, so rebuild the store with precompute to add a new contract segment.")
+    progress("read", 1, 1)
+    t_read = time.perf_counter()
+    with writer_lock(store_dir, "the append"):
+        return _append_locked(Path(store_dir), new, bars_or_path, engine, on_overlap, shard_bars, progress,
+                              t0, t_read)
+
+
+def _append_locked(store_dir: Path, new: Bars, bars_or_path, engine, on_overlap, shard_bars, progress, t0, t_read):
+    """The append itself, under the store's writer lock (see :func:`append_store`)."""
     store = open_store(store_dir, checksums=True)
+    clean(store.path, store.manifest)  # files of killed appends, stale temporaries
     m = store.manifest
     cfg = store.config
-    progress("read", 0, 1)
-    new = bars_or_path if isinstance(bars_or_path, Bars) else read_bars(bars_or_path, on_bad_bars=on_bad_bars)
-    progress("read", 1, 1)
     names = _symbol_names(store, new, bars_or_path)
     states = store.states()
     ts_old = store.timestamps()
@@ -89,7 +119,7 @@ def append_store(store_dir, bars_or_path, engine: str = "auto", on_bad_bars: str
                                      f"stored bar ({iso_time(last_ts)}); remove them, or pass --on-overlap skip "
                                      "to skip them after checking they equal the stored bars.")
                 _check_overlap(store, name, new, a, a + overlap, bars_or_path)
-            start_index = sum(g.count for g in segs)
+            start_index = segs[-1].start_index + segs[-1].count  # the last segment's local index goes on
         else:
             overlap, start_index = 0, 0
         skipped_total += overlap
@@ -133,12 +163,16 @@ def append_store(store_dir, bars_or_path, engine: str = "auto", on_bad_bars: str
     root = store.path
     written: list[Path] = []
     try:
-        shard_records = write_shards(root, len(store.shards), shards, n_old, feats, valid, ts_new, written, progress)
+        fault_point("append.before_shards")
+        shard_records = write_shards(root, len(store.shards), shards, n_old, feats, valid, ts_new, written, progress,
+                                     fault="append")
         state_path = root / f"state-append{gen:03d}.safetensors"
         written.append(state_path)
         all_cps = np.concatenate([states["checkpoint_bar"], cps])
         all_states = np.concatenate([states["checkpoint_state"], to_numpy(run.snapshots)])
         state_record = write_state(state_path, all_cps, all_states, end_state, every)
+        fault_point("append.after_state")
+        t_files = time.perf_counter()
 
         # Whole-store numbers: old arrays + new ones. The old bars' swing codes are not stored, so their
         # counts come from the manifest and the new bars' from the moments.
@@ -152,21 +186,25 @@ def append_store(store_dir, bars_or_path, engine: str = "auto", on_bad_bars: str
             before[index[name]] = (st["swings"]["highs"], st["swings"]["lows"])
         seg_starts = np.array([g["first"] for g in series], dtype=np.int64)
         moments = host_moments(engines.moments(feats_all, valid_all, swing_all, offsets=seg_starts,
-                                               engine=run.engine,
-                                               atr_period=cfg.atr_period))
+                                               engine=run.engine, atr_period=cfg.atr_period))
         split_record, stats = manifest_numbers(moments, valid_all, ts_all, series, symbols, store.splits,
                                                cfg.window_length, before)
+        t_stats = time.perf_counter()
         manifest = dict(m)
         manifest.update(
             n_bars=n_old + n_new, symbols=symbols, series=series, shards=m["shards"] + shard_records,
             sources=m["sources"] + [source_record(new)], state=state_record, splits=split_record, stats=stats,
             appends=store.appends + [{
                 "created": now_iso(), "source": source_index, "bars": n_new, "skipped_overlap": skipped_total,
-                "new_symbols": new_symbols, "engine": {"name": run.engine, "chunks": run.chunks, "fixups": run.fixups,
-                                                       "kernel_seconds": run.kernel_seconds},
-                "timings": {"compute_s": t_compute - t0, "total_s": time.perf_counter() - t0}}],
+                "new_symbols": new_symbols, "engine": engine_record(run),
+                # Contiguous phases of this append: they add up to total_s.
+                "timings": {"read_s": t_read - t0, "compute_s": t_compute - t_read, "write_s": t_files - t_compute,
+                            "stats_s": t_stats - t_files, "total_s": t_stats - t0}}],
         )
+        fsync_dir(root)
+        fault_point("append.before_manifest")
         write_manifest(root / MANIFEST, manifest)  # the commit point
+        fault_point("append.after_manifest")
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
@@ -174,7 +212,7 @@ def append_store(store_dir, bars_or_path, engine: str = "auto", on_bad_bars: str
     old_state = root / store.state_record["file"]
     if old_state.name != state_record["file"]:
         old_state.unlink(missing_ok=True)  # no longer referenced
-    return open_store(root)
+    return open_store(root, checksums=False)  # the hashes were just taken from the written bytes
 
 
 def _where(bars_or_path) -> str:

@@ -36,6 +36,10 @@ MANIFEST = "manifest.json"
 STATE_FILE = "state.safetensors"
 SHARD_BARS = 1 << 19          # 524,288 bars (20 MB of features) per shard: 1.8M bars -> 4 shards
 CHECKPOINT_BARS = 4096        # verify recomputes whole checkpoint intervals of this many bars
+# Limits a manifest is checked against before anything is allocated from its numbers.
+MAX_BARS = 1 << 34            # 17 billion bars (0.7 TB of features): far above any real store
+MAX_WINDOW_LENGTH = 1 << 16   # bars per window
+MAX_MANIFEST_BYTES = 1 << 30  # a 1.8M-bar manifest is a few kB
 
 # tensor name -> (safetensors dtype, trailing shape) of every shard
 SHARD_TENSORS = {"features": ("F32", (N_FEATURES,)), "timestamp": ("I64", ()), "valid": ("BOOL", ())}
@@ -98,6 +102,25 @@ def read_safetensors_header(path: Path, where: str) -> dict:
     return header
 
 
+def canonical_safetensors(data: bytes) -> bytes:
+    """The same safetensors file with its ``__metadata__`` keys sorted.
+
+    The safetensors library writes metadata from a hash map, so its key order (and the file's
+    SHA-256) changes from run to run; sorting it makes equal tensors and metadata give equal bytes.
+    The header keeps its length (same keys and values, compact JSON, the original space padding),
+    so tensor offsets are unchanged.
+    """
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    meta = header.pop("__metadata__", None)
+    ordered = ({"__metadata__": dict(sorted(meta.items()))} if meta is not None else {})
+    ordered.update(header)
+    raw = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(raw) > n:  # never: the same keys and values; keep the library's bytes rather than break offsets
+        return data
+    return data[:8] + raw + b" " * (n - len(raw)) + data[8 + n:]
+
+
 def check_tensor(header: dict, where: str, name: str, dtype: str, shape: tuple) -> None:
     info = header.get(name)
     if info is None:
@@ -154,8 +177,11 @@ def check_file(root: Path, record: dict, what: str, checksum: bool) -> None:
     """A file a manifest record names: a plain name inside ``root``, of the recorded size and, with
     ``checksum``, of the recorded SHA-256."""
     p = root / record["file"]
-    if Path(record["file"]).name != record["file"]:
+    if Path(record["file"]).name != record["file"] or record["file"] in ("", ".", ".."):
         raise StoreError(f"{what}: file name must not contain a path; the manifest is corrupt.")
+    if p.is_symlink() and p.resolve().parent != root.resolve():
+        raise StoreError(f"{what} is a symbolic link to {p.resolve()}, outside the store; a store's files must "
+                         "live in its folder, so replace the link with the file or rebuild the store.")
     if not p.is_file():
         raise StoreError(f"{what} is missing from {root}; the store is incomplete, rebuild it.")
     size = p.stat().st_size
@@ -181,10 +207,16 @@ def read_manifest(path: Path) -> dict:
         raise StoreError(f"{path}: no such store directory; build one with `gpu-features precompute`.")
     if not mpath.is_file():
         raise StoreError(f"{path}: no {MANIFEST}, so this is not a complete gpu-features store; rebuild it.")
+    if mpath.stat().st_size > MAX_MANIFEST_BYTES:
+        raise StoreError(f"{mpath}: {mpath.stat().st_size:,} bytes is far too large for a manifest (corrupt or "
+                         "crafted); rebuild the store.")
     try:
         manifest = json.loads(mpath.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise StoreError(f"{mpath}: not valid JSON ({err}); rebuild the store.") from None
+    except RecursionError:
+        raise StoreError(f"{mpath}: JSON nested too deeply to be a manifest (corrupt or crafted); "
+                         "rebuild the store.") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise StoreError(f"{mpath}: format is {manifest.get('format') if isinstance(manifest, dict) else None!r}, "
                          f"not {FORMAT!r}; this is not a gpu-features store.")
@@ -198,25 +230,152 @@ def read_manifest(path: Path) -> dict:
         raise StoreError(f"{mpath}: bad config ({err})") from None
     if list(manifest["feature_names"]) != list(FEATURE_NAMES):
         raise StoreError(f"{mpath}: feature names {manifest['feature_names']} differ from {list(FEATURE_NAMES)}.")
+    if not 1 <= manifest["n_bars"] <= MAX_BARS:
+        raise StoreError(f"{mpath}: n_bars = {manifest['n_bars']} is out of range 1 .. {MAX_BARS}; rebuild the store.")
+    window_length = manifest["config"].get("window_length", 2)
+    if not (isinstance(window_length, int) and window_length <= MAX_WINDOW_LENGTH):
+        raise StoreError(f"{mpath}: config window_length = {window_length!r} is above the limit "
+                         f"{MAX_WINDOW_LENGTH}; rebuild the store with a sane --window-length.")
+    if not all(isinstance(x, str) for x in manifest["symbols"]) or len(set(manifest["symbols"])) != len(manifest["symbols"]):
+        raise StoreError(f"{mpath}: symbols must be distinct strings; rebuild the store.")
     check_layout(manifest, mpath, manifest["n_bars"])
     check_schema(manifest["state"], _STATE_KEYS, f"{mpath} state")
+    if manifest["state"]["checkpoint_every"] < 1:
+        raise StoreError(f"{mpath} state: checkpoint_every must be >= 1; rebuild the store.")
+    check_sources(manifest, mpath)
+    check_splits(manifest["splits"], mpath)
+    check_stats(manifest["stats"], manifest["symbols"], mpath)
     return manifest
 
 
+def _number(x, optional: bool = False) -> bool:
+    if x is None:
+        return optional
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _count(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= MAX_BARS
+
+
+def check_sources(manifest: dict, mpath: Path) -> None:
+    """``sources``: a non-empty list of records each series entry can point into, with sane sizes."""
+    sources = manifest["sources"]
+    if not sources:
+        raise StoreError(f"{mpath}: sources is empty, so the bars behind the store are unknown; rebuild the store.")
+    for k, rec in enumerate(sources):
+        where = f"{mpath} sources[{k}]"
+        if not isinstance(rec, dict) or rec.get("kind") not in ("file", "files", "synthetic", "memory"):
+            raise StoreError(f"{where}: expected an object with kind file, files, synthetic or memory; "
+                             "rebuild the store.")
+        if rec["kind"] == "file" and not isinstance(rec.get("path"), str):
+            raise StoreError(f"{where}: a file source needs its path; rebuild the store.")
+        if rec["kind"] == "files" and not (isinstance(rec.get("files"), list) and rec["files"] and all(
+                isinstance(f, dict) and isinstance(f.get("path"), str) for f in rec["files"])):
+            raise StoreError(f"{where}: a many-file source needs a non-empty list of files with their paths; "
+                             "rebuild the store.")
+        if rec["kind"] == "synthetic":
+            for key in ("n_bars", "n_symbols", "seed"):
+                if not _count(rec.get(key)):
+                    raise StoreError(f"{where}: {key} = {rec.get(key)!r} is not a count in 0 .. {MAX_BARS}; "
+                                     "rebuild the store.")
+            if rec["n_bars"] * max(rec["n_symbols"], 1) > MAX_BARS:
+                raise StoreError(f"{where}: {rec['n_bars']} x {rec['n_symbols']} bars is above the limit "
+                                 f"{MAX_BARS}; rebuild the store.")
+        take = rec.get("take")
+        if take is not None and not (isinstance(take, list) and len(take) == 3 and all(_count(x) for x in take)
+                                     and take[0] < take[1]):
+            raise StoreError(f"{where}: take must be [start, stop, series] with start < stop; rebuild the store.")
+    for k, g in enumerate(manifest["series"]):
+        if not (0 <= g["source"] < len(sources)) or g["source_first"] < 0 or g["start_index"] < 0:
+            raise StoreError(f"{mpath} series[{k}]: source {g['source']} (first {g['source_first']}, start index "
+                             f"{g['start_index']}) is outside the {len(sources)} source(s); rebuild the store.")
+
+
+def check_splits(splits: dict, mpath: Path) -> None:
+    """``splits``: three tiling ``[start, end)`` boundaries (ns or None) and bar/window counts per split."""
+    from ..splits import SPLIT_NAMES
+
+    b = splits.get("boundaries")
+    ok = (isinstance(b, list) and len(b) == 3 and all(isinstance(x, list) and len(x) == 2 for x in b)
+          and all(x is None or (isinstance(x, int) and not isinstance(x, bool)) for pair in b for x in pair))
+    ok = ok and b[0][0] is None and b[2][1] is None and b[0][1] == b[1][0] and b[1][1] == b[2][0] \
+        and isinstance(b[1][0], int) and isinstance(b[2][0], int) and b[1][0] <= b[2][0] \
+        and all(-(1 << 63) <= x < (1 << 63) for x in (b[1][0], b[2][0]))
+    if not ok:
+        raise StoreError(f"{mpath} splits: boundaries must be three tiling [start, end) pairs of ns timestamps "
+                         "(open at both ends); the manifest is corrupt, rebuild the store.")
+    counts = splits.get("counts")
+    if not (isinstance(counts, dict) and set(counts) == set(SPLIT_NAMES)
+            and all(isinstance(c, dict) and _count(c.get("bars")) and _count(c.get("windows"))
+                    for c in counts.values())):
+        raise StoreError(f"{mpath} splits: counts must give bars and windows of {', '.join(SPLIT_NAMES)}; "
+                         "the manifest is corrupt, rebuild the store.")
+
+
+_FEATURE_STAT_KEYS = ("min", "max", "mean", "std", "nonzero")
+
+
+def _check_stat_block(block, where: str, with_fraction: bool) -> None:
+    from ..config import FEATURE_NAMES
+
+    if not (isinstance(block, dict) and _count(block.get("bars")) and _count(block.get("valid_bars"))):
+        raise StoreError(f"{where}: bars and valid_bars must be counts; the manifest is corrupt, rebuild the store.")
+    if with_fraction and not _number(block.get("valid_fraction")):
+        raise StoreError(f"{where}: valid_fraction must be a number; the manifest is corrupt, rebuild the store.")
+    feats = block.get("features")
+    if not (isinstance(feats, dict) and all(isinstance(feats.get(n), dict) and
+                                            all(_number(feats[n].get(k), True) for k in _FEATURE_STAT_KEYS)
+                                            for n in FEATURE_NAMES)):
+        raise StoreError(f"{where}: features must hold min, max, mean, std and nonzero of every feature; the "
+                         "manifest is corrupt, rebuild the store.")
+    sw = block.get("swings")
+    if not (isinstance(sw, dict) and _count(sw.get("highs")) and _count(sw.get("lows"))
+            and _number(sw.get("per_1000_bars")) and _number(sw.get("bars_per_swing"), True)):
+        raise StoreError(f"{where}: swings must hold highs, lows, per_1000_bars and bars_per_swing; the manifest "
+                         "is corrupt, rebuild the store.")
+
+
+def check_stats(stats: dict, symbols: list, mpath: Path) -> None:
+    """``stats``: overall and per-symbol counts, feature moments and swing rates, of the right types."""
+    _check_stat_block(stats, f"{mpath} stats", True)
+    per = stats.get("per_symbol")
+    if not (isinstance(per, dict) and set(per) == set(symbols)):
+        raise StoreError(f"{mpath} stats: per_symbol must have an entry for each of the symbols; the manifest is "
+                         "corrupt, rebuild the store.")
+    for name in symbols:
+        _check_stat_block(per[name], f"{mpath} stats per_symbol {name}", False)
+
+
+def check_states(states: dict, manifest: dict, where: str) -> None:
+    """The state file's checkpoint bars: strictly increasing store positions in ``0 .. n_bars - 1``,
+    holding every series segment's first bar (verify, plot and append index by them)."""
+    cps = states["checkpoint_bar"]
+    n = manifest["n_bars"]
+    firsts = np.array([g["first"] for g in manifest["series"]], dtype=np.int64)
+    if (len(cps) == 0 or cps[0] < 0 or cps[-1] >= n or np.any(np.diff(cps) <= 0)
+            or not np.all(np.isin(firsts, cps))):
+        raise StoreError(f"{where}: checkpoint bars must increase strictly inside 0 .. {n - 1} and include every "
+                         "series start; the state file is corrupt, rebuild the store.")
+
+
 def check_files(path: Path, manifest: dict, state_dim: int, checksums: bool) -> None:
-    """Every shard and the state file: present, recorded size, safetensors header and tensor shapes,
-    and with ``checksums`` the SHA-256 of each."""
+    """Every shard and the state file: present, inside the store, recorded size, safetensors header and
+    tensor shapes, and with ``checksums`` the SHA-256 of each (last, so a forged header is named as such)."""
     for shard in manifest["shards"]:
         where = f"shard {shard['file']}"
-        check_file(path, shard, where, checksums)
+        check_file(path, shard, where, False)
         header = read_safetensors_header(path / shard["file"], where)
         for name, (dtype, tail) in SHARD_TENSORS.items():
             check_tensor(header, where, name, dtype, (shard["count"],) + tail)
     st = manifest["state"]
     where = f"state file {st['file']}"
-    check_file(path, st, where, checksums)
+    check_file(path, st, where, False)
     header = read_safetensors_header(path / st["file"], where)
     n_cp = header.get("checkpoint_bar", {}).get("shape", [0])[0]
     check_tensor(header, where, "checkpoint_bar", "I64", (n_cp,))
     check_tensor(header, where, "checkpoint_state", "F64", (n_cp, state_dim))
     check_tensor(header, where, "end_state", "F64", (len(manifest["symbols"]), state_dim))
+    if checksums:
+        for record, what in [(s, f"shard {s['file']}") for s in manifest["shards"]] + [(st, where)]:
+            check_file(path, record, what, True)

@@ -15,7 +15,9 @@ from .. import splits as splits_mod
 from .. import state as S
 from ..config import FeatureConfig
 from ..window_index import split_window_starts
-from .format import SHARD_TENSORS, check_files, read_manifest
+from ..errors import StoreError
+from .format import SHARD_TENSORS, check_files, check_states, read_manifest
+from .recovery import recover, siblings, size_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,8 +27,10 @@ class Segment:
     Attributes:
         name: the symbol.
         first, count: bars ``first : first + count`` of the store.
-        start_index: bars of this symbol stored before this segment.
+        start_index: the engine's local index of the segment's first bar: bars of this symbol stored
+            before it, or 0 when it restarts.
         source: index into the store's sources; source_first: the segment's first bar within that source's series.
+        restart: the segment starts from a fresh engine state (a futures roll cut by ``roll_column``).
     """
 
     name: str
@@ -35,6 +39,7 @@ class Segment:
     start_index: int
     source: int
     source_first: int
+    restart: bool = False
 
     @property
     def stop(self) -> int:
@@ -59,7 +64,7 @@ class Store:
         self.path = path
         self.manifest = manifest
         self.config = FeatureConfig.from_dict(manifest["config"])
-        self.segments = [Segment(**{f.name: g[f.name] for f in dataclasses.fields(Segment)})
+        self.segments = [Segment(**{f.name: g[f.name] for f in dataclasses.fields(Segment) if f.name in g})
                          for g in manifest["series"]]
         self.shards = [Shard(**{f.name: s[f.name] for f in dataclasses.fields(Shard)}) for s in manifest["shards"]]
         self._cache: dict[str, np.ndarray] = {}
@@ -168,7 +173,15 @@ class Store:
         """``checkpoint_bar [c] i64``, ``checkpoint_state [c, 16+P] f64``, ``end_state [symbols, 16+P] f64``."""
         from safetensors.numpy import load_file
 
-        return load_file(str(self.path / self.state_record["file"]))
+        states = load_file(str(self.path / self.state_record["file"]))
+        check_states(states, self.manifest, f"state file {self.state_record['file']}")
+        return states
+
+    def to_arrow(self):
+        """``pyarrow.Table``: timestamp, symbol (dictionary), valid and the ten features, one row per bar."""
+        from ..arrow_export import store_to_arrow
+
+        return store_to_arrow(self)
 
     def usable_window_starts(self, split: str | None = None, min_valid_fraction: float = 1.0) -> np.ndarray:
         """``[w] int64`` starts of usable windows (all of a split when ``split`` is given)."""
@@ -176,21 +189,35 @@ class Store:
                                    self.config.window_length, split, min_valid_fraction)
 
 
-def open_store(path, checksums: bool = False, *, verify: bool | None = None) -> Store:
-    """Open a store and check it: manifest schema and version, shard files, sizes, tensor shapes.
+def open_store(path, checksums: bool = True, *, verify: bool | None = None) -> Store:
+    """Open a store and check it: manifest schema, types and ranges, shard files, sizes, tensor shapes,
+    and the SHA-256 of every shard and of the state file.
 
-    This checks that the files are what the manifest says; it recomputes nothing
+    Checksums are on by default (hashing runs at disk speed: tens of milliseconds for the demo store),
+    so a flipped byte or swapped shard is refused before anything reads it. ``checksums=False`` skips
+    only the hashing (sizes, headers and shapes are still checked); it is for very large stores whose
+    files are trusted, and ``gpu-features verify`` always hashes. This recomputes no feature
     (``gpu-features verify`` does, see :mod:`gpu_features.verify`).
+
+    A store whose replace was interrupted (see :mod:`.recovery`) is put back first.
 
     Args:
         path: the store directory.
-        checksums: also check the SHA-256 of every shard and of the state file.
+        checksums: check the SHA-256 of every shard and of the state file (default True).
         verify: the former name of ``checksums``.
 
     Raises:
         StoreError: one sentence naming the file and the problem.
     """
     path = Path(path)
+    if not path.exists():
+        recover(path)
+    if not path.exists():
+        partial = siblings(path, "tmp")
+        if partial:
+            raise StoreError(f"{path}: no such store directory; a build into it was interrupted and left "
+                             f"{len(partial)} incomplete folder(s) ({size_of(partial) / 1e6:.1f} MB, "
+                             f"{partial[0].name} ...), so run `gpu-features precompute` again (it removes them).")
     manifest = read_manifest(path)
     cfg = FeatureConfig.from_dict(manifest["config"])
     check_files(path, manifest, S.state_dim(cfg.atr_period), checksums if verify is None else verify)

@@ -6,10 +6,17 @@ between two checkpoints can be recomputed alone by any engine (``verify``
 does it with the reference engine and compares bits), and the end state of
 each symbol lets ``--append`` continue a series without recomputing it.
 
-Writes are atomic: a new store is assembled in a hidden sibling directory and
-renamed into place; an existing store is replaced only by a complete new one.
-:mod:`.append` writes new files beside the old ones with this module's
-writers and commits by replacing the manifest.
+Writes are atomic and serialized: a writer holds the store's lock
+(:func:`gpu_features.fileio.writer_lock`, ``.NAME.lock`` beside the store),
+cleans what killed writers left (:mod:`.recovery`), assembles a new store in
+a hidden sibling directory, fsyncs every file and the directory, and swaps it
+into place (:func:`gpu_features.fileio.replace_dir`); an existing store is
+replaced only by a complete new one. :mod:`.append` writes new files beside
+the old ones with this module's writers and commits by replacing the
+manifest. Files get the permissions the umask gives, and equal inputs give
+equal bytes (safetensors metadata sorted, manifest keys in a fixed order).
+Named :func:`~gpu_features.fileio.fault_point` calls mark every step where the
+fault-injection tests kill a writer.
 """
 from __future__ import annotations
 
@@ -26,13 +33,15 @@ import numpy as np
 
 from .. import engines, splits as splits_mod
 from ..arrays import to_numpy
-from ..bars import Bars, read_bars
+from ..bars import Bars, check_bars, read_bars
 from ..config import FEATURE_NAMES, FeatureConfig
 from ..errors import StoreError
-from ..fileio import now_iso, replace_dir, temp_sibling, write_json_atomic
+from ..fileio import fault_point, fsync_dir, now_iso, replace_dir, temp_sibling, write_json_atomic, writer_lock
 from ..progress import Progress, no_progress
-from .format import CHECKPOINT_BARS, FORMAT, MANIFEST, SHARD_BARS, STATE_FILE, VERSION, shard_name
+from .format import (CHECKPOINT_BARS, FORMAT, MANIFEST, SHARD_BARS, STATE_FILE, VERSION, canonical_safetensors,
+                     shard_name)
 from .reader import Store, open_store
+from .recovery import clean, recover
 from .stats import split_counts, store_stats
 
 
@@ -49,67 +58,50 @@ def shard_ranges(first: int, n: int, shard_bars: int) -> list[tuple[int, int]]:
     return [(a, min(shard_bars, first + n - a)) for a in range(first, first + n, shard_bars)]
 
 
-_SAFETENSORS_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.float64): "F64", np.dtype(np.int64): "I64",
-                      np.dtype(np.bool_): "BOOL"}
+def safetensors_bytes(tensors: dict, metadata: dict) -> bytes:
+    """``tensors`` serialized in memory, metadata sorted (:func:`.format.canonical_safetensors`)."""
+    from safetensors.numpy import save
+
+    return canonical_safetensors(save(tensors, metadata=metadata))
 
 
-def safetensors_bytes(tensors: dict, metadata: dict) -> memoryview:
-    """A safetensors file in memory (a bytes-like view), the same bytes for the same arrays in every process.
-
-    ``safetensors.numpy.save`` keeps metadata in a hash map whose order changes from call to
-    call, so the header is written here: JSON with sorted keys, padded with spaces to 8 bytes,
-    tensors laid out widest dtype first then by name (safetensors' own order), little-endian.
-    ``safetensors.numpy.load`` reads it back (tests/test_stats.py).
-    """
-    names = sorted(tensors, key=lambda k: (-tensors[k].dtype.itemsize, k))
-    header, offset = {"__metadata__": {str(k): str(v) for k, v in metadata.items()}}, 0
-    for name in names:
-        a = tensors[name]
-        header[name] = {"dtype": _SAFETENSORS_DTYPES[a.dtype], "shape": list(a.shape),
-                        "data_offsets": [offset, offset + a.nbytes]}
-        offset += a.nbytes
-    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    out = np.empty(8 + len(text) + offset, dtype=np.uint8)
-    out[:8] = np.frombuffer(len(text).to_bytes(8, "little"), dtype=np.uint8)
-    out[8:8 + len(text)] = np.frombuffer(text, dtype=np.uint8)
-    pos = 8 + len(text)
-    for name in names:
-        a = np.ascontiguousarray(tensors[name], dtype=tensors[name].dtype.newbyteorder("<"))
-        out[pos:pos + a.nbytes] = a.reshape(-1).view(np.uint8)
-        pos += a.nbytes
-    return out.data
-
-
-def _shard_bytes(feats, valid, timestamp, first: int) -> memoryview:
-    """One shard serialized in memory."""
-    return safetensors_bytes({"features": np.ascontiguousarray(feats, dtype=np.float32),
-                              "timestamp": np.ascontiguousarray(timestamp, dtype=np.int64),
-                              "valid": np.ascontiguousarray(valid, dtype=np.bool_)},
-                             {"format": FORMAT, "version": str(VERSION), "first_bar": str(first)})
+def write_bytes(path: Path, data) -> None:
+    """``data`` to ``path`` with one write loop and an fsync, with the permissions the umask gives: where
+    every shard and state file reaches disk."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _sha256(data) -> str:
     return hashlib.sha256(data).hexdigest()  # releases the GIL: threads hash in parallel
 
 
-def write_bytes(path: Path, data) -> None:
-    """``data`` to ``path`` with one write, a flush and an fsync: where every shard and state file reaches disk."""
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+def write_safetensors(path: Path, tensors: dict, metadata: dict) -> dict:
+    """Serialize ``tensors`` in memory, write them (:func:`write_bytes`); returns ``{"bytes", "sha256"}``
+    of the written bytes (hashed in memory, never re-read)."""
+    data = safetensors_bytes(tensors, metadata)
+    write_bytes(path, data)
+    return {"bytes": len(data), "sha256": _sha256(data)}
+
+
+def _shard_tensors(feats, valid, timestamp, first: int) -> tuple[dict, dict]:
+    return ({"features": np.ascontiguousarray(feats, dtype=np.float32),
+             "timestamp": np.ascontiguousarray(timestamp, dtype=np.int64),
+             "valid": np.ascontiguousarray(valid, dtype=np.bool_)},
+            {"format": FORMAT, "version": str(VERSION), "first_bar": str(first)})
 
 
 def write_shard(path: Path, feats, valid, timestamp, first: int) -> dict:
-    """Write one shard; returns its manifest record (without the file name's directory).
-
-    The shard is serialized in memory and hashed from those bytes (never re-read from disk).
-    """
-    data = _shard_bytes(feats, valid, timestamp, first)
-    digest = _sha256(data)
-    write_bytes(path, data)
-    return {"file": path.name, "first": int(first), "count": int(len(valid)), "bytes": len(data), "sha256": digest}
+    """Write one shard; returns its manifest record (without the file name's directory)."""
+    written = write_safetensors(path, *_shard_tensors(feats, valid, timestamp, first))
+    return {"file": path.name, "first": int(first), "count": int(len(valid)), "bytes": written["bytes"],
+            "sha256": written["sha256"]}
 
 
 @dataclasses.dataclass
@@ -127,12 +119,14 @@ def write_workers(n_files: int) -> int:
 
 
 def write_shards(folder: Path, first_index: int, ranges: list[tuple[int, int]], bar0: int, feats, valid,
-                 timestamp, written: list[Path], progress: Progress, clock: WriteClock | None = None) -> list[dict]:
+                 timestamp, written: list[Path], progress: Progress, fault: str = "precompute",
+                 clock: WriteClock | None = None) -> list[dict]:
     """Write the shards ``ranges`` (store bar positions) of arrays that start at store bar ``bar0``.
 
-    Shards go in groups of :func:`write_workers` at a time, each group through three parallel
-    stages (serialize in memory, SHA-256 of those bytes, write + fsync), so memory holds one group's
-    bytes and ``clock`` gets each stage's wall time. The files are those :func:`write_shard` writes.
+    The files and records are those of :func:`write_shard`; shards go in groups of
+    :func:`write_workers`, each group through three parallel stages (serialize in memory, SHA-256 of
+    those bytes, write + fsync), so memory holds one group's bytes and ``clock`` gets each stage's
+    wall time. The fault points ``{fault}.after_shard_{k}`` follow each group's writes, in order.
 
     Args:
         folder: where the files go; first_index: number of the first new shard file.
@@ -151,7 +145,7 @@ def write_shards(folder: Path, first_index: int, ranges: list[tuple[int, int]], 
     def serialize(item):
         a, count = item
         lo, hi = a - bar0, a - bar0 + count
-        return _shard_bytes(feats[lo:hi], valid[lo:hi], timestamp[lo:hi], a)
+        return safetensors_bytes(*_shard_tensors(feats[lo:hi], valid[lo:hi], timestamp[lo:hi], a))
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for g in range(0, len(ranges), workers):
@@ -171,24 +165,33 @@ def write_shards(folder: Path, first_index: int, ranges: list[tuple[int, int]], 
             records += [{"file": path.name, "first": int(a), "count": int(count), "bytes": len(data), "sha256": digest}
                         for path, (a, count), data, digest in zip(paths, group, blobs, digests)]
             del blobs
+            for k in range(g, g + len(group)):
+                fault_point(f"{fault}.after_shard_{k}")
             progress("write", g + len(group), len(ranges))
     return records
 
 
 def write_state(path: Path, checkpoint_bar, checkpoint_state, end_state, every: int) -> dict:
-    """Write the state file (serialized in memory, hashed from those bytes); returns its manifest record."""
-    data = safetensors_bytes({"checkpoint_bar": np.ascontiguousarray(checkpoint_bar, dtype=np.int64),
-                              "checkpoint_state": np.ascontiguousarray(checkpoint_state, dtype=np.float64),
-                              "end_state": np.ascontiguousarray(end_state, dtype=np.float64)},
-                             {"format": FORMAT, "version": str(VERSION)})
-    digest = _sha256(data)
-    write_bytes(path, data)
-    return {"file": path.name, "bytes": len(data), "sha256": digest, "checkpoint_every": every}
+    """Write the state file; returns its manifest record."""
+    written = write_safetensors(path, {"checkpoint_bar": np.ascontiguousarray(checkpoint_bar, dtype=np.int64),
+                                       "checkpoint_state": np.ascontiguousarray(checkpoint_state, dtype=np.float64),
+                                       "end_state": np.ascontiguousarray(end_state, dtype=np.float64)},
+                                {"format": FORMAT, "version": str(VERSION)})
+    return {"file": path.name, "bytes": written["bytes"], "sha256": written["sha256"], "checkpoint_every": every}
 
 
 def write_manifest(path: Path, manifest: dict) -> None:
     """Write ``manifest.json`` atomically: the commit point of a store."""
     write_json_atomic(path, manifest)
+
+
+def engine_record(run) -> dict:
+    """The manifest ``engine`` record of an :class:`~gpu_features.engines.launch.EngineRun` (with the reason
+    when ``auto`` fell back to a slower engine)."""
+    record = {"name": run.engine, "chunks": run.chunks, "fixups": run.fixups, "kernel_seconds": run.kernel_seconds}
+    if run.note:
+        record["note"] = run.note
+    return record
 
 
 def source_record(bars: Bars) -> dict:
@@ -219,6 +222,23 @@ def host_moments(m: engines.Moments) -> engines.Moments:
     return dataclasses.replace(m, counts=to_numpy(m.counts), moments=to_numpy(m.moments))
 
 
+def check_output(out: Path, overwrite: bool) -> None:
+    """Refuse an ``--output`` that cannot become a store: below a file, a file itself, a folder that is
+    not a store, or an existing store without ``overwrite``."""
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise StoreError(f"{out}: {parent} is a file, not a folder, so no store can be made below it; "
+                                 "choose another --output.")
+            break
+    if out.exists() and not _is_store_or_empty(out):
+        kind = "a file" if not out.is_dir() else "a folder that is not a gpu-features store"
+        raise StoreError(f"{out} is {kind}; refusing to replace it (even with --overwrite), choose another --output.")
+    if out.exists() and not overwrite:
+        raise StoreError(f"{out} already exists; pass --overwrite to replace it (the old store stays until the "
+                         "new one is complete) or choose another --output.")
+
+
 def _is_store_or_empty(path: Path) -> bool:
     if not path.exists():
         return True
@@ -232,14 +252,41 @@ def _is_store_or_empty(path: Path) -> bool:
         return False
 
 
+def _segments(bars: Bars, seg_bounds: np.ndarray, ends: np.ndarray):
+    """Symbols, series records and ``[symbols, D]`` end states.
+
+    A symbol cut at rolls has several consecutive segments: each after the first is marked
+    ``"restart": true``: its engine state starts fresh, so its local bar index (``start_index``)
+    starts at 0, while ``source_first`` counts from the symbol's first bar in the source. The
+    symbol's end state is its last segment's (``--append`` continues it).
+    """
+    symbols = list(dict.fromkeys(bars.symbols))
+    index = {name: k for k, name in enumerate(symbols)}
+    series, before = [], {}
+    last = np.zeros(len(symbols), dtype=np.int64)
+    for s in range(bars.n_series):
+        name = bars.symbols[s]
+        count = int(seg_bounds[s + 1] - seg_bounds[s])
+        done = before.get(name, 0)
+        rec = {"name": name, "first": int(seg_bounds[s]), "count": count, "start_index": 0, "source": 0,
+               "source_first": done}
+        if name in before:
+            rec["restart"] = True
+        series.append(rec)
+        before[name] = done + count
+        last[index[name]] = s
+    return symbols, series, np.asarray(ends)[last]
+
+
 def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engine: str = "auto",
                shard_bars: int = SHARD_BARS, splits=None, overwrite: bool = False, on_bad_bars: str = "error",
                checkpoint_every: int = CHECKPOINT_BARS, progress: Progress | None = None,
-               reader: str = "auto") -> Store:
+               reader: str = "auto", read_options: dict | None = None) -> Store:
     """Compute the features of some bars and write them as a new store.
 
     Args:
-        bars_or_path: :class:`Bars`, or a parquet/CSV path for :func:`read_bars`.
+        bars_or_path: :class:`Bars` (checked against the ingest rules by :func:`check_bars`), or what
+            :func:`read_bars` reads: a file, several files, a directory, a glob, or a table.
         out_dir: the store directory to create.
         config: :class:`FeatureConfig` (default FEATURES.md).
         engine: ``auto``, ``reference``, ``host`` or ``gpu``.
@@ -251,6 +298,8 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
             ``pyarrow`` or ``cudf`` (:func:`read_bars`); the store is the same whichever reads.
         checkpoint_every: bars between stored engine states.
         progress: optional ``callback(stage, done, total)``.
+        read_options: more :func:`read_bars` keywords (``format``, ``timezone``, ``roll_column``,
+            ``max_drop_fraction``...).
 
     Returns:
         The opened new :class:`Store`.
@@ -260,14 +309,15 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
     out = Path(out_dir)
     if shard_bars < 1 or checkpoint_every < 1:
         raise StoreError(f"shard_bars and checkpoint_every must be >= 1, got {shard_bars} and {checkpoint_every}.")
-    if out.exists() and not overwrite:
-        raise StoreError(f"{out} already exists; pass --overwrite to replace it (the old store stays until the "
-                         "new one is complete) or choose another --output.")
-    if not _is_store_or_empty(out):
-        raise StoreError(f"{out} exists and is not a gpu-features store; refusing to replace it, choose another --output.")
+    recover(out)  # a replace cut between its renames is put right first, never built over
+    check_output(out, overwrite)  # early, so a refusal costs no compute; checked again under the lock
     cfg = config or FeatureConfig()
     progress("read", 0, 1)
-    read = bars_or_path if isinstance(bars_or_path, Bars) else read_bars(bars_or_path, on_bad_bars, reader)
+    if isinstance(bars_or_path, Bars):
+        check_bars(bars_or_path)
+        read = bars_or_path
+    else:
+        read = read_bars(bars_or_path, on_bad_bars, reader, **(read_options or {}))
     bars = read.on_host()  # timestamps and offsets for the store; the engine takes the prices where they were read
     progress("read", 1, 1)
     t_read = time.perf_counter()
@@ -284,57 +334,64 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
     t_compute = time.perf_counter()
 
     # Statistics where the features are (the GPU engine's device, else the host), one small table back.
-    progress("statistics", 0, 1)
     moments = host_moments(engines.moments(run.features, run.valid, run.swing, offsets=bars.offsets,
                                            engine=run.engine, atr_period=cfg.atr_period))
-    engine_record = {"name": run.engine, "chunks": run.chunks, "fixups": run.fixups,
-                     "kernel_seconds": run.kernel_seconds, "stats_kernel_seconds": moments.seconds}
+    engine = dict(engine_record(run), stats_kernel_seconds=moments.seconds)
     del run  # the device copies go now
-    symbols = list(bars.symbols)
-    series = [{"name": symbols[s], "first": int(seg_bounds[s]), "count": int(seg_bounds[s + 1] - seg_bounds[s]),
-               "start_index": 0, "source": 0, "source_first": 0} for s in range(bars.n_series)]
+    symbols, series, ends = _segments(bars, seg_bounds, ends)
     split_record = splits_mod.resolve(splits, bars.timestamp)
     split_record, stats = manifest_numbers(moments, valid, bars.timestamp, series, symbols, split_record,
                                            cfg.window_length)
-    progress("statistics", 1, 1)
     t_stats = time.perf_counter()
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(out, "tmp")
-    tmp.mkdir()
-    try:
-        clock = WriteClock()
-        shard_records = write_shards(tmp, 0, shards, 0, feats, valid, bars.timestamp, [], progress, clock)
-        t0 = time.perf_counter()
-        state_record = write_state(tmp / STATE_FILE, cps, snaps, ends, checkpoint_every)
-        clock.write_s += time.perf_counter() - t0
-        timings = {"read_s": t_read - t_start, "compute_s": t_compute - t_read, "stats_s": t_stats - t_compute,
-                   "serialize_s": clock.serialize_s, "hash_s": clock.hash_s, "write_s": clock.write_s}
-        # Everything else before the manifest is written (directory set-up, thread start-up): so the
-        # phases add up to total_s, which ends where the manifest is committed.
-        total = time.perf_counter() - t_start
-        timings["other_s"] = max(total - sum(timings.values()), 0.0)
-        timings["total_s"] = total
-        manifest = {
-            "format": FORMAT,
-            "version": VERSION,
-            "created": now_iso(),
-            "feature_names": list(FEATURE_NAMES),
-            "config": cfg.to_dict(),
-            "n_bars": int(bars.n),
-            "symbols": symbols,
-            "sources": [source_record(bars)],
-            "series": series,
-            "shards": shard_records,
-            "state": state_record,
-            "splits": split_record,
-            "engine": engine_record,
-            "timings": timings,
-            "stats": stats,
-        }
-        write_manifest(tmp / MANIFEST, manifest)
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return open_store(out)
+    with writer_lock(out, "precompute"):
+        check_output(out, overwrite)
+        clean(out, None)  # stale .NAME.tmp-* / .NAME.old-* of killed writers
+        tmp = temp_sibling(out, "tmp")
+        tmp.mkdir()
+        try:
+            fault_point("precompute.before_shards")
+            t_locked = time.perf_counter()
+            clock = WriteClock()
+            shard_records = write_shards(tmp, 0, shards, 0, feats, valid, bars.timestamp, [], progress,
+                                         clock=clock)
+            t0 = time.perf_counter()
+            state_record = write_state(tmp / STATE_FILE, cps, snaps, ends, checkpoint_every)
+            clock.write_s += time.perf_counter() - t0
+            fault_point("precompute.after_state")
+            t_files = time.perf_counter()
+            timings = {"read_s": t_read - t_start, "compute_s": t_compute - t_read, "stats_s": t_stats - t_compute,
+                       "lock_s": t_locked - t_stats, "serialize_s": clock.serialize_s, "hash_s": clock.hash_s,
+                       "write_s": clock.write_s}
+            # Thread start-up and the rest between the phases, so they add up to total_s.
+            timings["other_s"] = max(t_files - t_start - sum(timings.values()), 0.0)
+            timings["total_s"] = t_files - t_start
+            manifest = {
+                "format": FORMAT,
+                "version": VERSION,
+                "created": now_iso(),
+                "feature_names": list(FEATURE_NAMES),
+                "config": cfg.to_dict(),
+                "n_bars": int(bars.n),
+                "symbols": symbols,
+                "sources": [source_record(bars)],
+                "series": series,
+                "shards": shard_records,
+                "state": state_record,
+                "splits": split_record,
+                "engine": engine,
+                # Phases that add up to total_s (the manifest write and the swap after it take milliseconds).
+                "timings": timings,
+                "stats": stats,
+            }
+            fsync_dir(tmp)
+            fault_point("precompute.before_manifest")
+            write_manifest(tmp / MANIFEST, manifest)
+            fault_point("precompute.after_manifest")
+            replace_dir(tmp, out)  # the commit point
+            fault_point("precompute.after_commit")
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return open_store(out, checksums=False)  # the hashes were just taken from the written bytes
