@@ -336,7 +336,7 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
     # Statistics where the features are (the GPU engine's device, else the host), one small table back.
     moments = host_moments(engines.moments(run.features, run.valid, run.swing, offsets=bars.offsets,
                                            engine=run.engine, atr_period=cfg.atr_period))
-    engine = dict(engine_record(run), stats_kernel_seconds=moments.seconds)
+    engine = engine_record(run)
     del run  # the device copies go now
     symbols, series, ends = _segments(bars, seg_bounds, ends)
     split_record = splits_mod.resolve(splits, bars.timestamp)
