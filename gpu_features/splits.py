@@ -112,8 +112,12 @@ def order_statistics(t: np.ndarray, ks: list[int]) -> list[int]:
 
 def split_ids(timestamps: np.ndarray, record: dict) -> np.ndarray:
     """``[n] int8`` split index (0 train, 1 val, 2 test) of each bar."""
-    cuts = np.array([record["boundaries"][1][0], record["boundaries"][2][0]], dtype=np.int64)
-    return np.searchsorted(cuts, np.asarray(timestamps, dtype=np.int64), side="right").astype(np.int8)
+    t = np.asarray(timestamps, dtype=np.int64)
+    # The number of boundaries at or before each bar (searchsorted side="right"), as two comparisons:
+    # a binary search per bar costs ten times more on tens of millions of bars.
+    ids = (t >= record["boundaries"][1][0]).view(np.int8)
+    ids += t >= record["boundaries"][2][0]
+    return ids
 
 
 def iso_time(ns: int) -> str:

@@ -39,15 +39,16 @@ PF_UNROLL
   for (pf_i64 j = first; j < b; ++j) {
     const bool w = valid[j] != 0;
     const float* row = feats + j * PF_N_FEATURES;
+    // An invalid bar reads as the shift: d = 0 adds exact zeros, min/max see a value they hold.
 PF_UNROLL
     for (int f = 0; f < PF_N_FEATURES; ++f) {
-      const double x = (double)row[f];
-      const double d = w ? x - shift[f] : 0.0;
+      const double x = w ? (double)row[f] : shift[f];
+      const double d = x - shift[f];
       s1[f] = s1[f] + d;
       s2[f] = s2[f] + d * d;
-      lo[f] = (w && x < lo[f]) ? x : lo[f];
-      hi[f] = (w && x > hi[f]) ? x : hi[f];
-      nz[f] = nz[f] + ((w && x != 0.0) ? 1.0 : 0.0);
+      lo[f] = x < lo[f] ? x : lo[f];
+      hi[f] = x > hi[f] ? x : hi[f];
+      nz[f] = nz[f] + (w && x != 0.0 ? 1.0 : 0.0);
     }
     n_valid += w;
   }

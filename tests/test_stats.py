@@ -222,3 +222,12 @@ def test_gpu_store_statistics_equal_the_host_store(make_store, tmp_path):
     b = make_store(bars, tmp_path / "host", engine="host")
     assert a.stats == b.stats and a.splits == b.splits
     assert gf.verify_store(tmp_path / "gpu").ok
+
+
+def test_split_ids_count_the_boundaries_at_or_before_each_bar():
+    t = np.random.default_rng(11).integers(0, 100, 5000)
+    for cuts in ([10, 50], [0, 1], [99, 100], [50, 51]):
+        record = {"boundaries": [[None, cuts[0]], cuts, [cuts[1], None]]}
+        got = splits_mod.split_ids(t, record)
+        assert got.dtype == np.int8
+        assert np.array_equal(got, np.searchsorted(np.array(cuts), t, side="right"))
