@@ -45,7 +45,8 @@ def assert_close(got, want, rtol=1e-12):
 def test_host_moments_equal_the_reference_bit_for_bit(n, offsets):
     rng = np.random.default_rng(n)
     feats, valid, swing = random_features(rng, n)
-    valid[offsets[-1]:] = False if n > 1000 else valid[offsets[-1]:]  # an all-invalid segment
+    if n > 1000:
+        valid[offsets[-1]:] = False  # a last segment without a valid bar
     got = engines.moments(feats, valid, swing, offsets=np.array(offsets), engine="host")
     want = engines.moments(feats, valid, swing, offsets=np.array(offsets), engine="reference")
     assert np.array_equal(got.block_segment, want.block_segment)
