@@ -11,6 +11,8 @@ STORE ?= data/features/demo
 RUN ?= runs/demo
 # CI and laptops get the CPU build from local disk; a machine that already has torch keeps it.
 TORCH ?= torch==2.13.0
+# Dask for the distributed precompute (extra 'distributed'); CI runs its tests on a local cluster.
+DASK ?= dask[distributed]==2026.8.0
 # NVRTC alone (no GPU needed) lets the tests compile the GPU program exactly as CuPy does.
 NVRTC ?= nvidia-cuda-nvrtc==13.0.88
 # Ingest tests read real DBN files and pandas DataFrames (polars, 170 MB, is tested only where installed).
@@ -101,7 +103,7 @@ $(VENV)/.torch: $(VENV)/.core
 	@touch $@
 
 $(VENV)/.dev: $(VENV)/.torch
-	@$(call install_missing,pytest matplotlib importlinter=import-linter==2.17 $(INGEST_DEV))
+	@$(call install_missing,pytest matplotlib importlinter=import-linter==2.17 distributed=$(DASK) $(INGEST_DEV))
 	@$(PY) -c "import wheel" 2>/dev/null || $(PIP) wheel \
 	  || echo "note: wheel not installed; the test that builds a wheel will skip"
 	@$(PY) -m pip show -q nvidia-cuda-nvrtc >/dev/null 2>&1 || $(PIP) $(NVRTC) \

@@ -17,8 +17,17 @@ Measures (never asserted in tests; reported in the README and the issue notes):
 - store size against the old layout's ``n_windows x K x 10 x 4`` bytes, and the
   peak resident memory of ``gpu-features precompute`` on the full set (a child process).
 
-Usage: ``python bench/features.py [--bars N] [--scale F] [--out results.json]``. Prints
-tables and writes JSON with a ``rows`` list for ``bench/summary.py``.
+With ``--distributed`` it measures the Dask build instead: a generated universe of
+``--files`` parquet files (one symbol each, ``--file-bars`` bars and a little more)
+built end to end (files in, dataset or store written) by one process
+(``precompute`` of every file) and by LocalClusters of each ``--workers`` count,
+in files/s and bars/s on warm workers (the cluster's start-up and the workers' first
+task, two files, timed apart); every dataset is
+first checked equal to the single-process store, per symbol, bit for bit.
+
+Usage: ``python bench/features.py [--bars N] [--scale F] [--out results.json]``, or
+``python bench/features.py --distributed [--files 200 --file-bars 100000 --workers 1,2]``.
+Prints tables and writes JSON with a ``rows`` list for ``bench/summary.py``.
 """
 from __future__ import annotations
 
@@ -27,6 +36,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -202,7 +212,15 @@ def main(argv=None) -> int:
                    help="size of the end-to-end phase cases: 1 = 1 x 20M and 2,000 x 10k bars [1]")
     p.add_argument("--e2e-repeat", type=int, default=1, help="best of this many end-to-end phase runs [1]")
     p.add_argument("--out", help="JSON file to write")
+    g = p.add_argument_group("--distributed: the Dask build of many files")
+    g.add_argument("--distributed", action="store_true", help="benchmark the distributed build instead")
+    g.add_argument("--files", type=int, default=200, help="files (one symbol each) of the universe [200]")
+    g.add_argument("--file-bars", type=int, default=100_000, help="bars per file, about [100000]")
+    g.add_argument("--workers", default="1,2", help="worker counts of the LocalClusters [1,2]")
+    g.add_argument("--engine", default="auto", help="engine of every build [auto]")
     args = p.parse_args(argv)
+    if args.distributed:
+        return bench_distributed(args)
 
     cfg = FeatureConfig()
     fast = (["host"] if host_engine.available() else []) + (["gpu"] if gpu_engine.available() else [])
@@ -314,6 +332,58 @@ def main(argv=None) -> int:
 
     if fast:
         end_to_end_phases(fast, args.scale, args.e2e_repeat, not args.no_rss, result)
+    print_table(result)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+def bench_distributed(args) -> int:
+    """Files/s and bars/s of the distributed build against one process (see module doc)."""
+    import distributed
+
+    from gpu_features.distributed import build_dataset, connect
+
+    workers = [int(x) for x in args.workers.split(",")]
+    result = {"bench": "features-distributed", "files": args.files, "rows": [], "cpus": os.cpu_count(),
+              "device": {"cpu": f"{os.cpu_count()} CPU cores"}, "python": platform.python_version(),
+              "dask": distributed.__version__}
+    rows = result["rows"]
+    with tempfile.TemporaryDirectory(prefix="gf-bench-dist-") as tmp:
+        tmp = Path(tmp)
+        t = time.perf_counter()
+        paths, bars = synthetic.write_universe(tmp / "in", args.files, args.file_bars)
+        print(f"universe: {len(paths)} files, {bars.n:,} bars, written in {time.perf_counter() - t:.1f} s")
+        result["bars"] = bars.n
+        t = time.perf_counter()
+        single = gf.precompute(paths, tmp / "single", engine=args.engine)
+        t_single = time.perf_counter() - t
+        rows.append({"what": "one process: files/s", "value": len(paths) / t_single, "unit": "files/s"})
+        rows.append({"what": "one process: bars/s", "value": bars.n / t_single, "unit": "bars/s"})
+        result["single"] = {"seconds": t_single, "engine": single.engine["name"]}
+        want = {name: single.array("features")[g.first:g.stop] for g in single.segments for name in [g.name]}
+        del single
+        for n in workers:
+            out = tmp / f"ds-{n}"
+            t0 = time.perf_counter()
+            with connect(workers=n) as (client, _):
+                # Warm the workers (their imports and the engine's first load) on two files, timed with the start-up.
+                build_dataset(paths[:2], tmp / f"warm-{n}", engine=args.engine, client=client)
+                t1 = time.perf_counter()
+                ds = build_dataset(paths, out, engine=args.engine, client=client)
+                t2 = time.perf_counter()
+            for g in ds.segments:  # validate before reporting: bit for bit, per symbol
+                got = ds.array("features")[g.first:g.stop]
+                if not np.array_equal(got.view(np.uint32), want[g.name].view(np.uint32)):
+                    raise SystemExit(f"dataset of {n} worker(s) differs from the single-process store at {g.name}")
+            result[f"workers_{n}"] = {"seconds": t2 - t1, "startup_seconds": t1 - t0,
+                                      "timings": ds.record["build"]["timings"], "engines": ds.record["build"]["engines"]}
+            rows.append({"what": f"{n} worker(s): files/s", "value": len(paths) / (t2 - t1), "unit": "files/s"})
+            rows.append({"what": f"{n} worker(s): bars/s", "value": bars.n / (t2 - t1), "unit": "bars/s"})
+            rows.append({"what": f"{n} worker(s): cluster start-up and warm-up", "value": t1 - t0, "unit": "s"})
+            rows.append({"what": f"{n} worker(s) / one process", "value": t_single / (t2 - t1), "unit": "x"})
+            shutil.rmtree(out, ignore_errors=True)
     print_table(result)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -125,7 +125,7 @@ def progress_bars(quiet: bool, console: Console = err_console) -> Progress:
 
 def cmd_precompute(args) -> int:
     from .splits import parse_fractions
-    from .store import append_store, precompute
+    from .store import append_dataset, append_store, is_dataset, precompute
 
     if args.append:
         given = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(FeatureConfig)
@@ -143,6 +143,16 @@ def cmd_precompute(args) -> int:
     splits = ({"dates": args.split_dates} if args.split_dates else
               {"fractions": parse_fractions(args.split_fractions)} if args.split_fractions else None)
     read_options = read_options_from_args(args)
+    if (args.distributed or args.workers is not None or args.scheduler or args.symbols_per_task is not None
+            or args.bars_per_task is not None):
+        return _precompute_distributed(args, cfg, splits, read_options)
+    if args.append and is_dataset(args.output):
+        with progress_bars(args.quiet) as prog:
+            st = append_dataset(args.output, args.append, engine=args.engine, on_bad_bars=args.on_bad_bars,
+                                on_overlap=args.on_overlap, shard_bars=args.shard_bars, progress=RichProgress(prog),
+                                read_options=read_options)
+        _print_store_summary(st, "appended to dataset")
+        return 0
     if args.append:
         with progress_bars(args.quiet) as prog:
             st = append_store(args.output, args.append, engine=args.engine, on_bad_bars=args.on_bad_bars,
@@ -160,6 +170,33 @@ def cmd_precompute(args) -> int:
                         progress=RichProgress(prog), reader=args.reader or "auto",
                         read_options=dict(read_options or {}, on_overlap=args.on_overlap))
     _print_store_summary(st, "wrote")
+    return 0
+
+
+def _precompute_distributed(args, cfg, splits, read_options) -> int:
+    """``precompute --distributed``: a dataset built on a Dask cluster (gpu_features.distributed, the only
+    module that imports Dask, is imported here and nowhere on the single-machine path)."""
+    if not args.distributed:
+        raise GpuFeaturesError("--workers, --scheduler, --symbols-per-task and --bars-per-task belong to "
+                               "--distributed; add it.")
+    if args.append:
+        raise GpuFeaturesError("--append extends a dataset on this machine; drop --distributed (new bars go to the "
+                               "parts of their symbols).")
+    if not args.input:
+        raise GpuFeaturesError("--distributed needs --input: bar files, a directory or a glob like "
+                               "'data/**/*.parquet'.")
+    from .distributed import build_dataset
+
+    inputs = [p for group in args.input for p in group]
+    with progress_bars(args.quiet) as prog:
+        st = build_dataset(inputs, args.output, config=cfg, engine=args.engine, splits=splits,
+                           overwrite=args.overwrite, on_bad_bars=args.on_bad_bars, reader=args.reader or "auto",
+                           shard_bars=args.shard_bars, symbols_per_task=args.symbols_per_task,
+                           **({} if args.bars_per_task is None else {"bars_per_task": args.bars_per_task}),
+                           workers=args.workers,
+                           scheduler=args.scheduler, progress=RichProgress(prog),
+                           read_kwargs=dict(read_options or {}, on_overlap=args.on_overlap))
+    _print_store_summary(st, "wrote dataset")
     return 0
 
 
@@ -221,11 +258,24 @@ def _print_store_summary(st, verb: str) -> None:
     dropped or repaired, the splits, and a warning for every split without windows."""
     run = st.appends[-1] if verb == "appended to" and st.appends else None
     eng, t = (run["engine"], run["timings"]) if run else (st.engine, st.timings)
+    parts = getattr(st, "parts", None)  # a dataset
     console.print(f"[bold green]{verb}[/] {escape(str(st.path))}: {st.n_bars:,} bars, {len(st.symbols)} symbol(s), "
-                  f"{len(st.shards)} shard(s), {st.bytes_on_disk / 1e6:.1f} MB"
+                  + (f"{len(parts)} part(s), " if parts is not None else "")
+                  + f"{len(st.shards)} shard(s), {st.bytes_on_disk / 1e6:.1f} MB"
                   + (f" ({run['bars']:,} new bars, {run['skipped_overlap']:,} overlapping skipped)" if run else ""),
                   soft_wrap=True)
     sources = [st.sources[run["source"]]] if run else st.sources
+    if parts is not None and "scan_s" in t:
+        b = st.record["build"]
+        console.print(f"{len(b['inputs'])} input file(s) in {b['tasks']} task(s) on {b['cluster']['scheduler']} "
+                      f"({b['cluster']['workers'] or '?'} worker(s)): scan {t['scan_s']:.2f} s, tasks "
+                      f"{t['tasks_s']:.2f} s; read, compute and write below are summed over the tasks")
+    if parts is not None:  # a dataset: one line for every source, then those that dropped, repaired or warned
+        ingest = [src.get("ingest", {}) for src in sources]
+        console.print(f"ingest: {sum(i.get('rows_read', 0) for i in ingest):,} rows read from {len(sources)} "
+                      f"source(s), {sum(i.get('bars', 0) for i in ingest):,} bars kept", soft_wrap=True)
+        sources = [src for src, i in zip(sources, ingest) if any(i.get(k) for k in (
+            "dropped", "repaired", "skipped_overlap", "warnings", "roll_segments"))]
     _print_ingest(sources)
     ingests = [src.get("ingest", {}) for src in sources]
     readers = sorted({i["reader"] for i in ingests if "reader" in i})
@@ -397,6 +447,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accept prices <= 0 (back-adjusted continuous futures)")
     g.add_argument("--max-drop-fraction", type=float, default=None, metavar="F",
                    help=f"--on-bad-bars drop refuses to drop more than this share of rows [{DEFAULT_MAX_DROP_FRACTION}]")
+    dist = pre.add_argument_group("many machines (needs the 'distributed' extra: Dask)")
+    dist.add_argument("--distributed", action="store_true",
+                      help="build a dataset of part stores on a Dask cluster, one task per symbol group; --input "
+                           "takes globs ('data/**/*.parquet') and directories")
+    dist.add_argument("--workers", type=int, metavar="N", help="local cluster of N worker processes [one per core]")
+    dist.add_argument("--scheduler", metavar="ADDRESS", help="use the running Dask scheduler at ADDRESS "
+                                                             "(tcp://host:8786) instead of a local cluster")
+    dist.add_argument("--symbols-per-task", type=int, metavar="N",
+                      help="cut a file group of more symbols into tasks of N symbols [whole groups]")
+    dist.add_argument("--bars-per-task", type=int, metavar="N", default=None,
+                      help="pack small symbol groups into tasks of at most N input rows (and all rows / 2 per worker "
+                           "thread); 0: a task per group "
+                           "[1000000]")
     pre.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_arguments(pre)
     pre.set_defaults(func=cmd_precompute)

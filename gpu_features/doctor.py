@@ -24,7 +24,7 @@ PACKAGES = (
     ("cupy", False, "pip install 'gpu-features[gpu]'"),
     ("cudf", False, "pip install 'gpu-features[cudf]'"),
     ("matplotlib", False, "pip install 'gpu-features[plot]'"),
-    ("dask", False, "pip install dask"),
+    ("dask", False, "pip install 'gpu-features[distributed]'"),
 )
 PARENT_PTH = "gpu-features-parent.pth"  # written into .venv by the Makefile (README: Set up)
 

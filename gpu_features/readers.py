@@ -166,7 +166,7 @@ def expand_inputs(inputs) -> list[Path]:
         elif p.is_file():
             files.append(p)
         elif any(ch in str(item) for ch in "*?["):
-            found = sorted(Path(q) for q in globmod.glob(str(item)) if Path(q).is_file())
+            found = sorted(Path(q) for q in globmod.glob(str(item), recursive=True) if Path(q).is_file())  # ** recurses
             if not found:
                 raise BarsError(f"{item}: the pattern matches no file; check the path and the quoting.")
             files += found

@@ -71,7 +71,7 @@ def resolve(spec, timestamps: np.ndarray) -> dict:
 
     Args:
         spec: None (default fractions), ``{"fractions": [...]}`` or ``{"dates": [...]}``.
-        timestamps: ``[n] int64`` timestamps of all bars.
+        timestamps: ``[n] int64`` timestamps of all bars (no full sort: :func:`order_statistics`).
 
     Returns:
         ``{"method", "fractions" | "dates", "boundaries": [[start, end], ...]}``
@@ -79,12 +79,44 @@ def resolve(spec, timestamps: np.ndarray) -> dict:
     """
     spec = {"fractions": DEFAULT_FRACTIONS} if spec is None else dict(spec)
     if set(spec) == {"fractions"}:
-        fr = check_fractions(spec["fractions"])
         t = np.asarray(timestamps, dtype=np.int64)
-        n = len(t)
-        ks = [int(np.floor(f * n + 1e-9)) for f in (fr[0], fr[0] + fr[1])]
-        cuts = [int(v) for v in order_statistics(t, ks)]
-        record = {"method": "fractions", "fractions": list(fr)}
+        return _record(spec, order_statistics(t, _fraction_ranks(spec, len(t))))
+    return _record(spec, None)
+
+
+def resolve_counted(spec, times: np.ndarray, counts: np.ndarray) -> dict:
+    """:func:`resolve` from the distinct timestamps and how many bars carry each.
+
+    The distributed build merges these per task, so the driver never holds every
+    bar's timestamp, and the boundaries are those :func:`resolve` gives for all bars.
+
+    Args:
+        spec: as for :func:`resolve`.
+        times: ``[u] int64`` distinct timestamps, increasing; counts: ``[u] int64`` bars at each.
+    """
+    spec = {"fractions": DEFAULT_FRACTIONS} if spec is None else dict(spec)
+    if set(spec) == {"fractions"}:
+        times = np.asarray(times, dtype=np.int64)
+        ends = np.cumsum(np.asarray(counts, dtype=np.int64))  # bars at or before each distinct time
+        n = int(ends[-1]) if len(ends) else 0
+        # the k-th smallest timestamp of all bars
+        cuts = [int(times[np.searchsorted(ends, k, side="right")]) if k < n else int(times[-1]) + 1
+                for k in _fraction_ranks(spec, n)]
+        return _record(spec, cuts)
+    return _record(spec, None)
+
+
+def _fraction_ranks(spec: dict, n: int) -> list[int]:
+    """Ranks ``floor(f * n)`` of the val and test boundaries among the ``n`` sorted bar timestamps."""
+    fr = check_fractions(spec["fractions"])
+    return [int(np.floor(f * n + 1e-9)) for f in (fr[0], fr[0] + fr[1])]
+
+
+def _record(spec: dict, fraction_cuts) -> dict:
+    """The ``splits`` record of ``spec``; ``fraction_cuts`` are the boundary timestamps of fractions."""
+    if set(spec) == {"fractions"}:
+        cuts = [int(x) for x in fraction_cuts]
+        record = {"method": "fractions", "fractions": list(check_fractions(spec["fractions"]))}
     elif set(spec) == {"dates"}:
         cuts = list(parse_dates(spec["dates"]))
         record = {"method": "dates", "dates": [iso_time(x) for x in cuts]}
@@ -123,3 +155,13 @@ def split_ids(timestamps: np.ndarray, record: dict) -> np.ndarray:
 def iso_time(ns: int) -> str:
     """ISO 8601 UTC text of an int64 ns timestamp (messages, tables, the manifest's split dates)."""
     return dt.datetime.fromtimestamp(ns / 1e9, tz=dt.timezone.utc).isoformat()
+
+
+def merge_counted(a: tuple, b: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Merge two ``(times [u] int64, counts [u] int64)`` of distinct timestamps (for :func:`resolve_counted`)."""
+    times = np.concatenate([a[0], b[0]]).astype(np.int64)
+    counts = np.concatenate([a[1], b[1]]).astype(np.int64)
+    out, inverse = np.unique(times, return_inverse=True)
+    total = np.zeros(len(out), dtype=np.int64)
+    np.add.at(total, inverse.ravel(), counts)  # integer sums: exact at any count
+    return out, total

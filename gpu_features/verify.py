@@ -108,11 +108,10 @@ def verify_store(path, sources=None, sample_bars: int = DEFAULT_SAMPLE_BARS, see
     add(Check("structure", True, f"version {VERSION}, {len(store.shards)} shard(s), "
                                  f"{store.n_bars:,} bars, {len(store.symbols)} symbol(s)"))
     bad = []
-    files = [(dataclasses.asdict(s), f"shard {s.file}") for s in store.shards]
-    files.append((store.state_record, f"state file {store.state_record['file']}"))
-    for rec, what in files:
+    files = store.file_records()  # a dataset lists the files of every part
+    for root, rec, what in files:
         try:
-            check_file(store.path, rec, what, checksum=True)
+            check_file(root, rec, what, checksum=True)
         except GpuFeaturesError as err:
             bad.append(str(err))
     add(Check("checksums", not bad, "; ".join(bad) if bad else f"{len(files)} file(s) match their SHA-256"))

@@ -232,3 +232,14 @@ def test_split_ids_count_the_boundaries_at_or_before_each_bar():
         got = splits_mod.split_ids(t, record)
         assert got.dtype == np.int8
         assert np.array_equal(got, np.searchsorted(np.array(cuts), t, side="right"))
+
+
+def test_split_boundaries_from_all_bars_equal_those_from_counted_timestamps():
+    rng = np.random.default_rng(12)
+    for _ in range(200):
+        t = rng.integers(0, 50, int(rng.integers(1, 80)))
+        if rng.random() < 0.5:
+            t = np.sort(t)
+        spec = {"fractions": [0.6, 0.25, 0.15]} if rng.random() < 0.5 else None
+        times, counts = np.unique(t, return_counts=True)
+        assert splits_mod.resolve(spec, t) == splits_mod.resolve_counted(spec, times, counts)

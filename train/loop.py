@@ -29,7 +29,7 @@ from torch.nn import functional as F
 from gpu_features.config import FEATURE_NAMES
 from gpu_features.errors import StoreError
 from gpu_features.fileio import write_json_atomic
-from gpu_features.store import MANIFEST, open_store
+from gpu_features.store import MANIFEST, is_dataset, open_store
 from gpu_features.windows import WindowSource, derive_seed, resolve_device
 
 from . import baselines
@@ -76,7 +76,7 @@ def deterministic_cublas() -> None:
 
 def _open_store(path):
     path = Path(path)
-    if not (path / MANIFEST).is_file():
+    if not ((path / MANIFEST).is_file() or is_dataset(path)):  # a dataset of part stores is one store
         raise TrainError(f"{path}: no feature store there; build the demo store with `make precompute` "
                          f"(or `gpu-features precompute --output {path}`).")
     try:

@@ -124,6 +124,11 @@ class Store:
         """Bytes of the shard and state files."""
         return sum(s.bytes for s in self.shards) + int(self.state_record["bytes"])
 
+    def file_records(self) -> list[tuple[Path, dict, str]]:
+        """Every shard and the state file as ``(folder, {"file", "bytes", "sha256"}, description)``."""
+        out = [(self.path, dataclasses.asdict(s), f"shard {s.file}") for s in self.shards]
+        return out + [(self.path, self.state_record, f"state file {self.state_record['file']}")]
+
     def segment_bounds(self) -> np.ndarray:
         """``[G + 1] int64``: segment ``g`` holds bars ``bounds[g] : bounds[g + 1]``."""
         return np.array([s.first for s in self.segments] + [self.n_bars], dtype=np.int64)
