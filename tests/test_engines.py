@@ -255,6 +255,9 @@ def test_kernel_sources_ship_in_the_wheel(tmp_path):
     names = zipfile.ZipFile(next(tmp_path.glob("gpu_features-*.whl"))).namelist()
     for source in abi.KERNEL_SOURCES:
         assert f"gpu_features/kernels/{source}" in names
+    # every module of the source tree ships too (a sub-package missing from pyproject's list would not)
+    modules = sorted(str(p.relative_to(root)) for pkg in ("gpu_features", "train") for p in (root / pkg).rglob("*.py"))
+    assert modules and [m for m in modules if m not in names] == []
 
 
 def _c_params(text: str) -> list[tuple[str, str]]:
