@@ -10,6 +10,10 @@ Measures (never asserted in tests; reported in the README and the issue notes):
 - GPU kernel time from CUDA events, and fix-ups at the default warm-up;
 - end to end, parquet file to written store, for each fast engine;
 - 1 symbol x 1.8M bars against 50 symbols x 36,000 bars for each engine;
+- end to end by phase (the manifest's timings: read, compute, statistics, serialize,
+  hash, write, other; they add up to the total) for each fast engine, on 1 symbol x 20M
+  bars and 2,000 symbols x 10,000 bars, with each case's peak resident memory (a child
+  process) against the store's bytes; ``--scale`` shrinks both (0.1: 1 x 2M and 200 x 10k);
 - store size against the old layout's ``n_windows x K x 10 x 4`` bytes, and the
   peak resident memory of ``gpu-features precompute`` on the full set (a child process).
 
@@ -21,9 +25,9 @@ in files/s and bars/s on warm workers (the cluster's start-up and the workers' f
 task, two files, timed apart); every dataset is
 first checked equal to the single-process store, per symbol, bit for bit.
 
-Usage: ``python bench/features.py [--bars N] [--out results.json]``, or
+Usage: ``python bench/features.py [--bars N] [--scale F] [--out results.json]``, or
 ``python bench/features.py --distributed [--files 200 --file-bars 100000 --workers 1,2]``.
-Prints a table and writes JSON with a ``rows`` list for ``bench/summary.py``.
+Prints tables and writes JSON with a ``rows`` list for ``bench/summary.py``.
 """
 from __future__ import annotations
 
@@ -119,19 +123,82 @@ def run_engine(engine, bars, repeat):
     return best_of(call, repeat)
 
 
-def peak_rss_of_precompute(n_bars: int, engine: str) -> float:
-    """Peak resident MB of ``gpu-features precompute`` on ``n_bars`` synthetic bars, in a child process (Linux)."""
+def peak_rss_of_precompute(n_bars: int, engine: str, symbols: int = 1) -> float:
+    """Peak resident MB of ``gpu-features precompute`` on ``symbols x n_bars`` synthetic bars, in a child
+    process (Linux)."""
     with tempfile.TemporaryDirectory() as tmp:
         # VmHWM belongs to the child's own address space; ru_maxrss would also count the
         # pages this (large) parent process had when it forked.
         code = ("import sys; from gpu_features.cli import main; "
                 f"rc = main(['precompute', '--output', sys.argv[1], '--synthetic-bars', '{n_bars}', "
-                f"'--engine', '{engine}', '--quiet']); "
+                f"'--symbols', '{symbols}', '--engine', '{engine}', '--quiet']); "
                 "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
         env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
         out = subprocess.run([sys.executable, "-c", code, str(Path(tmp) / "s")], capture_output=True, text=True,
                              env=env, check=True)
         return int(out.stdout.strip().splitlines()[-1]) / 1024.0
+
+
+def end_to_end_phases(engines_here, scale: float, repeat: int, rss: bool, result: dict) -> None:
+    """In-memory bars -> written store, by phase, on 1 x 20M and 2,000 x 10k bars (times ``scale``).
+
+    Adds ``result["end_to_end"]`` (one record per engine and case) and summary rows; prints the table.
+    """
+    per = 10_000
+    many = max(int(round(2000 * scale)), 1)
+    one = many * per
+    cases = [(f"1 x {one:,}", one, 1), (f"{many:,} x {per:,}", per, many)]
+    records = result.setdefault("end_to_end", [])
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, n_bars, symbols in cases:
+            bars = synthetic.generate(n_bars, symbols, seed=3)
+            for eng in engines_here:
+                def call():
+                    st = gf.precompute(bars, Path(tmp) / f"store-{eng}", engine=eng, overwrite=True)
+                    if eng == "gpu":
+                        import cupy
+
+                        cupy.get_default_memory_pool().free_all_blocks()
+                    return st
+                t, st = best_of(call, repeat)
+                rec = {"engine": eng, "case": label, "bars": bars.n, "symbols": symbols, "seconds": t,
+                       "phases": dict(st.timings), "store_bytes": st.bytes_on_disk}
+                if rss and eng == engines_here[-1]:  # one child per case: the fastest engine here
+                    rec["peak_rss_mb"] = peak_rss_of_precompute(n_bars, eng, symbols)
+                records.append(rec)
+            del bars
+    rows = result["rows"]
+    for eng in engines_here:
+        a, b = [r for r in records if r["engine"] == eng]
+        rows.append({"what": f"{eng} end to end, {a['case']}", "value": a["seconds"], "unit": "s"})
+        rows.append({"what": f"{eng} end to end, {b['case']}", "value": b["seconds"], "unit": "s"})
+        rows.append({"what": f"{eng} end to end, {b['case']} / {a['case']}", "value": b["seconds"] / a["seconds"],
+                     "unit": "x"})
+        for r in (a, b):
+            if "peak_rss_mb" in r:
+                rows.append({"what": f"{eng} peak RSS / store bytes, {r['case']}",
+                             "value": r["peak_rss_mb"] * 2**20 / r["store_bytes"], "unit": "x"})
+    print_phase_table(records)
+
+
+def print_phase_table(records: list) -> None:
+    """A column per engine and case: each recorded phase in seconds, the total, bars/s, peak RSS, store size."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if not records:
+        return
+    phases = [k for k in records[0]["phases"] if k != "total_s"]
+    t = Table(title="end to end by phase: in-memory bars -> written store (s; the phases add up to the total)")
+    t.add_column("phase")
+    for r in records:
+        t.add_column(f"{r['engine']}\n{r['case']}", justify="right")
+    for k in phases + ["total_s"]:
+        t.add_row(k[:-2], *[f"{r['phases'].get(k, 0.0):.3f}" for r in records])
+    t.add_row("bars/s", *[f"{r['bars'] / r['phases']['total_s']:,.0f}" for r in records])
+    t.add_row("peak RSS MB", *[f"{r['peak_rss_mb']:,.0f}" if "peak_rss_mb" in r else "-" for r in records])
+    t.add_row("store MB", *[f"{r['store_bytes'] / 1e6:,.0f}" for r in records])
+    Console().print(t)
 
 
 def main(argv=None) -> int:
@@ -140,7 +207,10 @@ def main(argv=None) -> int:
     p.add_argument("--ref-bars", type=int, default=200_000, help="bars for the reference engine [200k]")
     p.add_argument("--seed-bars", type=int, default=10_000, help="bars for the seed-style baseline [10k]")
     p.add_argument("--repeat", type=int, default=5, help="best of this many runs for fast engines [5]")
-    p.add_argument("--no-rss", action="store_true", help="skip the peak-memory child process")
+    p.add_argument("--no-rss", action="store_true", help="skip the peak-memory child processes")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="size of the end-to-end phase cases: 1 = 1 x 20M and 2,000 x 10k bars [1]")
+    p.add_argument("--e2e-repeat", type=int, default=1, help="best of this many end-to-end phase runs [1]")
     p.add_argument("--out", help="JSON file to write")
     g = p.add_argument_group("--distributed: the Dask build of many files")
     g.add_argument("--distributed", action="store_true", help="benchmark the distributed build instead")
@@ -260,6 +330,8 @@ def main(argv=None) -> int:
         result["precompute_peak_rss_mb"] = rss
         rows.append({"what": f"precompute peak RSS, {args.bars:,} bars ({fast[-1]})", "value": rss, "unit": "MB"})
 
+    if fast:
+        end_to_end_phases(fast, args.scale, args.e2e_repeat, not args.no_rss, result)
     print_table(result)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

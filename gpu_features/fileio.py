@@ -55,6 +55,18 @@ def fsync_file(path) -> None:
         os.fsync(f.fileno())
 
 
+def json_text(obj) -> str:
+    """``obj`` as JSON text, a dict's top-level keys one per line.
+
+    The values are written compactly by the C encoder: ``indent`` switches json to its
+    pure-Python encoder, which took seconds on the statistics of 2,000 symbols.
+    """
+    if not isinstance(obj, dict):
+        return json.dumps(obj) + "\n"
+    items = [f"{json.dumps(str(k))}: {json.dumps(v)}" for k, v in obj.items()]
+    return "{\n " + ",\n ".join(items) + "\n}\n" if items else "{}\n"
+
+
 def write_json_atomic(path, obj, lines: bool = False) -> None:
     """Write ``obj`` as JSON (or, with ``lines``, a list as JSON lines) through a temporary sibling,
     an fsync and a rename, then fsync the folder: readers see the old file or the new one, never a
@@ -67,8 +79,7 @@ def write_json_atomic(path, obj, lines: bool = False) -> None:
             if lines:
                 f.writelines(json.dumps(x) + "\n" for x in obj)
             else:
-                json.dump(obj, f, indent=1)
-                f.write("\n")
+                f.write(json_text(obj))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

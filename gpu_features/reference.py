@@ -170,3 +170,29 @@ def compute(o, h, l, c, offsets, cfg: FeatureConfig, start_states=None, snapshot
             if a <= p < b:
                 snaps[k] = wanted[int(p) - a]
     return feats, valid, swing, ends, snaps
+
+
+def block_moments(feats, valid, swing, block_start, block_end):
+    """kernels/stats.cu ``pf_moments`` in numpy: the same sums in the same order, so the same bits.
+
+    Args:
+        feats ``[n, 10] float32``, valid ``[n] bool``, swing ``[n] int8``; block_start/end ``[B] int64``.
+
+    Returns:
+        ``(counts [B, 3] int64, moments [B, 10, 6] float64)`` as documented in kernels/stats.cu.
+    """
+    counts = np.zeros((len(block_start), 3), dtype=np.int64)
+    moments = np.zeros((len(block_start), N_FEATURES, 6), dtype=np.float64)
+    for k, (a, b) in enumerate(zip(block_start, block_end)):
+        codes = np.asarray(swing[a:b])
+        counts[k, 1], counts[k, 2] = np.count_nonzero(codes == 1), np.count_nonzero(codes == 2)
+        x = np.asarray(feats[a:b], dtype=np.float32)[np.asarray(valid[a:b], dtype=bool)].astype(np.float64)
+        counts[k, 0] = len(x)
+        if len(x) == 0:
+            continue
+        d = x - x[0]
+        # add.accumulate sums strictly in bar order, like the kernel's loop (np.sum would pair).
+        moments[k] = np.stack([x[0], np.add.accumulate(d, axis=0)[-1], np.add.accumulate(d * d, axis=0)[-1],
+                               x.min(axis=0), x.max(axis=0), np.count_nonzero(x, axis=0).astype(np.float64)],
+                              axis=1)
+    return counts, moments

@@ -47,6 +47,41 @@ def usable_starts(valid: np.ndarray, split: np.ndarray, segment_bounds: np.ndarr
     return out
 
 
+def window_counts(valid: np.ndarray, split: np.ndarray, segment_bounds: np.ndarray, K: int,
+                  n_splits: int = len(SPLIT_NAMES), min_valid_fraction: float = 1.0) -> np.ndarray:
+    """``[n_splits] int64`` usable window starts per split: ``bincount(split[usable_starts(...)])``, leaner.
+
+    The bars are cut into runs of one segment and one split; a run of length L holds the starts
+    ``r0 .. r0 + L - K``. When every bar must be valid, runs are cut further where validity changes
+    and each valid stretch of L bars counts L - K + 1 (one pass over the bars); otherwise a start
+    counts when its window has enough valid bars (one cumulative sum).
+    """
+    n = len(valid)
+    out = np.zeros(n_splits, dtype=np.int64)
+    if n < K:
+        return out
+    split = np.asarray(split)
+    change = np.flatnonzero(split[1:] != split[:-1]) + 1
+    bounds = np.union1d(np.union1d(np.asarray(segment_bounds, dtype=np.int64), change), [0, n])
+    r0, r1 = bounds[:-1], bounds[1:]
+    need = int(np.ceil(min_valid_fraction * K - 1e-9))
+    if need >= K:  # every bar valid: a stretch of L valid bars inside one run holds L - K + 1 windows
+        v = np.asarray(valid, dtype=bool)
+        cuts = np.union1d(bounds, np.flatnonzero(v[1:] != v[:-1]) + 1)
+        a, b = cuts[:-1], cuts[1:]
+        per = np.where(v[a], np.maximum(b - a - K + 1, 0), 0)
+        return out + np.bincount(split[a].astype(np.int64), weights=per, minlength=n_splits).astype(np.int64)[:n_splits]
+    csum = np.zeros(n + 1, dtype=np.int32 if n < 2**31 - 1 else np.int64)
+    np.cumsum(np.asarray(valid, dtype=bool), out=csum[1:])
+    ok = (csum[K:] - csum[: n - K + 1]) >= need  # [n - K + 1]: window at s has enough valid bars
+    last = np.maximum(r1 - K + 1, r0)  # starts r0 .. last - 1 keep the window inside the run
+    edges = np.clip(np.stack([r0, last], axis=1).ravel(), 0, n - K + 1)
+    padded = np.concatenate([ok.view(np.uint8), [0]])  # reduceat needs indices < len
+    sums = np.add.reduceat(padded, edges, dtype=np.int64)[0::2]
+    sums[edges[0::2] == edges[1::2]] = 0  # reduceat returns the element itself for an empty range
+    return out + np.bincount(split[r0].astype(np.int64), weights=sums, minlength=n_splits).astype(np.int64)[:n_splits]
+
+
 def split_window_starts(valid: np.ndarray, split_ids: np.ndarray, segment_bounds: np.ndarray, K: int,
                         split: str | None = None, min_valid_fraction: float = 1.0) -> np.ndarray:
     """``[w] int64`` sorted usable window starts, of one split (``train``/``val``/``test``) or of all.

@@ -281,10 +281,18 @@ class WindowLoader:
         self._offsets = torch.arange(self.K, device=self.device)
         # floor(ratio * v) computed in float64 exactly as the old loader's int(ratio * v), for v = 0 .. K.
         self._n_mask = torch.tensor([int(self.mask_ratio * v) for v in range(self.K + 1)], device=self.device)
+        self._k_max = int(self.mask_ratio * self.K)  # the most any window masks (v = K): a static topk size
+        self._ranks = torch.arange(self._k_max, device=self.device)
+        # Every window as a view: [n - K + 1, K, D] and [n - K + 1, K] (strides of the bars, no copy).
+        n_win, D = max(features.shape[0] - self.K + 1, 0), features.shape[1]
+        self._windows = features.as_strided((n_win, self.K, D), (features.stride(0), features.stride(0),
+                                                                 features.stride(1)))
+        self._valid_windows = valid.as_strided((n_win, self.K), (valid.stride(0), valid.stride(0)))
         self._n_patches = max(1, int(self.mask_ratio * self.K / self.patch_length + 0.5))
         self._position = (self._offsets.to(torch.float32) / (self.K - 1)).view(1, self.K, 1)
         self._gen = torch.Generator(device=self.device)
         self._epoch = 0
+        self._order = (None, None)  # (epoch, its window order): the last permutation drawn
 
     def __len__(self) -> int:
         """Batches per epoch of this rank."""
@@ -311,9 +319,11 @@ class WindowLoader:
 
         if not self.shuffle:
             return self.starts
-        self._gen.manual_seed(derive_seed(self.seed, _STREAM_SHUFFLE, epoch))
-        perm = torch.randperm(len(self.starts), generator=self._gen, device=self.device)
-        return self.starts[perm]
+        if self._order[0] != epoch:  # random access (batch()) reuses the epoch's permutation
+            self._gen.manual_seed(derive_seed(self.seed, _STREAM_SHUFFLE, epoch))
+            perm = torch.randperm(len(self.starts), generator=self._gen, device=self.device)
+            self._order = (epoch, self.starts[perm])
+        return self._order[1]
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[Batch]:
         """This rank's batches of epoch ``epoch`` from its batch index ``start`` on.
@@ -355,11 +365,12 @@ class WindowLoader:
         return self.batches(epoch)
 
     def gather(self, starts):
-        """``X [B, K, D]`` and ``valid [B, K]`` of the windows at ``starts`` ``[B]`` (a device gather)."""
-        idx = (starts[:, None] + self._offsets).reshape(-1)
-        B = starts.shape[0]
-        return (self.features.index_select(0, idx).view(B, self.K, -1),
-                self.valid.index_select(0, idx).view(B, self.K))
+        """``X [B, K, D]`` and ``valid [B, K]`` of the windows at ``starts`` ``[B]``: one gather kernel each.
+
+        The windows are strided views of the features (``[n - K + 1, K, D]``, no copy), so each
+        batch is a single indexed copy, with no index arithmetic of its own.
+        """
+        return self._windows.index_select(0, starts), self._valid_windows.index_select(0, starts)
 
     def _make(self, starts, epoch: int, index: int) -> Batch:
         import torch
@@ -372,15 +383,20 @@ class WindowLoader:
         return Batch(X, mask, valid)
 
     def _random_mask(self, valid):
-        """Exactly ``floor(ratio * valid bars)`` masked bars per window, uniformly among the valid ones."""
+        """Exactly ``floor(ratio * valid bars)`` masked bars per window, uniformly among the valid ones.
+
+        Each bar gets a uniform key (invalid bars 2.0, so they come last); the ``floor(ratio * K)``
+        smallest keys of a window (``topk``, not a full sort) in ascending order, of which the first
+        ``floor(ratio * v)`` are masked: a uniform subset of exactly that size, ties or not.
+        """
         import torch
 
         B = valid.shape[0]
         u = torch.rand((B, self.K), generator=self._gen, device=self.device)
-        u = u.masked_fill(~valid, 2.0)  # invalid bars sort last and are never picked
-        order = u.argsort(dim=1)
-        rank = torch.empty_like(order).scatter_(1, order, self._offsets.expand(B, self.K))
-        return rank < self._n_mask[valid.sum(dim=1)][:, None]
+        keys = torch.where(valid, u, 2.0)
+        picked = keys.topk(self._k_max, dim=1, largest=False, sorted=True).indices  # [B, k_max]
+        take = self._ranks < self._n_mask[valid.sum(dim=1)][:, None]                 # [B, k_max]
+        return torch.zeros((B, self.K), dtype=torch.bool, device=self.device).scatter_(1, picked, take)
 
     def _patch_mask(self, valid):
         """``round(ratio * K / patch_length)`` blocks of ``patch_length`` bars at uniform starts (they may overlap)."""

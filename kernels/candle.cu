@@ -1,19 +1,20 @@
 // candle.cu: the elementwise half of relativity-10, one thread per bar.
 //
-//   pf_candle(n, o, h, l, c, eps, feats, tr)
+//   pf_candle(n, o, h, l, c, eps, feats)
 //     o, h, l, c : [n] double   bars of all series, concatenated
 //     feats      : [n, 10] float features 0..4 (open_norm .. lower_wick_pct) of each row
-//     tr         : [n] double   true range of bar j against c[j-1]; tr[0] = 0. At a series
-//                               start the value mixes two series and is never read: the scan
-//                               only reads tr[j] where bar j-1 lies in bar j's series.
 //
-// GPU: NVRTC with --fmad=false. Host: g++ -ffp-contract=off via host_entry.cpp.
+// The true range is not stored: the scan computes it where it needs it (state.cuh
+// pf_cold_state reads P bars before a chunk's warm-up start, nothing else).
+//
+// GPU: NVRTC with --fmad=false, one thread per bar. Host: g++ -ffp-contract=off via
+// host_entry.cpp, which runs pf_candle_element as a plain OpenMP loop (PF_FOR_EACH).
 #include "state.cuh"
 
-PF_KERNEL void pf_candle(pf_i64 n, const double* __restrict__ o, const double* __restrict__ h,
-                         const double* __restrict__ l, const double* __restrict__ c, double eps,
-                         float* __restrict__ feats, double* __restrict__ tr) {
-  const pf_i64 j = pf_thread_index();
+// Features 0..4 of bar j (nothing when j >= n): the body of pf_candle on both builds.
+PF_DEVICE void pf_candle_element(pf_i64 j, pf_i64 n, const double* __restrict__ o, const double* __restrict__ h,
+                                 const double* __restrict__ l, const double* __restrict__ c, double eps,
+                                 float* __restrict__ feats) {
   if (j >= n) return;
   const double oj = o[j], hj = h[j], lj = l[j], cj = c[j];
   double rng = hj - lj;
@@ -26,5 +27,10 @@ PF_KERNEL void pf_candle(pf_i64 n, const double* __restrict__ o, const double* _
   row[2] = pf_f32(pf_clip((cj - oj) / rng, -1.0, 1.0));
   row[3] = pf_f32(pf_clip((hj - top) / rng, 0.0, 1.0));
   row[4] = pf_f32(pf_clip((bottom - lj) / rng, 0.0, 1.0));
-  tr[j] = j == 0 ? 0.0 : pf_true_range(hj, lj, c[j - 1]);
+}
+
+PF_KERNEL void pf_candle(pf_i64 n, const double* __restrict__ o, const double* __restrict__ h,
+                         const double* __restrict__ l, const double* __restrict__ c, double eps,
+                         float* __restrict__ feats) {
+  pf_candle_element(pf_thread_index(), n, o, h, l, c, eps, feats);
 }

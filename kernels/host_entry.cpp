@@ -1,4 +1,4 @@
-// host_entry.cpp: the host build of the kernels. Compiles candle.cu and scan.cu
+// host_entry.cpp: the host build of the kernels. Compiles candle.cu, scan.cu and stats.cu
 // as plain C++ (see portable.cuh) and exports one launcher per kernel that
 // runs its grid as an OpenMP loop. Built by gpu_features/engines/host.py:
 //   g++ -O3 -ffp-contract=off -fopenmp -fPIC -shared -DPF_ATR_PERIOD=P host_entry.cpp
@@ -6,27 +6,27 @@
 
 #include "candle.cu"
 #include "scan.cu"
+#include "stats.cu"
 
-// Host block sizes: elementwise work in blocks of 256 bars (an OpenMP task each),
-// chunk and series kernels one per task, so few long chunks still spread over cores.
-#define PF_ELEMENTWISE_BLOCK 256
+// Host block size of chunk and series kernels: one per task, so few long chunks still
+// spread over cores. Elementwise kernels run their per-element body as a plain static
+// loop instead (PF_FOR_EACH): no per-element thread-index bookkeeping, so it vectorizes.
 #define PF_TASK_BLOCK 1
 
 extern "C" {
 
 void host_pf_candle(pf_i64 n_threads, pf_i64 n, const double* o, const double* h, const double* l,
-                    const double* c, double eps, float* feats, double* tr) {
-  PF_LAUNCH(pf_candle, n_threads, PF_ELEMENTWISE_BLOCK, n, o, h, l, c, eps, feats, tr);
+                    const double* c, double eps, float* feats) {
+  PF_FOR_EACH(pf_candle_element, n_threads, n, o, h, l, c, eps, feats);
 }
 
 void host_pf_scan(pf_i64 n_threads, pf_i64 n_chunks, const pf_i64* chunk_start, const pf_i64* chunk_end,
                   const pf_i64* chunk_segment, const pf_i64* seg_start, const double* seg_state,
-                  const double* h, const double* l, const double* c, const double* tr,
-                  const double* params, pf_i64 warm, float* feats, unsigned char* valid, signed char* swing,
+                  const double* h, const double* l, const double* c, const double* params, pf_i64 warm, float* feats, unsigned char* valid, signed char* swing,
                   double* start_state, double* end_state, const pf_i64* snap_pos, pf_i64 n_snap,
                   double* snap_state) {
   PF_LAUNCH(pf_scan, n_threads, PF_TASK_BLOCK, n_chunks, chunk_start, chunk_end, chunk_segment, seg_start,
-            seg_state, h, l, c, tr, params, warm, feats, valid, swing, start_state, end_state, snap_pos,
+            seg_state, h, l, c, params, warm, feats, valid, swing, start_state, end_state, snap_pos,
             n_snap, snap_state);
 }
 
@@ -44,6 +44,13 @@ void host_pf_fixup(pf_i64 n_threads, pf_i64 n_segments, const pf_i64* seg_first_
                    const pf_i64* snap_pos, pf_i64 n_snap, double* snap_state, int* fixups) {
   PF_LAUNCH(pf_fixup, n_threads, PF_TASK_BLOCK, n_segments, seg_first_chunk, chunk_start, chunk_end, bad, h, l,
             c, params, feats, valid, swing, start_state, end_state, snap_pos, n_snap, snap_state, fixups);
+}
+
+void host_pf_moments(pf_i64 n_threads, pf_i64 n_blocks, const pf_i64* block_start, const pf_i64* block_end,
+                     const float* feats, const unsigned char* valid, const signed char* swing, pf_i64* counts,
+                     double* moments) {
+  PF_LAUNCH(pf_moments, n_threads, PF_TASK_BLOCK, n_blocks, block_start, block_end, feats, valid, swing, counts,
+            moments);
 }
 
 int host_pf_state_dim(void) { return PF_STATE_DIM; }

@@ -66,6 +66,14 @@ PF_DEVICE float pf_f32(double x) { return (float)x; }  // no FTZ/DAZ: never buil
       }                                                                           \
     }                                                                             \
   } while (0)
+// Run element(j, args...) for j = 0 .. n_threads-1 as a plain static OpenMP loop: for
+// elementwise kernels whose body is a PF_DEVICE function of the element index.
+#define PF_FOR_EACH(element, n_threads, ...)                                        \
+  do {                                                                            \
+    const pf_i64 pf_n_ = (n_threads);                                             \
+    _Pragma("omp parallel for schedule(static)")                                  \
+    for (pf_i64 pf_j_ = 0; pf_j_ < pf_n_; ++pf_j_) element(pf_j_, __VA_ARGS__);  \
+  } while (0)
 #endif
 
 // Global 1-D thread index, 64-bit so grids over billions of bars do not wrap.

@@ -15,7 +15,7 @@
 //             end state, itself already right), so one pass leaves every chunk exact.
 //             fixups[s] counts the re-runs.
 //
-// Arrays: o,h,l,c,tr [n] double; feats [n,10] float; valid [n] u8; swing [n] i8;
+// Arrays: h,l,c [n] double; feats [n,10] float; valid [n] u8; swing [n] i8;
 // chunk_start/end/segment [n_chunks] i64; seg_start [S] i64; seg_state [S, D] double;
 // start_state/end_state [n_chunks, D] double; snap_pos [m] i64 sorted, snap_state [m, D];
 // D = 16 + PF_ATR_PERIOD. Params: 8 doubles (see state.cuh PfParams).
@@ -67,8 +67,7 @@ PF_KERNEL void pf_scan(pf_i64 n_chunks, const pf_i64* __restrict__ chunk_start,
                        const pf_i64* __restrict__ chunk_end, const pf_i64* __restrict__ chunk_segment,
                        const pf_i64* __restrict__ seg_start, const double* __restrict__ seg_state,
                        const double* __restrict__ h, const double* __restrict__ l,
-                       const double* __restrict__ c, const double* __restrict__ tr,
-                       const double* __restrict__ params, pf_i64 warm, float* __restrict__ feats,
+                       const double* __restrict__ c, const double* __restrict__ params, pf_i64 warm, float* __restrict__ feats,
                        unsigned char* __restrict__ valid, signed char* __restrict__ swing,
                        double* __restrict__ start_state, double* __restrict__ end_state,
                        const pf_i64* __restrict__ snap_pos, pf_i64 n_snap, double* __restrict__ snap_state) {
@@ -83,7 +82,7 @@ PF_KERNEL void pf_scan(pf_i64 n_chunks, const pf_i64* __restrict__ chunk_start,
   pf_i64 j0 = a - warm;
   // A cold start needs bars j0-P-1 .. j0-1 inside the segment (the exact true-range window).
   if (j0 - PF_P - 1 >= g) {
-    pf_cold_state(s, (pf_i64)given[0] + (j0 - g), j0, h, l, c, tr);
+    pf_cold_state(s, (pf_i64)given[0] + (j0 - g), j0, h, l, c);
   } else {
     pf_unpack(given, s);
     j0 = g;

@@ -82,11 +82,10 @@ PF_DEVICE double pf_clip(double x, double a, double b) { return x < a ? a : (x >
 
 // Speculative cold state before bar j0 (FEATURES.md, Parallel evaluation):
 // nothing confirmed, trend NONE, ema seeded with bar j0's range, the true-range
-// window filled exactly from tr[j0-P .. j0-1] (the caller guarantees those bars
-// and their predecessors lie in the series).
+// window filled exactly with the true ranges of bars j0-P .. j0-1, computed here
+// (the caller guarantees those bars and their predecessors lie in the series).
 PF_DEVICE void pf_cold_state(PfState& s, pf_i64 local_index, pf_i64 j0, const double* __restrict__ h,
-                             const double* __restrict__ l, const double* __restrict__ c,
-                             const double* __restrict__ tr) {
+                             const double* __restrict__ l, const double* __restrict__ c) {
   s.bars = local_index;
   s.ema = h[j0] - l[j0];
   s.prev_close = c[j0 - 1];
@@ -96,7 +95,10 @@ PF_DEVICE void pf_cold_state(PfState& s, pf_i64 local_index, pf_i64 j0, const do
   s.sl_set = 0; s.sl_i = 0; s.sl_p = 0.0;
   s.n_trs = PF_P;
 PF_UNROLL
-  for (int k = 0; k < PF_P; ++k) s.trs[k] = tr[j0 - PF_P + k];
+  for (int k = 0; k < PF_P; ++k) {
+    const pf_i64 j = j0 - PF_P + k;
+    s.trs[k] = pf_true_range(h[j], l[j], c[j - 1]);
+  }
 }
 
 // One bar through the state machine. With WRITE, also writes features 5..9 of

@@ -124,7 +124,7 @@ def test_a_failed_append_leaves_the_old_store_intact(make_store, bars, tmp_path,
     path = tmp_path / "s"
     make_store(write_parquet(tmp_path / "old.parquet", bars, 0, 6000), path)
     before = {p.name: p.read_bytes() for p in path.iterdir()}
-    monkeypatch.setattr(writer_mod, "write_shard", fail_on_call(writer_mod.write_shard, 2, OSError("disk full (injected)")))
+    monkeypatch.setattr(writer_mod, "write_bytes", fail_on_call(writer_mod.write_bytes, 2, OSError("disk full (injected)")))
     with pytest.raises(OSError, match="injected"):
         append_store(path, write_parquet(tmp_path / "new.parquet", bars, 6000, None), engine=STORE_ENGINE, shard_bars=1000)
     assert {p.name: p.read_bytes() for p in path.iterdir()} == before

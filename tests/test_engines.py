@@ -179,7 +179,7 @@ def test_host_respects_omp_num_threads(n):
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not found: the sm_90 compile check needs the CUDA toolkit")
-@pytest.mark.parametrize("source", ["candle.cu", "scan.cu"])
+@pytest.mark.parametrize("source", abi.KERNEL_FILES)
 def test_nvcc_compiles_every_kernel_for_sm90(source, tmp_path):
     src = abi.kernel_dir()
     cmd = ["nvcc", "-arch=sm_90", "--fmad=false", "-std=c++17", "-DPF_ATR_PERIOD=10", "-I", str(src), "-c",
@@ -255,6 +255,9 @@ def test_kernel_sources_ship_in_the_wheel(tmp_path):
     names = zipfile.ZipFile(next(tmp_path.glob("gpu_features-*.whl"))).namelist()
     for source in abi.KERNEL_SOURCES:
         assert f"gpu_features/kernels/{source}" in names
+    # every module of the source tree ships too (a sub-package missing from pyproject's list would not)
+    modules = sorted(str(p.relative_to(root)) for pkg in ("gpu_features", "train") for p in (root / pkg).rglob("*.py"))
+    assert modules and [m for m in modules if m not in names] == []
 
 
 def _c_params(text: str) -> list[tuple[str, str]]:
@@ -275,7 +278,7 @@ def test_kernel_signatures_match_the_abi_table(kernel):
     """
     src = abi.kernel_dir()
     want = [(p.ctype, p.name) for p in abi.KERNELS[kernel]]
-    cu = (src / "candle.cu").read_text() + (src / "scan.cu").read_text()
+    cu = "".join((src / name).read_text() for name in abi.KERNEL_FILES)
     kernel_sig = re.search(rf"PF_KERNEL void {kernel}\(([^)]*)\)", cu)
     assert kernel_sig, f"{kernel} not found in the .cu sources"
     assert _c_params(kernel_sig.group(1)) == want
@@ -283,14 +286,16 @@ def test_kernel_signatures_match_the_abi_table(kernel):
     host_sig = re.search(rf"void host_{kernel}\(([^)]*)\)", entry)
     assert host_sig, f"host_{kernel} not found in host_entry.cpp"
     assert _c_params(host_sig.group(1)) == [("pf_i64", "n_threads")] + want
-    launch_args = re.search(rf"PF_LAUNCH\({kernel}, n_threads, \w+, ([^;]*)\);", entry)
+    # Chunk kernels go through PF_LAUNCH; elementwise ones run their ``_element`` body with PF_FOR_EACH.
+    launch_args = re.search(rf"PF_(?:LAUNCH\({kernel}, n_threads, \w+|FOR_EACH\({kernel}_element, n_threads), "
+                            r"([^;]*)\);", entry)
     assert launch_args, f"PF_LAUNCH of {kernel} not found in host_entry.cpp"
     assert [a.strip() for a in launch_args.group(1).split(",")] == [p.name for p in abi.KERNELS[kernel]]
 
 
 def test_abi_signatures_are_the_kinds_of_the_parameters():
-    assert abi.SIGNATURES["pf_candle"] == "qppppdpp"
-    assert abi.SIGNATURES["pf_scan"] == "q" + "p" * 10 + "q" + "p" * 6 + "q" + "p"
+    assert abi.SIGNATURES["pf_candle"] == "qppppdp"
+    assert abi.SIGNATURES["pf_scan"] == "q" + "p" * 9 + "q" + "p" * 6 + "q" + "p"
     assert all(len(abi.SIGNATURES[k]) == len(abi.KERNELS[k]) for k in abi.KERNELS)
 
 

@@ -138,7 +138,7 @@ def test_overwrite_refuses_a_directory_that_is_not_a_store(make_store, bars, tmp
 
 def test_a_failure_midway_leaves_the_old_store_intact(make_store, bars, store_copy, monkeypatch):
     before = (store_copy / "manifest.json").read_text()
-    monkeypatch.setattr(store_mod, "write_shard", fail_on_call(store_mod.write_shard, 2, OSError("disk full (injected)")))
+    monkeypatch.setattr(store_mod, "write_bytes", fail_on_call(store_mod.write_bytes, 2, OSError("disk full (injected)")))
     with pytest.raises(OSError, match="injected"):
         make_store(bars, store_copy, overwrite=True, shard_bars=7000)
     assert (store_copy / "manifest.json").read_text() == before

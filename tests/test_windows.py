@@ -161,6 +161,45 @@ def test_random_masks_hide_exactly_floor_ratio_of_valid_bars():
     assert counts.min() > 0  # every position gets masked somewhere: masks are not a fixed pattern
 
 
+def test_random_masks_are_uniform_among_the_valid_bars():
+    """One window with 12 invalid bars, masked 4,000 times: each valid bar is masked with probability k / v."""
+    from gpu_features.windows import WindowLoader
+
+    feats = torch.arange(K * 10, dtype=torch.float32).view(K, 10)
+    valid = torch.ones(K, dtype=torch.bool)
+    valid[[0, 1, 2, 9, 20, 21, 22, 23, 40, 50, 62, 63]] = False
+    loader = WindowLoader(feats, valid, np.zeros(4000, dtype=np.int64), K, 4000, shuffle=False, mask_ratio=0.3)
+    X, mask, v = loader.batch(0, 0)
+    nv = int(valid.sum())
+    k = int(0.3 * nv)
+    assert (mask.sum(1) == k).all() and not (mask & ~v).any()
+    share = mask.sum(0)[valid].double() / 4000
+    # Binomial(4000, p) per bar: 5 standard deviations, seeded (not flaky), and a fixed pattern would fail.
+    p = k / nv
+    assert (share - p).abs().max() < 5 * (p * (1 - p) / 4000) ** 0.5
+    assert len({tuple(row) for row in mask[:50].tolist()}) == 50  # different subsets per window
+
+
+def test_random_access_after_another_epoch_returns_the_same_batch(src):
+    loader = src.loader("train", 64, seed=9)
+    first = loader.batch(0, 3)
+    list(loader.batches(1))[:1]
+    again = loader.batch(0, 3)
+    assert torch.equal(first.X, again.X) and torch.equal(first.mask, again.mask)
+
+
+def test_gather_reads_each_window_from_the_features():
+    from gpu_features.windows import WindowLoader
+
+    feats = torch.randn(300, 10)
+    valid = torch.rand(300) < 0.8
+    loader = WindowLoader(feats, valid, np.arange(0, 300 - K + 1, 7), K, 16, shuffle=False)
+    starts = torch.tensor([0, 5, 300 - K, 17])
+    X, v = loader.gather(starts)
+    for b, s in enumerate(starts.tolist()):
+        assert torch.equal(X[b], feats[s:s + K]) and torch.equal(v[b], valid[s:s + K])
+
+
 def test_patch_masks_are_contiguous_blocks(src):
     loader = src.loader("train", 256, mask="patch", patch_length=10, mask_ratio=0.15, seed=0)
     X, mask, v = loader.batch(0, 0)

@@ -15,7 +15,7 @@ from .. import state as S
 from ..arrays import to_numpy
 from ..config import N_FEATURES, FeatureConfig
 from ..errors import EngineError
-from .launch import EngineRun
+from .launch import STATS_BLOCK_BARS, EngineRun, Moments, chunk_table
 
 ENGINES = ("reference", "host", "gpu")
 ENGINE_CHOICES = ("auto",) + ENGINES
@@ -114,6 +114,44 @@ def run(o, h, l, c, offsets=None, config: FeatureConfig | None = None, engine: s
     from .launch import run_chunked
 
     return run_chunked(backend, o, h, l, c, offsets, cfg, states, snaps, chunk, warm, poison)
+
+
+def moments(feats, valid, swing, offsets=None, engine: str = "auto", atr_period: int | None = None) -> Moments:
+    """Per-block partial statistics of features over valid bars, computed where the arrays are.
+
+    Args:
+        feats: ``[n, 10] float32``; valid: ``[n] bool``; swing: ``[n] int8`` (numpy, or CuPy for ``gpu``).
+        offsets: ``[G] int64`` segment starts (default: one segment); no block crosses one.
+        engine: ``auto``, ``reference`` (numpy), ``host`` or ``gpu``; every engine gives the same bits.
+        atr_period: which compiled kernel library to use (any has ``pf_moments``; default: one already built).
+
+    Returns:
+        :class:`Moments` (``counts``/``moments`` on the engine's device); ``store/stats.py`` combines them.
+    """
+    name = resolve(engine)
+    n = len(valid)
+    offsets = np.zeros(1 if n else 0, dtype=np.int64) if offsets is None else to_numpy(offsets).astype(np.int64)
+    if n == 0:
+        return Moments(np.zeros(0, np.int64), np.zeros((0, 3), np.int64), np.zeros((0, N_FEATURES, 6)))
+    if name == "reference":
+        t0 = time.perf_counter()
+        block_start, block_end, block_segment, _ = chunk_table(offsets, n, STATS_BLOCK_BARS)
+        counts, parts = reference.block_moments(to_numpy(feats), to_numpy(valid), to_numpy(swing), block_start,
+                                                block_end)
+        return Moments(block_segment, counts, parts, time.perf_counter() - t0)
+    if name == "host":
+        from . import host
+
+        backend = host.HostBackend(atr_period)
+        feats, valid, swing = (to_numpy(x) for x in (feats, valid, swing))
+    else:
+        from . import gpu
+
+        backend = gpu.GpuBackend(10 if atr_period is None else atr_period)
+        feats, valid, swing = (backend.xp.asarray(x) for x in (feats, valid, swing))  # host arrays move once
+    from .launch import run_moments
+
+    return run_moments(backend, feats, valid, swing, offsets)
 
 
 def compute_features(o, h, l, c, config: FeatureConfig | None = None, engine: str = "auto", offsets=None):

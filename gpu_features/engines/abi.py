@@ -18,7 +18,9 @@ from pathlib import Path
 
 from ..errors import EngineError
 
-KERNEL_SOURCES = ("portable.cuh", "state.cuh", "candle.cu", "scan.cu", "host_entry.cpp")
+KERNEL_SOURCES = ("portable.cuh", "state.cuh", "candle.cu", "scan.cu", "stats.cu", "host_entry.cpp")
+# The .cu files holding kernels (the GPU program includes them in this order).
+KERNEL_FILES = ("candle.cu", "scan.cu", "stats.cu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,11 +52,11 @@ def _params(spec: str) -> tuple[Param, ...]:
 KERNELS: dict[str, tuple[Param, ...]] = {
     "pf_candle": _params(
         "pf_i64 n value; const double* o in; const double* h in; const double* l in; const double* c in;"
-        "double eps value; float* feats out; double* tr out"),
+        "double eps value; float* feats out"),
     "pf_scan": _params(
         "pf_i64 n_chunks value; const pf_i64* chunk_start in; const pf_i64* chunk_end in;"
         "const pf_i64* chunk_segment in; const pf_i64* seg_start in; const double* seg_state in;"
-        "const double* h in; const double* l in; const double* c in; const double* tr in;"
+        "const double* h in; const double* l in; const double* c in;"
         "const double* params in; pf_i64 warm value; float* feats out; unsigned char* valid out;"
         "signed char* swing out; double* start_state out; double* end_state out; const pf_i64* snap_pos in;"
         "pf_i64 n_snap value; double* snap_state out"),
@@ -68,6 +70,9 @@ KERNELS: dict[str, tuple[Param, ...]] = {
         "const double* c in; const double* params in; float* feats inout; unsigned char* valid inout;"
         "signed char* swing inout; double* start_state inout; double* end_state inout;"
         "const pf_i64* snap_pos in; pf_i64 n_snap value; double* snap_state inout; int* fixups out"),
+    "pf_moments": _params(
+        "pf_i64 n_blocks value; const pf_i64* block_start in; const pf_i64* block_end in; const float* feats in;"
+        "const unsigned char* valid in; const signed char* swing in; pf_i64* counts out; double* moments out"),
 }
 
 # Argument kinds of each kernel after the thread count: what ctypes and CuPy convert to.

@@ -53,13 +53,14 @@ def nvrtc_program(atr_period: int) -> tuple[str, tuple[str, ...]]:
     tests/test_engines.py compiles exactly this program with those options appended.
     """
     src_dir = abi.kernel_dir()
-    code = f'// gpu-features kernels, sources sha256 {abi.sources_digest().hexdigest()}\n#include "candle.cu"\n#include "scan.cu"\n'
+    includes = "".join(f'#include "{name}"\n' for name in abi.KERNEL_FILES)
+    code = f"// gpu-features kernels, sources sha256 {abi.sources_digest().hexdigest()}\n{includes}"
     return code, NVRTC_OPTIONS + (f"-DPF_ATR_PERIOD={atr_period}", f"-I{src_dir}")
 
 
 @functools.lru_cache(maxsize=None)
 def module(atr_period: int):
-    """The compiled ``cupy.RawModule`` holding the four kernels for ``atr_period``."""
+    """The compiled ``cupy.RawModule`` holding the kernels (abi.KERNELS) for ``atr_period``."""
     import cupy
 
     code, options = nvrtc_program(atr_period)

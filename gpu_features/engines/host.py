@@ -92,9 +92,15 @@ def available() -> bool:
     return compiler() is not None
 
 
-def library(atr_period: int) -> ctypes.CDLL:
-    """The compiled kernels for ``atr_period``, built on first use and cached on disk."""
+def library(atr_period: int | None) -> ctypes.CDLL:
+    """The compiled kernels for ``atr_period``, built on first use and cached on disk.
+
+    ``None``: any library already loaded (else the default period's), for kernels that do
+    not depend on the period (``pf_moments``).
+    """
     with _lock:
+        if atr_period is None:
+            atr_period = next(iter(_libraries), 10)
         if atr_period not in _libraries:
             _libraries[atr_period] = _load(_build(atr_period), atr_period)
         return _libraries[atr_period]
@@ -185,7 +191,7 @@ class HostBackend:
     name = "host"
     xp = np
 
-    def __init__(self, atr_period: int):
+    def __init__(self, atr_period: int | None):
         self._lib = library(atr_period)
 
     def asarray(self, a: np.ndarray) -> np.ndarray:

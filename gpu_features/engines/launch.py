@@ -6,13 +6,16 @@ ctypes, or a CUDA grid through CuPy). Sequence:
 
 Launch arguments come from the one ABI table in :mod:`.abi`, by parameter name.
 
-1. ``pf_candle``  one thread per bar: features 0..4 and the true range.
+1. ``pf_candle``  one thread per bar: features 0..4.
 2. ``pf_scan``    one thread per chunk of ``chunk_bars``: speculative chunk scan.
 3. ``pf_check``   one thread per chunk: start state == predecessor's end state?
 4. ``pf_fixup``   one thread per series: in-order re-run of every wrong chunk.
 
 No host round trip between kernels; the one synchronisation is reading the
 fix-up count at the end.
+
+:func:`run_moments` launches ``pf_moments`` (kernels/stats.cu) over features where
+they are: per-block partial moments that ``store/stats.py`` combines on the host.
 """
 from __future__ import annotations
 
@@ -24,6 +27,9 @@ import numpy as np
 from .. import state as S
 from ..config import N_FEATURES, FeatureConfig
 from .abi import arguments
+
+STATS_BLOCK_BARS = 1024  # bars per pf_moments block, the same for every engine so all give the same bits
+N_MOMENTS = 6            # shift, sum, sum of squares, min, max, non-zero count (kernels/stats.cu)
 
 @dataclasses.dataclass
 class EngineRun:
@@ -123,7 +129,6 @@ def run_chunked(backend: Backend, o, h, l, c, offsets: np.ndarray, cfg: FeatureC
     feats = alloc((n, N_FEATURES), xp.float32, np.nan)
     valid = alloc(n, xp.uint8, 0xFF)
     swing = alloc(n, xp.int8, -1)
-    tr = alloc(n, xp.float64, np.nan)
     start_state = alloc((n_chunks, dim), xp.float64, np.nan)
     end_state = alloc((n_chunks, dim), xp.float64, np.nan)
     snap_state = alloc((m, dim), xp.float64, np.nan)
@@ -131,7 +136,7 @@ def run_chunked(backend: Backend, o, h, l, c, offsets: np.ndarray, cfg: FeatureC
     fixups = alloc(n_series, xp.int32, -1)
 
     # Every array and scalar a kernel takes, by its ABI parameter name; each launch picks its own in order.
-    pool = dict(n=n, o=o, h=h, l=l, c=c, eps=cfg.eps, feats=feats, tr=tr, n_chunks=n_chunks,
+    pool = dict(n=n, o=o, h=h, l=l, c=c, eps=cfg.eps, feats=feats, n_chunks=n_chunks,
                  chunk_start=d_chunk_start, chunk_end=d_chunk_end, chunk_segment=d_chunk_segment,
                  seg_start=d_seg_start, seg_state=d_seg_state, params=d_params, warm=warm_bars, valid=valid,
                  swing=swing, start_state=start_state, end_state=end_state, snap_pos=d_snap_pos, n_snap=m,
@@ -149,3 +154,42 @@ def run_chunked(backend: Backend, o, h, l, c, offsets: np.ndarray, cfg: FeatureC
     return EngineRun(features=feats, valid=valid.view(xp.bool_), swing=swing,
                      end_states=end_states, snapshots=snap_state, engine=backend.name, chunks=n_chunks,
                      fixups=int(fixups.sum()), kernel_seconds=clock.seconds)
+
+
+@dataclasses.dataclass
+class Moments:
+    """Per-block partial statistics of features over valid bars (kernels/stats.cu ``pf_moments``).
+
+    Attributes:
+        block_segment: ``[B] int64`` numpy, the segment (series) of each block; blocks in bar order.
+        counts: ``[B, 3] int64``: valid bars, swing highs, swing lows of each block.
+        moments: ``[B, 10, 6] float64``: per feature shift, sum and sum of squares of ``x - shift``,
+            min, max, non-zero count, over the block's valid bars.
+        seconds: wall time of the computation (the kernel on the GPU).
+    """
+
+    block_segment: Any
+    counts: Any
+    moments: Any
+    seconds: float = 0.0
+
+
+def run_moments(backend: Backend, feats, valid, swing, offsets: np.ndarray,
+                block_bars: int = STATS_BLOCK_BARS) -> Moments:
+    """Launch ``pf_moments`` over ``[n, 10] f32`` features, ``[n]`` valid and swing where they are.
+
+    ``offsets`` are the ``[G]`` segment starts; blocks of at most ``block_bars`` never cross one.
+    Returns :class:`Moments` with ``counts`` and ``moments`` on the backend's device.
+    """
+    xp = backend.xp
+    n = len(valid)
+    block_start, block_end, block_segment, _ = chunk_table(offsets, n, block_bars)
+    n_blocks = len(block_start)
+    pool = dict(n_blocks=n_blocks, block_start=backend.asarray(block_start), block_end=backend.asarray(block_end),
+                feats=xp.ascontiguousarray(feats, dtype=xp.float32),
+                valid=xp.ascontiguousarray(valid).view(xp.uint8), swing=xp.ascontiguousarray(swing).view(xp.int8),
+                counts=xp.empty((n_blocks, 3), dtype=xp.int64),
+                moments=xp.empty((n_blocks, N_FEATURES, N_MOMENTS), dtype=xp.float64))
+    with backend.timer() as clock:
+        backend.launch("pf_moments", n_blocks, arguments("pf_moments", pool))
+    return Moments(block_segment, pool["counts"], pool["moments"], clock.seconds)

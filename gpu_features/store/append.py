@@ -41,9 +41,8 @@ from ..splits import iso_time
 from .format import MANIFEST, SHARD_BARS
 from .reader import open_store
 from .recovery import clean
-from .stats import swing_counts
-from .writer import (checkpoint_positions, engine_record, manifest_numbers, shard_ranges, source_record,
-                     write_manifest, write_shards, write_state)
+from .writer import (checkpoint_positions, engine_record, host_moments, manifest_numbers, shard_ranges,
+                     source_record, write_manifest, write_shards, write_state)
 
 OVERLAP_POLICIES = ("error", "skip")
 
@@ -175,18 +174,21 @@ def _append_locked(store_dir: Path, new: Bars, bars_or_path, engine, on_overlap,
         fault_point("append.after_state")
         t_files = time.perf_counter()
 
-        # Whole-store numbers: old arrays + new ones.
+        # Whole-store numbers: old arrays + new ones. The old bars' swing codes are not stored, so their
+        # counts come from the manifest and the new bars' from the moments.
         feats_all = np.concatenate([store.array("features"), feats])
         valid_all = np.concatenate([store.array("valid"), valid])
+        swing_all = np.concatenate([np.zeros(n_old, dtype=np.int8), swing])
         ts_all = np.concatenate([ts_old, ts_new])
         series = m["series"] + new_series
-        counts = np.zeros((len(symbols), 2), dtype=np.int64)
+        before = np.zeros((len(symbols), 2), dtype=np.int64)
         for name, st in store.stats["per_symbol"].items():
-            counts[index[name]] = (st["swings"]["highs"], st["swings"]["lows"])
-        new_symbol_of_bar = np.repeat([index[g["name"]] for g in new_series], [g["count"] for g in new_series])
-        counts += swing_counts(swing, new_symbol_of_bar, len(symbols))
-        split_record, stats = manifest_numbers(feats_all, valid_all, ts_all, series, symbols, store.splits,
-                                               cfg.window_length, counts)
+            before[index[name]] = (st["swings"]["highs"], st["swings"]["lows"])
+        seg_starts = np.array([g["first"] for g in series], dtype=np.int64)
+        moments = host_moments(engines.moments(feats_all, valid_all, swing_all, offsets=seg_starts,
+                                               engine=run.engine, atr_period=cfg.atr_period))
+        split_record, stats = manifest_numbers(moments, valid_all, ts_all, series, symbols, store.splits,
+                                               cfg.window_length, before)
         t_stats = time.perf_counter()
         manifest = dict(m)
         manifest.update(

@@ -20,11 +20,13 @@ fault-injection tests kill a writer.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +42,7 @@ from .format import (CHECKPOINT_BARS, FORMAT, MANIFEST, SHARD_BARS, STATE_FILE, 
                      shard_name)
 from .reader import Store, open_store
 from .recovery import clean, recover
-from .stats import split_counts, store_stats, swing_counts
+from .stats import split_counts, store_stats
 
 
 def checkpoint_positions(segment_bounds: np.ndarray, shard_bounds: np.ndarray, every: int) -> np.ndarray:
@@ -56,13 +58,16 @@ def shard_ranges(first: int, n: int, shard_bars: int) -> list[tuple[int, int]]:
     return [(a, min(shard_bars, first + n - a)) for a in range(first, first + n, shard_bars)]
 
 
-def write_safetensors(path: Path, tensors: dict, metadata: dict) -> dict:
-    """Serialize ``tensors`` in memory (metadata sorted: :func:`.format.canonical_safetensors`), write
-    them with one write and an fsync, with the permissions the umask gives; returns ``{"bytes", "sha256"}``
-    of the written bytes."""
+def safetensors_bytes(tensors: dict, metadata: dict) -> bytes:
+    """``tensors`` serialized in memory, metadata sorted (:func:`.format.canonical_safetensors`)."""
     from safetensors.numpy import save
 
-    data = canonical_safetensors(save(tensors, metadata=metadata))
+    return canonical_safetensors(save(tensors, metadata=metadata))
+
+
+def write_bytes(path: Path, data) -> None:
+    """``data`` to ``path`` with one write loop and an fsync, with the permissions the umask gives: where
+    every shard and state file reaches disk."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
     try:
         view = memoryview(data)
@@ -71,40 +76,98 @@ def write_safetensors(path: Path, tensors: dict, metadata: dict) -> dict:
         os.fsync(fd)
     finally:
         os.close(fd)
-    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _sha256(data) -> str:
+    return hashlib.sha256(data).hexdigest()  # releases the GIL: threads hash in parallel
+
+
+def write_safetensors(path: Path, tensors: dict, metadata: dict) -> dict:
+    """Serialize ``tensors`` in memory, write them (:func:`write_bytes`); returns ``{"bytes", "sha256"}``
+    of the written bytes (hashed in memory, never re-read)."""
+    data = safetensors_bytes(tensors, metadata)
+    write_bytes(path, data)
+    return {"bytes": len(data), "sha256": _sha256(data)}
+
+
+def _shard_tensors(feats, valid, timestamp, first: int) -> tuple[dict, dict]:
+    return ({"features": np.ascontiguousarray(feats, dtype=np.float32),
+             "timestamp": np.ascontiguousarray(timestamp, dtype=np.int64),
+             "valid": np.ascontiguousarray(valid, dtype=np.bool_)},
+            {"format": FORMAT, "version": str(VERSION), "first_bar": str(first)})
 
 
 def write_shard(path: Path, feats, valid, timestamp, first: int) -> dict:
     """Write one shard; returns its manifest record (without the file name's directory)."""
-    written = write_safetensors(path, {"features": np.ascontiguousarray(feats, dtype=np.float32),
-                                       "timestamp": np.ascontiguousarray(timestamp, dtype=np.int64),
-                                       "valid": np.ascontiguousarray(valid, dtype=np.bool_)},
-                                {"format": FORMAT, "version": str(VERSION), "first_bar": str(first)})
+    written = write_safetensors(path, *_shard_tensors(feats, valid, timestamp, first))
     return {"file": path.name, "first": int(first), "count": int(len(valid)), "bytes": written["bytes"],
             "sha256": written["sha256"]}
 
 
+@dataclasses.dataclass
+class WriteClock:
+    """Wall seconds of the writing stages, for the manifest's timings (they add up to the writing time)."""
+
+    serialize_s: float = 0.0
+    hash_s: float = 0.0
+    write_s: float = 0.0
+
+
+def write_workers(n_files: int) -> int:
+    """Threads for serializing, hashing and writing ``n_files`` files: the cores, at most 8."""
+    return max(1, min(os.cpu_count() or 1, 8, n_files))
+
+
 def write_shards(folder: Path, first_index: int, ranges: list[tuple[int, int]], bar0: int, feats, valid,
-                 timestamp, written: list[Path], progress: Progress, fault: str = "precompute") -> list[dict]:
+                 timestamp, written: list[Path], progress: Progress, fault: str = "precompute",
+                 clock: WriteClock | None = None) -> list[dict]:
     """Write the shards ``ranges`` (store bar positions) of arrays that start at store bar ``bar0``.
+
+    The files and records are those of :func:`write_shard`; shards go in groups of
+    :func:`write_workers`, each group through three parallel stages (serialize in memory, SHA-256 of
+    those bytes, write + fsync), so memory holds one group's bytes and ``clock`` gets each stage's
+    wall time. The fault points ``{fault}.after_shard_{k}`` follow each group's writes, in order.
 
     Args:
         folder: where the files go; first_index: number of the first new shard file.
         ranges: ``(first, count)`` per shard, in store bars.
         feats ``[m, 10] f32``, valid ``[m] bool``, timestamp ``[m] i64``: bars ``bar0 .. bar0 + m``.
         written: every path is appended before it is written (so a caller can remove them on failure).
+        clock: optional :class:`WriteClock` the stage times are added to.
 
     Returns:
         The shards' manifest records.
     """
+    clock = clock if clock is not None else WriteClock()
+    workers = write_workers(len(ranges))
     records = []
-    for k, (a, count) in enumerate(ranges):
-        path = folder / shard_name(first_index + k)
-        written.append(path)
+
+    def serialize(item):
+        a, count = item
         lo, hi = a - bar0, a - bar0 + count
-        records.append(write_shard(path, feats[lo:hi], valid[lo:hi], timestamp[lo:hi], a))
-        fault_point(f"{fault}.after_shard_{k}")
-        progress("write", k + 1, len(ranges))
+        return safetensors_bytes(*_shard_tensors(feats[lo:hi], valid[lo:hi], timestamp[lo:hi], a))
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for g in range(0, len(ranges), workers):
+            group = ranges[g:g + workers]
+            paths = [folder / shard_name(first_index + g + k) for k in range(len(group))]
+            t0 = time.perf_counter()
+            blobs = list(pool.map(serialize, group))
+            t1 = time.perf_counter()
+            digests = list(pool.map(_sha256, blobs))
+            t2 = time.perf_counter()
+            written.extend(paths)
+            list(pool.map(write_bytes, paths, blobs))
+            t3 = time.perf_counter()
+            clock.serialize_s += t1 - t0
+            clock.hash_s += t2 - t1
+            clock.write_s += t3 - t2
+            records += [{"file": path.name, "first": int(a), "count": int(count), "bytes": len(data), "sha256": digest}
+                        for path, (a, count), data, digest in zip(paths, group, blobs, digests)]
+            del blobs
+            for k in range(g, g + len(group)):
+                fault_point(f"{fault}.after_shard_{k}")
+            progress("write", g + len(group), len(ranges))
     return records
 
 
@@ -136,24 +199,27 @@ def source_record(bars: Bars) -> dict:
     return dict({"kind": "memory"}, **bars.source, ingest=bars.ingest)
 
 
-def manifest_numbers(feats, valid, timestamp, segments: list[dict], symbols: list[str], split_record: dict,
-                     K: int, swings: np.ndarray) -> tuple[dict, dict]:
+def manifest_numbers(moments: engines.Moments, valid, timestamp, segments: list[dict], symbols: list[str],
+                     split_record: dict, K: int, swings_before=None) -> tuple[dict, dict]:
     """The ``splits`` record with its bar and window counts, and the ``stats`` record, of a whole store.
 
     Args:
-        feats ``[n, 10] f32``, valid ``[n] bool``, timestamp ``[n] i64``: every bar of the store.
+        moments: ``engines.moments`` of every bar of the store (numpy arrays), blocks cut at the segments.
+        valid ``[n] bool``, timestamp ``[n] i64``: every bar of the store.
         segments: the manifest's series entries (``name``, ``first``, ``count``) in bar order.
         symbols: the ``S`` symbol names; split_record: the boundaries (its counts are replaced).
-        K: window length; swings: ``[S, 2] int64`` swing highs and lows per symbol.
+        K: window length; swings_before: optional ``[S, 2]`` swing counts of bars not in ``moments``' swings.
     """
     n = len(valid)
     seg_bounds = np.array([g["first"] for g in segments] + [n], dtype=np.int64)
-    index = {name: k for k, name in enumerate(symbols)}
-    symbol_of_bar = np.repeat(np.array([index[g["name"]] for g in segments], dtype=np.int64),
-                              [g["count"] for g in segments])
     splits = dict(split_record)
     splits["counts"] = split_counts(valid, splits_mod.split_ids(timestamp, splits), seg_bounds, K)
-    return splits, store_stats(feats, valid, symbol_of_bar, symbols, swings)
+    return splits, store_stats(moments, segments, symbols, swings_before)
+
+
+def host_moments(m: engines.Moments) -> engines.Moments:
+    """``m`` with its tables on the host (one transfer of ``[blocks, 3]`` and ``[blocks, 10, 6]``)."""
+    return dataclasses.replace(m, counts=to_numpy(m.counts), moments=to_numpy(m.moments))
 
 
 def check_output(out: Path, overwrite: bool) -> None:
@@ -187,7 +253,7 @@ def _is_store_or_empty(path: Path) -> bool:
 
 
 def _segments(bars: Bars, seg_bounds: np.ndarray, ends: np.ndarray):
-    """Symbols, series records, ``[n]`` symbol index per bar and ``[symbols, D]`` end states.
+    """Symbols, series records and ``[symbols, D]`` end states.
 
     A symbol cut at rolls has several consecutive segments: each after the first is marked
     ``"restart": true``: its engine state starts fresh, so its local bar index (``start_index``)
@@ -209,8 +275,7 @@ def _segments(bars: Bars, seg_bounds: np.ndarray, ends: np.ndarray):
         series.append(rec)
         before[name] = done + count
         last[index[name]] = s
-    ids = np.array([index[name] for name in bars.symbols], dtype=np.int64)
-    return symbols, series, np.repeat(ids, np.diff(seg_bounds)), np.asarray(ends)[last]
+    return symbols, series, np.asarray(ends)[last]
 
 
 def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engine: str = "auto",
@@ -256,8 +321,6 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
     bars = read.on_host()  # timestamps and offsets for the store; the engine takes the prices where they were read
     progress("read", 1, 1)
     t_read = time.perf_counter()
-    split_record = splits_mod.resolve(splits, bars.timestamp)
-
     seg_bounds = bars.series_bounds()
     shards = shard_ranges(0, bars.n, shard_bars)
     shard_bounds = np.array([a for a, _ in shards] + [bars.n], dtype=np.int64)
@@ -265,15 +328,20 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
     progress("compute", 0, 1)
     run = engines.run(read.open, read.high, read.low, read.close, offsets=bars.offsets, config=cfg,
                       engine=engine, snapshot_at=cps)
-    feats, valid, swing = to_numpy(run.features), to_numpy(run.valid), to_numpy(run.swing)
+    feats, valid = to_numpy(run.features), to_numpy(run.valid)
     snaps, ends = to_numpy(run.snapshots), to_numpy(run.end_states)
     progress("compute", 1, 1)
     t_compute = time.perf_counter()
 
-    symbols, series, symbol_of_bar, ends = _segments(bars, seg_bounds, ends)
-
-    split_record, stats = manifest_numbers(feats, valid, bars.timestamp, series, symbols, split_record,
-                                           cfg.window_length, swing_counts(swing, symbol_of_bar, len(symbols)))
+    # Statistics where the features are (the GPU engine's device, else the host), one small table back.
+    moments = host_moments(engines.moments(run.features, run.valid, run.swing, offsets=bars.offsets,
+                                           engine=run.engine, atr_period=cfg.atr_period))
+    engine = engine_record(run)
+    del run  # the device copies go now
+    symbols, series, ends = _segments(bars, seg_bounds, ends)
+    split_record = splits_mod.resolve(splits, bars.timestamp)
+    split_record, stats = manifest_numbers(moments, valid, bars.timestamp, series, symbols, split_record,
+                                           cfg.window_length)
     t_stats = time.perf_counter()
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -284,10 +352,21 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
         tmp.mkdir()
         try:
             fault_point("precompute.before_shards")
-            shard_records = write_shards(tmp, 0, shards, 0, feats, valid, bars.timestamp, [], progress)
+            t_locked = time.perf_counter()
+            clock = WriteClock()
+            shard_records = write_shards(tmp, 0, shards, 0, feats, valid, bars.timestamp, [], progress,
+                                         clock=clock)
+            t0 = time.perf_counter()
             state_record = write_state(tmp / STATE_FILE, cps, snaps, ends, checkpoint_every)
+            clock.write_s += time.perf_counter() - t0
             fault_point("precompute.after_state")
             t_files = time.perf_counter()
+            timings = {"read_s": t_read - t_start, "compute_s": t_compute - t_read, "stats_s": t_stats - t_compute,
+                       "lock_s": t_locked - t_stats, "serialize_s": clock.serialize_s, "hash_s": clock.hash_s,
+                       "write_s": clock.write_s}
+            # Thread start-up and the rest between the phases, so they add up to total_s.
+            timings["other_s"] = max(t_files - t_start - sum(timings.values()), 0.0)
+            timings["total_s"] = t_files - t_start
             manifest = {
                 "format": FORMAT,
                 "version": VERSION,
@@ -301,11 +380,9 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
                 "shards": shard_records,
                 "state": state_record,
                 "splits": split_record,
-                "engine": engine_record(run),
-                # Contiguous phases: they add up to total_s (the manifest write and the swap take microseconds).
-                "timings": {"read_s": t_read - t_start, "compute_s": t_compute - t_read,
-                            "stats_s": t_stats - t_compute,
-                            "write_s": t_files - t_stats, "total_s": t_files - t_start},
+                "engine": engine,
+                # Phases that add up to total_s (the manifest write and the swap after it take milliseconds).
+                "timings": timings,
                 "stats": stats,
             }
             fsync_dir(tmp)
