@@ -134,7 +134,7 @@ test: $(VENV)/.dev
 
 bench: $(VENV)/.torch
 	$(PY) bench/features.py --repeat 15 --out $(BENCH_OUT)/features-cpu.json
-	$(PY) bench/train.py --out $(BENCH_OUT)/train-cpu.json
+	$(PY) bench/train.py --world-size 2 --out $(BENCH_OUT)/train-cpu.json
 
 # GPU machine: no network, so no venv and no installs; run from the working tree.
 test-gpu:

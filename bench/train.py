@@ -17,6 +17,12 @@ steps, training at B = 256 and 1024 in fp32 only: CPU bf16 autocast of an LSTM
 is an emulation slower than fp32) so the run takes a few minutes on 2 cores.
 Writes JSON with ``rows`` ({what, value, unit}), ``device``, ``targets`` and
 ``detail``, and prints a table.
+
+World size: with more than one GPU (or ``--world-size N`` on a CPU, N gloo
+processes) the DDP training step rate at B = 256 per process is measured beside
+one process, in a table with a world-size column. On a 2-core CPU two ranks
+share the cores and pay for a gloo all-reduce per step, so they are expected
+to be slower than one; the number is reported as measured.
 """
 from __future__ import annotations
 
@@ -172,10 +178,72 @@ def bench_train(batches, step, warm, steps, device) -> float:
     return timed(batches, lambda b: step(*b), warm, 0.0, device, min_batches=steps)
 
 
+def _ddp_rank(rank, world, port, store_path, B, warm, steps, device_type, out):
+    """One rank of the data-parallel step-rate measurement (spawned); rank 0 writes global windows/s to ``out``.
+
+    ``world == 1`` is the plain single process (no process group, no DDP), timed the same way.
+    """
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    if device_type == "cuda":
+        device = torch.device("cuda", rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))  # the ranks share the cores
+    if world > 1:
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank,
+                                             world_size=world)
+    src = WindowSource.from_store(store_path, device)
+    loader = src.loader("train", B, seed=0, rank=rank, world_size=world)
+    batches = itertools.chain.from_iterable(loader.batches(e) for e in itertools.count())
+    torch.manual_seed(0)
+    model = Jade(JadeConfig()).to(device)
+    net = (torch.nn.parallel.DistributedDataParallel(model, device_ids=[rank] if device.type == "cuda" else None)
+           if world > 1 else model)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=device.type == "cuda")
+
+    def step(X, mask, valid):
+        loss, _ = model.loss(net(X, mask), X, mask, valid)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+    rate = bench_train(batches, step, warm, steps, device) * world
+    if world > 1:
+        torch.distributed.barrier()
+    if rank == 0:
+        Path(out).write_text(json.dumps({"windows_per_s": rate}))
+    if world > 1:
+        torch.distributed.destroy_process_group()
+
+
+def bench_world(store_path, world, B, warm, steps, device_type) -> float:
+    """Global windows/s of ``world`` DDP processes training Jade at ``B`` windows per process (fp32)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "rate.json"
+        mp.spawn(_ddp_rank, args=(world, port, str(store_path), B, warm, steps, device_type, str(out)), nprocs=world,
+                 join=True)
+        return json.loads(out.read_text())["windows_per_s"]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="JSON file to write")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    ap.add_argument("--world-size", type=int, default=None, metavar="N",
+                    help="also time DDP training with N processes (default: every GPU when there are several; "
+                         "none on a CPU, where --world-size 2 runs 2 gloo processes)")
+    ap.add_argument("--world-only", action="store_true",
+                    help="time only 1 against --world-size processes (skip the loader and seed comparisons)")
     args = ap.parse_args(argv)
     # 4 workers on a 2-core box is what the old pipeline did; torch's advice against it is noted, not repeated.
     warnings.filterwarnings("ignore", message="This DataLoader will create")
@@ -207,7 +275,7 @@ def main(argv=None) -> int:
             rows.append({"what": what, "value": float(value), "unit": unit})
             console.print(f"  {what}: {value:,.1f} {unit}")
 
-        for B in P["batch_sizes"]:
+        for B in ([] if args.world_only else P["batch_sizes"]):
             validate_loader(src, B)
             d = bench_device_loader(src, B, P["loader_seconds"], device)
             s = bench_seed_loader(ds, B, P["loader_seconds"], device)
@@ -216,7 +284,7 @@ def main(argv=None) -> int:
             row(f"loader B={B}: seed DataLoader", s, "windows/s")
             row(f"loader B={B}: speedup", d / s, "x")
 
-        for dtype in P["dtypes"]:
+        for dtype in ([] if args.world_only else P["dtypes"]):
             for B in P["train_batch_sizes"]:
                 res = {}
                 for kind in ("device", "seed"):
@@ -239,16 +307,30 @@ def main(argv=None) -> int:
                 row(f"train B={B} {dtype}: seed DataLoader", res["seed"], "windows/s")
                 row(f"train B={B} {dtype}: speedup", res["device"] / res["seed"], "x")
 
+        world = args.world_size
+        if world is None:
+            world = torch.cuda.device_count() if device.type == "cuda" and torch.cuda.device_count() > 1 else 0
+        if world > 1:
+            # 1 process and N processes timed alternately, twice, the same way: best of each (a shared box is noisy).
+            B, rates = 256, {1: [], world: []}
+            for _ in range(2):
+                for w in rates:
+                    rates[w].append(bench_world(store.path, w, B, P["warm_steps"], P["train_steps"], device.type))
+            detail["world"] = {w: max(v) for w, v in rates.items()}
+            for w, v in detail["world"].items():
+                row(f"train B={B}/process fp32, {w} process(es)", v, "windows/s")
+
     skipped = [] if device.type == "cuda" else [
         "train B=4096 (CPU: one step takes ~10 s; the target is for an H100/H200)",
         "bf16 (CPU autocast bf16 of an LSTM is an emulation, slower than fp32; bf16 is the GPU path)"]
     targets = []
-    loader_ratio = detail["loader"][256]["device"] / detail["loader"][256]["seed"]
-    targets.append({"what": "loader speedup at B=256 >= 30x", "value": loader_ratio, "target": 30.0,
-                    "met": loader_ratio >= 30.0})
-    t256 = detail["train"]["256-fp32"]
-    targets.append({"what": "train speedup at B=256 fp32 >= 1.2x", "value": t256["device"] / t256["seed"],
-                    "target": 1.2, "met": t256["device"] / t256["seed"] >= 1.2})
+    if not args.world_only:
+        loader_ratio = detail["loader"][256]["device"] / detail["loader"][256]["seed"]
+        targets.append({"what": "loader speedup at B=256 >= 30x", "value": loader_ratio, "target": 30.0,
+                        "met": loader_ratio >= 30.0})
+        t256 = detail["train"]["256-fp32"]
+        targets.append({"what": "train speedup at B=256 fp32 >= 1.2x", "value": t256["device"] / t256["seed"],
+                        "target": 1.2, "met": t256["device"] / t256["seed"] >= 1.2})
     if "4096-bf16" in detail["train"]:
         v = detail["train"]["4096-bf16"]["device"]
         targets.append({"what": "train B=4096 bf16 >= 150,000 windows/s", "value": v, "target": 150_000.0,
@@ -271,6 +353,16 @@ def main(argv=None) -> int:
         table.add_row(f"train {dtype}", B, f"{r['device']:,.0f}", f"{r['seed']:,.0f}",
                       f"{r['device'] / r['seed']:.2f}x")
     console.print(table)
+    if "world" in detail:
+        wt = Table(title=f"Jade DDP training, B=256 per process, fp32 ({desc})")
+        for col in ("world size", "backend", "threads/process", "global batch", "windows/s", "vs 1 process"):
+            wt.add_column(col, justify="right")
+        one = detail["world"][1]
+        for w, v in detail["world"].items():
+            backend = "-" if w == 1 else ("nccl" if device.type == "cuda" else "gloo")
+            threads = "-" if device.type == "cuda" else str(max(1, (os.cpu_count() or 1) // w))
+            wt.add_row(str(w), backend, threads, str(256 * w), f"{v:,.0f}", f"{v / one:.2f}x")
+        console.print(wt)
     for t in targets:
         mark = ("[green]met[/]" if t["met"] else "[red]not met[/]") if device.type == "cuda" else "[dim]GPU target[/]"
         console.print(f"target {t['what']}: {t['value']:,.2f} {mark}")

@@ -15,6 +15,13 @@ Shuffling and masks are pure functions of ``(seed, epoch, batch index)``, so a
 run that resumes at an epoch boundary sees exactly the batches an
 uninterrupted run would have seen. torch is imported lazily: the core package
 imports without it.
+
+Several stores make one dataset (:meth:`WindowSource.from_stores`): their
+per-bar arrays are concatenated and every store boundary is a segment
+boundary, so no window crosses a store. Several processes (data-parallel
+ranks) share one epoch through ``rank`` / ``world_size`` of
+:class:`WindowLoader`: every rank draws the same permutation and takes every
+``world_size``-th batch of it.
 """
 from __future__ import annotations
 
@@ -93,15 +100,62 @@ class WindowSource:
         if len(self.split_ids) != n or self.segment_bounds[0] != 0 or self.segment_bounds[-1] != n:
             raise WindowError(f"split_ids must have n = {n} entries and segment_bounds run from 0 to {n}.")
         self._valid_host = None
+        self.store_bounds = np.array([0, n], dtype=np.int64)
 
     @classmethod
-    def from_store(cls, store, device=None) -> "WindowSource":
-        """Load a store's per-bar features onto ``device`` once (a path or an opened :class:`Store`)."""
+    def from_store(cls, store, device=None, window_length: int | None = None) -> "WindowSource":
+        """Load a store's per-bar features onto ``device`` once (a path or an opened :class:`Store`).
+
+        ``window_length`` (default: the store's K) picks windows of another length from the same
+        per-bar features; the bars-since normalizer inside the features stays the store's.
+        """
         store = store if isinstance(store, Store) else open_store(store)
         dev = resolve_device(device)
+        K = store.config.window_length if window_length is None else window_length
         src = cls(store.features(str(dev)), store.valid(str(dev)), store.split_ids(), store.segment_bounds(),
-                  store.config.window_length, dev)
+                  K, dev)
         src._valid_host = store.array("valid")
+        src.store_bounds = np.array([0, store.n_bars], dtype=np.int64)
+        return src
+
+    @classmethod
+    def from_stores(cls, stores, device=None, window_length: int | None = None) -> "WindowSource":
+        """One dataset of several stores (paths or opened :class:`Store` objects), on ``device`` once.
+
+        The stores' per-bar arrays are concatenated on the host (one copy), then moved to the
+        device; each store's segments stay segments, so a window never crosses a store, series,
+        segment or split boundary. ``store_bounds`` ``[S + 1] int64`` says where each store's bars lie.
+
+        Raises:
+            WindowError: no stores; stores built with different feature configs; several stores
+                whose splits are fractions of their own bars (combining them needs split dates).
+        """
+        stores = [s if isinstance(s, Store) else open_store(s) for s in stores]
+        if not stores:
+            raise WindowError("a dataset needs at least one store.")
+        if len(stores) == 1:
+            return cls.from_store(stores[0], device, window_length)
+        check_combinable(stores)
+        dev = resolve_device(device)
+        n = sum(s.n_bars for s in stores)
+        first = stores[0]
+        features = np.empty((n, len(first.feature_names)), dtype=np.float32)
+        valid = np.empty(n, dtype=bool)
+        split_ids = np.empty(n, dtype=np.int8)
+        bounds, store_bounds, at = [], [0], 0
+        for st in stores:
+            m = st.n_bars
+            features[at:at + m] = st.array("features")
+            valid[at:at + m] = st.array("valid")
+            split_ids[at:at + m] = st.split_ids()
+            bounds.append(st.segment_bounds()[:-1] + at)
+            at += m
+            store_bounds.append(at)
+        seg = np.unique(np.concatenate(bounds + [np.array([n], dtype=np.int64)]))
+        K = first.config.window_length if window_length is None else window_length
+        src = cls(features, valid, split_ids, seg, K, dev)
+        src._valid_host = valid
+        src.store_bounds = np.array(store_bounds, dtype=np.int64)
         return src
 
     @property
@@ -134,12 +188,36 @@ class WindowSource:
 
     def loader(self, split: str = "train", batch_size: int = 256, *, stride: int = 1,
                min_valid_fraction: float = 1.0, max_windows: int | None = None, shuffle: bool | None = None,
-               drop_last: bool = False, **mask_options) -> "WindowLoader":
-        """A :class:`WindowLoader` over the windows of ``split`` (shuffled by default for train only)."""
+               drop_last: bool = False, **options) -> "WindowLoader":
+        """A :class:`WindowLoader` over the windows of ``split`` (shuffled by default for train only).
+
+        ``options``: masking, ``position``, ``seed`` and the rank sharding (``rank``, ``world_size``, ``pad``).
+        """
         starts = self.starts(split, stride, min_valid_fraction, max_windows)
         return WindowLoader(self.features, self.valid, starts, self.window_length, batch_size,
                             shuffle=(split == "train") if shuffle is None else shuffle, drop_last=drop_last,
-                            **mask_options)
+                            **options)
+
+
+def check_combinable(stores) -> None:
+    """Refuse stores that cannot form one dataset (different feature configs, or per-store fractional splits)."""
+    first = stores[0]
+    for st in stores[1:]:
+        if st.config != first.config:
+            a, b = first.config.to_dict(), st.config.to_dict()
+            diff = ", ".join(f"{k} {b[k]!r} (vs {a[k]!r})" for k in a if a[k] != b[k])
+            raise WindowError(f"{st.path}: built with other feature settings than {first.path} ({diff}); a dataset "
+                              "combines stores of one feature config; rebuild one of them with the other's settings.")
+    for st in stores:
+        if st.splits["method"] != "dates":
+            raise WindowError(f"{st.path}: its splits are fractions of its own bars, so combined with other stores "
+                              "one store's test period could lie inside another's training period; rebuild the "
+                              "stores with the same --split-dates to train on them together.")
+    dates = {tuple(st.splits["dates"]) for st in stores}
+    if len(dates) > 1:
+        raise WindowError(f"the stores split at different dates ({'; '.join(', '.join(d) for d in sorted(dates))}); "
+                          "one store's test period would lie inside another's training period; rebuild them with "
+                          "the same --split-dates.")
 
 
 class WindowLoader:
@@ -159,11 +237,20 @@ class WindowLoader:
         patch_length: block length of ``patch`` masks.
         position: append the channel t / (K - 1).
         seed: the generator seed; None draws one from the OS (not reproducible).
+        rank, world_size: this process's share of an epoch. Every rank draws the same permutation,
+            cut into batches of B; batch ``g`` of it belongs to rank ``g % world_size``, and its masks are
+            seeded by ``g`` (the global batch index), so the windows and masks of an epoch do not depend
+            on the world size, only their grouping into steps does.
+        pad: with ``world_size > 1``, give every rank the same number of full batches by wrapping to
+            the start of the permutation (like torch's DistributedSampler; a few windows appear twice
+            in such an epoch). Without it, ranks take only real windows and their batch counts may
+            differ by one (for evaluation, where no collective runs per batch). Default: ``shuffle``.
     """
 
     def __init__(self, features, valid, starts, window_length: int, batch_size: int = 256, *,
                  shuffle: bool = True, drop_last: bool = False, mask: str = "random", mask_ratio: float = 0.15,
-                 patch_length: int = 10, position: bool = False, seed: int | None = 0):
+                 patch_length: int = 10, position: bool = False, seed: int | None = 0, rank: int = 0,
+                 world_size: int = 1, pad: bool | None = None):
         import torch
 
         check_int("batch_size", batch_size, 1)
@@ -181,6 +268,12 @@ class WindowLoader:
         self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
         self.mask_kind, self.mask_ratio, self.patch_length = mask, float(mask_ratio), int(patch_length)
         self.position = bool(position)
+        check_int("world_size", world_size, 1)
+        check_int("rank", rank, 0)
+        if rank >= world_size:
+            raise WindowError(f"rank {rank} is outside 0 .. {world_size - 1} (world size {world_size}).")
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.pad = self.shuffle if pad is None else bool(pad)
         self.seed = int.from_bytes(os.urandom(8), "little") >> 1 if seed is None else int(seed)
         self.starts = torch.as_tensor(host_array(starts, np.int64)).to(self.device)
         if len(self.starts) and (int(self.starts.min()) < 0 or int(self.starts.max()) + self.K > features.shape[0]):
@@ -202,7 +295,17 @@ class WindowLoader:
         self._order = (None, None)  # (epoch, its window order): the last permutation drawn
 
     def __len__(self) -> int:
-        """Batches per epoch."""
+        """Batches per epoch of this rank."""
+        chunks = self.global_batches
+        if self.world_size == 1:
+            return chunks
+        if self.pad:
+            return -(-chunks // self.world_size)
+        return len(range(self.rank, chunks, self.world_size))
+
+    @property
+    def global_batches(self) -> int:
+        """Batches of B in one epoch's permutation (over all ranks, before padding)."""
         n = len(self.starts)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
@@ -223,16 +326,38 @@ class WindowLoader:
         return self._order[1]
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[Batch]:
-        """The batches of epoch ``epoch`` from batch index ``start`` on; each window exactly once per epoch."""
+        """This rank's batches of epoch ``epoch`` from its batch index ``start`` on.
+
+        With one rank each window comes exactly once per epoch; with several, see ``pad``.
+        """
         order = self.order(epoch)
         for i in range(start, len(self)):
-            yield self._make(order[i * self.batch_size:(i + 1) * self.batch_size], epoch, i)
+            g = i * self.world_size + self.rank
+            yield self._make(self._chunk(order, g), epoch, g)
 
     def batch(self, epoch: int, index: int) -> Batch:
-        """Batch ``index`` of epoch ``epoch`` (the same one :meth:`batches` yields)."""
+        """This rank's batch ``index`` of epoch ``epoch`` (the same one :meth:`batches` yields)."""
         if not 0 <= index < len(self):
             raise WindowError(f"batch index {index} is outside 0 .. {len(self) - 1}.")
-        return self._make(self.order(epoch)[index * self.batch_size:(index + 1) * self.batch_size], epoch, index)
+        g = index * self.world_size + self.rank
+        return self._make(self._chunk(self.order(epoch), g), epoch, g)
+
+    def rank_order(self, epoch: int):
+        """``[len(self) * B]`` (or fewer) window starts this rank visits in epoch ``epoch``, in order."""
+        import torch
+
+        order = self.order(epoch)
+        parts = [self._chunk(order, i * self.world_size + self.rank) for i in range(len(self))]
+        return torch.cat(parts) if parts else order[:0]
+
+    def _chunk(self, order, g: int):
+        """Window starts of global batch ``g``: ``order[g*B : (g+1)*B]``, wrapped past the end when padding."""
+        import torch
+
+        B = self.batch_size
+        if self.pad and self.world_size > 1 and (g + 1) * B > len(order) and len(order):
+            return order[torch.arange(g * B, (g + 1) * B, device=order.device) % len(order)]
+        return order[g * B:(g + 1) * B]
 
     def __iter__(self) -> Iterator[Batch]:
         """One epoch; each new iteration is the next epoch (new order and masks), like a DataLoader."""

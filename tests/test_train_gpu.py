@@ -80,3 +80,57 @@ def test_resume_on_the_gpu_reproduces_the_metrics(store, tmp_path):
         train(store.path, tmp_path / "cut", cfg, on_batch=interrupt)
     train(store.path, tmp_path / "cut", None, resume=True)
     assert _lines(tmp_path / "cut") == _lines(tmp_path / "full")
+
+
+# --- the captured step (train/step.py): written without a GPU; these are its first checks ---------
+
+
+def test_cuda_graph_step_matches_the_eager_step(store, tmp_path):
+    """One epoch with the step replayed from a CUDA graph against the same epoch run eagerly (fp32)."""
+    from train.config import TrainConfig
+    from train.loop import train
+
+    cfg = dict(TINY, epochs=1, bf16=False, dropout=0.0)
+    eager = train(store.path, tmp_path / "eager", TrainConfig.from_dict(dict(cfg, cuda_graphs="off")))
+    graph = train(store.path, tmp_path / "graph", TrainConfig.from_dict(dict(cfg, cuda_graphs="on")))
+    assert graph["cuda_graphs"] is True and eager["cuda_graphs"] is False
+    a, b = _lines(tmp_path / "eager")[0], _lines(tmp_path / "graph")[0]
+    # capturable fused AdamW and eager fused AdamW may round differently: close, not bitwise
+    for key in ("train_loss", "train_mae", "val_mae"):
+        assert b[key] == pytest.approx(a[key], rel=1e-3), key
+
+
+def test_cuda_graph_run_resumes_exactly_with_a_partial_last_batch(store, tmp_path):
+    from train.config import TrainConfig
+    from train.loop import train
+
+    cfg = TrainConfig.from_dict(dict(TINY, max_train_windows=1000, cuda_graphs="auto"))  # 15 full batches + 40
+    full = train(store.path, tmp_path / "full", cfg)
+    assert full["cuda_graphs"] is True  # auto: on for one process on CUDA
+
+    def interrupt(epoch, i, batch, model):
+        if epoch == 1 and i == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(store.path, tmp_path / "cut", cfg, on_batch=interrupt)
+    train(store.path, tmp_path / "cut", None, resume=True)
+    assert _lines(tmp_path / "cut") == _lines(tmp_path / "full")
+
+
+def test_torchrun_with_one_gpu_process(store, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1", "-m", "train",
+                        "--store", str(store.path), "--run-dir", str(tmp_path / "r"), "--device", "cuda", "--quiet",
+                        "--epochs", "1", "--batch-size", "64", "--hidden-size", "32", "--max-train-windows", "512",
+                        "--max-val-windows", "256", "--max-final-windows", "256"],
+                       cwd=root, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root)},
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert s["world_size"] == 1 and s["device"].startswith("cuda")

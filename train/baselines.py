@@ -21,6 +21,24 @@ def train_mean(features: np.ndarray, valid: np.ndarray, split_ids: np.ndarray) -
     return features[sel].astype(np.float64).mean(axis=0).astype(np.float32)
 
 
+def train_mean_on_device(features: torch.Tensor, valid: torch.Tensor, split_ids: np.ndarray,
+                         chunk: int = 1 << 20) -> torch.Tensor:
+    """``[D] float32`` :func:`train_mean` of device-resident ``features [n, D]`` / ``valid [n]``, on that device.
+
+    Summed in float64 over chunks of bars, so no host copy of the features and no full-size
+    float64 copy on the device are made.
+    """
+    n, D = features.shape
+    sel = valid & torch.as_tensor(np.asarray(split_ids) == 0).to(features.device)
+    total = torch.zeros(D, dtype=torch.float64, device=features.device)
+    count = torch.zeros((), dtype=torch.float64, device=features.device)
+    for a in range(0, n, chunk):
+        s = sel[a:a + chunk]
+        total += (features[a:a + chunk].double() * s.unsqueeze(1)).sum(dim=0)
+        count += s.sum()
+    return (total / count.clamp(min=1.0)).float()
+
+
 def interpolate(X: torch.Tensor, known: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
     """Fill every bar from the known bars of its window.
 

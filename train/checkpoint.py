@@ -52,7 +52,9 @@ def optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict, dict]:
                 tensors[f"optim.{i}.{k}"] = v
             else:
                 scalars.setdefault(str(i), {})[k] = v
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+    # A learning rate held as a device tensor (CUDA graphs, train.step) is saved as its number.
+    groups = [{k: (float(v) if torch.is_tensor(v) else v) for k, v in g.items()} for g in sd["param_groups"]]
+    return tensors, {"param_groups": groups, "scalars": scalars}
 
 
 def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
@@ -72,7 +74,8 @@ def save_checkpoint(run_dir: Path, state: dict, tensors: dict) -> Path:
     name = f"checkpoint-e{int(state['epoch']):04d}.safetensors"
     path = run_dir / name
     save_tensors_atomic(path, tensors, {"format": FORMAT, "version": str(VERSION)})
-    record = {"format": FORMAT, "version": VERSION, "tensors_file": name, "sha256": sha256_file(path), **state}
+    # The state of a resumed run still holds the record keys it was read with: the new ones must win.
+    record = {**state, "format": FORMAT, "version": VERSION, "tensors_file": name, "sha256": sha256_file(path)}
     write_json_atomic(run_dir / CHECKPOINT_JSON, record)
     for old in run_dir.glob("checkpoint-e*.safetensors"):
         if old.name != name:

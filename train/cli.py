@@ -1,4 +1,7 @@
-"""``python -m train``: pretrain Jade on a feature store; ``python -m train plot RUN_DIR``: draw its curves.
+"""``python -m train``: pretrain Jade on feature stores; ``python -m train plot RUN_DIR``: draw its curves.
+
+The same command runs under ``torchrun --nproc_per_node=N -m train ...`` (one
+process per GPU, or N gloo processes on a CPU): rank 0 prints and writes.
 
 Exit status: 0 done, 2 bad input or a stopped run (one line saying why), 3 internal error, 130 interrupted.
 """
@@ -18,7 +21,7 @@ DEFAULT_STORE, DEFAULT_RUN = "data/features/demo", "runs/demo"
 _CONFIG_FLAGS = ("epochs", "batch_size", "lr", "seed", "device", "max_train_windows", "max_val_windows",
                  "max_final_windows", "stride", "min_valid_fraction", "mask", "mask_ratio", "patch_length", "patience",
                  "hidden_size", "num_layers", "dropout", "weight_decay", "warmup_fraction", "grad_clip", "bf16",
-                 "position_channel")
+                 "position_channel", "window_length", "cuda_graphs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,8 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "RUN_DIR --out curves.png` draws a run's curves.",
         epilog="Writes RUN_DIR/metrics.jsonl, checkpoint.json + checkpoint-eNNNN.safetensors (every epoch), "
                "model.safetensors, encoder.safetensors and summary.json.")
-    p.add_argument("--store", default=DEFAULT_STORE, help=f"feature store [{DEFAULT_STORE}]")
-    p.add_argument("--run-dir", default=DEFAULT_RUN, help=f"run directory [{DEFAULT_RUN}]")
+    p.add_argument("--store", action="append", default=None, metavar="DIR",
+                   help=f"feature store; repeat to train on several as one dataset (they need the same feature "
+                        f"config and the same --split-dates) [{DEFAULT_STORE}; on --resume the saved ones]")
+    p.add_argument("--run-dir", default=None, help=f"run directory [{DEFAULT_RUN}]")
+    p.add_argument("--config", metavar="FILE", help="run file (.toml, .json, .yaml with PyYAML) holding any of these "
+                                                    "settings; flags override it; RUN_DIR/config.json is one")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --run-dir")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --run-dir")
     p.add_argument("--profile", choices=("auto", "small", "full"), default="auto",
@@ -60,8 +67,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grad-clip", type=float, help="max gradient norm [1.0]")
     p.add_argument("--no-bf16", dest="bf16", action="store_false", default=None, help="fp32 on the GPU too")
     p.add_argument("--position-channel", action="store_true", default=None, help="add the input channel t/(K-1)")
+    p.add_argument("--window-length", type=int, metavar="K",
+                   help="bars per training window [the store's K]; the bars-since normalizer stays the store's")
+    p.add_argument("--cuda-graphs", choices=("auto", "on", "off"), default=None,
+                   help="capture the training step once per epoch and replay it [auto: on CUDA in one process]")
+    p.add_argument("--tensorboard", action="store_true", default=None,
+                   help="also log metrics to RUN_DIR/tensorboard (pip install 'gpu-features[tensorboard]')")
+    p.add_argument("--allow-world-size-change", action="store_true",
+                   help="--resume with another number of processes than the run had (not exact)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
+
+
+def _apply_run_file(args) -> None:
+    """Fill what the flags left unset from ``--config`` (flags win), and the plain defaults after that."""
+    from .config_file import load_run_file
+
+    data = load_run_file(args.config) if args.config else {}
+    for key, value in data.items():
+        if key == "profile":
+            if args.profile == "auto":
+                args.profile = value
+        elif getattr(args, key, None) is None:
+            setattr(args, key, value)
+    args.run_dir = args.run_dir or DEFAULT_RUN
+    args.tensorboard = bool(args.tensorboard)
+
+
+def _stores(args) -> list[str]:
+    """``--store`` values; on --resume without any, the stores the checkpoint names."""
+    if args.store:
+        return list(args.store)
+    if args.resume:
+        from .checkpoint import read_checkpoint_record
+        from .loop import saved_stores
+
+        return [s["path"] for s in saved_stores(read_checkpoint_record(Path(args.run_dir)))]
+    return [DEFAULT_STORE]
 
 
 def _config(args):
@@ -89,35 +131,46 @@ def _config(args):
 
 
 def cmd_train(args, console, err_console) -> int:
+    from . import distributed
     from .loop import prepare
     from .report import print_report
 
+    _apply_run_file(args)
+    stores = _stores(args)
     cfg = _config(args)
-    run = prepare(args.store, args.run_dir, cfg, resume=args.resume, overwrite=args.overwrite, console=err_console,
-                  quiet=args.quiet)
-    c = run.cfg
+    run = prepare(stores, args.run_dir, cfg, resume=args.resume, overwrite=args.overwrite, console=err_console,
+                  quiet=args.quiet, tensorboard=args.tensorboard, allow_world_size_change=args.allow_world_size_change)
+    c, W = run.cfg, run.dist.world_size
+    out = console if run.is_main else None
     verb = "resuming" if args.resume else "training"
-    console.print(f"[bold]{verb}[/] Jade on {args.store} -> {args.run_dir}: device {run.device}"
-                  f"{' bf16' if run.use_bf16 else ''}, profile {c.profile}, {c.num_layers}x{c.hidden_size} BiLSTM, "
-                  f"B={c.batch_size}, lr {c.lr:g}, {c.epochs} epochs of {run.train_loader.n_windows:,} windows "
-                  f"({len(run.train_loader)} steps), val {run.val_loader.n_windows:,} windows"
+    ranks = f", {W} processes x B={c.batch_size} = {W * c.batch_size} windows per step" if W > 1 else f", B={c.batch_size}"
+    if out is not None:
+        out.print(f"[bold]{verb}[/] Jade on {', '.join(stores)} -> {args.run_dir}: device {run.device}"
+                  f"{' bf16' if run.use_bf16 else ''}{' cuda-graphs' if run.step.graphs else ''}, profile {c.profile}, "
+                  f"{c.num_layers}x{c.hidden_size} BiLSTM{ranks}, lr {c.lr:g}, K={run.src.window_length}, "
+                  f"{c.epochs} epochs of {run.train_loader.n_windows:,} windows ({len(run.train_loader)} steps), "
+                  f"val {run.val_loader.n_windows:,} windows"
                   + (f", from epoch {run.state['epoch'] + 1}" if args.resume else ""))
     try:
         run.fit()
     except KeyboardInterrupt:
         done = run.state["epoch"]
-        if done:
-            err_console.print(f"interrupted; the checkpoint of epoch {done} is kept; continue with "
-                              f"`python -m train --resume --store {args.store} --run-dir {args.run_dir}`", soft_wrap=True)
-        else:  # no checkpoint yet: --resume would fail, so say how to start again
-            err_console.print(f"interrupted in epoch 1, before any checkpoint, so there is nothing to resume; start "
-                              f"again with `python -m train --store {args.store} --run-dir {args.run_dir} --overwrite`",
-                              soft_wrap=True)
+        if run.is_main:
+            again = " ".join(f"--store {s}" for s in stores)
+            if done:
+                err_console.print(f"interrupted; the checkpoint of epoch {done} is kept; continue with "
+                                  f"`python -m train --resume {again} --run-dir {args.run_dir}`", soft_wrap=True)
+            else:  # no checkpoint yet: --resume would fail, so say how to start again
+                err_console.print(f"interrupted in epoch 1, before any checkpoint, so there is nothing to resume; "
+                                  f"start again with `python -m train {again} --run-dir {args.run_dir} --overwrite`",
+                                  soft_wrap=True)
         return 130
     summary = run.finish()
-    print_report(summary, console)
-    console.print(f"wrote {run.run_dir}/model.safetensors, encoder.safetensors, metrics.jsonl, summary.json; "
-                  f"curves: python -m train plot {run.run_dir} --out {run.run_dir}/curves.png")
+    distributed.shutdown(run.dist)
+    if out is not None:
+        print_report(summary, out)
+        out.print(f"wrote {run.run_dir}/model.safetensors, encoder.safetensors, metrics.jsonl, summary.json, "
+                  f"config.json; curves: python -m train plot {run.run_dir} --out {run.run_dir}/curves.png")
     return 0
 
 

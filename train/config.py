@@ -16,6 +16,9 @@ from gpu_features.errors import GpuFeaturesError
 from .jade import JadeConfig
 
 
+GRAPH_MODES = ("auto", "on", "off")
+
+
 class TrainError(GpuFeaturesError):
     """A run cannot start, resume or continue (bad option, bad run directory, non-finite loss)."""
 
@@ -42,6 +45,12 @@ class TrainConfig(FrozenConfig):
         patience: epochs without a better validation MAE before stopping early.
         hidden_size, num_layers, dropout, position_channel: the Jade architecture.
         profile: ``small`` or ``full`` (recorded; defaults were filled from it).
+        window_length: K of the training windows (None: the store's K). The features' bars-since
+            normalizer stays the store's whatever K is chosen here.
+        cuda_graphs: capture the training step once per epoch and replay it (``auto``: on CUDA in a
+            single process; ``on``; ``off``). See :mod:`train.step`.
+
+    ``batch_size`` is per process (per GPU): under torchrun with N processes a step sees N x B windows.
     """
 
     _error = TrainError
@@ -70,6 +79,8 @@ class TrainConfig(FrozenConfig):
     dropout: float = 0.1
     position_channel: bool = False
     profile: str = "full"
+    window_length: int | None = None
+    cuda_graphs: str = "auto"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -82,7 +93,9 @@ class TrainConfig(FrozenConfig):
                   ("patch_length", self.patch_length >= 1, ">= 1"), ("patience", self.patience >= 1, ">= 1"),
                   ("device", self.device in ("auto", "cpu", "cuda"), "auto, cpu or cuda"),
                   ("mask", self.mask in ("random", "patch"), "random or patch"),
-                  ("profile", self.profile in ("small", "full"), "small or full")]
+                  ("profile", self.profile in ("small", "full"), "small or full"),
+                  ("window_length", self.window_length is None or self.window_length >= 2, ">= 2 or unset"),
+                  ("cuda_graphs", self.cuda_graphs in GRAPH_MODES, "auto, on or off")]
         for name in ("max_train_windows", "max_val_windows", "max_final_windows"):
             checks.append((name, getattr(self, name) is None or getattr(self, name) >= 1, ">= 1 or unset"))
         for name, ok, allowed in checks:

@@ -1,4 +1,4 @@
-"""The Jade training run: store -> device windows -> AdamW with warm-up + cosine -> checkpoints and a report.
+"""The Jade training run: stores -> device windows -> AdamW with warm-up + cosine -> checkpoints and a report.
 
 Every epoch: train on a seeded permutation of the training windows, validate
 (masked MAE per feature for the model and the two baselines, on fixed val
@@ -11,6 +11,16 @@ Exact resume: data order, masks and dropout are pure functions of ``(seed,
 epoch)``, the schedule is a function of the step, and the checkpoint holds
 weights, AdamW moments and the best-so-far weights, so ``--resume`` after an
 interruption produces the same batches and the same metrics.
+
+Under torchrun (:mod:`train.distributed`) every rank runs this same loop on
+its share of each epoch (:class:`gpu_features.windows.WindowLoader` ``rank``
+/ ``world_size``); the model is wrapped in DistributedDataParallel; training
+and evaluation sums are all-reduced, so every decision (non-finite stop, best
+epoch, early stop) is taken on the same numbers by every rank; rank 0 alone
+writes files and shows progress, and a barrier follows each write.
+
+The host never waits for the device inside an epoch: the step's statistics
+accumulate on the device and are read one check late (:class:`train.step.LaggedCheck`).
 """
 from __future__ import annotations
 
@@ -27,23 +37,26 @@ import torch
 from torch.nn import functional as F
 
 from gpu_features.config import FEATURE_NAMES
-from gpu_features.errors import StoreError
+from gpu_features.errors import GpuFeaturesError, StoreError
 from gpu_features.fileio import write_json_atomic
 from gpu_features.store import MANIFEST, is_dataset, open_store
-from gpu_features.windows import WindowSource, derive_seed, resolve_device
+from gpu_features.windows import WindowSource, check_combinable, derive_seed, resolve_device
 
-from . import baselines
+from . import baselines, distributed
 from .checkpoint import (CHECKPOINT_JSON, load_checkpoint, optimizer_from_tensors, optimizer_to_tensors,
-                         save_checkpoint, save_tensors_atomic)
+                         read_checkpoint_record, save_checkpoint, save_tensors_atomic)
 from .config import TrainConfig, TrainError
+from .config_file import RESOLVED, resolved
 from .jade import Jade
+from .step import LaggedCheck, TrainStep, finite, graph_autocast
 
 METRICS, SUMMARY, MODEL, ENCODER = "metrics.jsonl", "summary.json", "model.safetensors", "encoder.safetensors"
-RUN_FILES = (CHECKPOINT_JSON, METRICS, SUMMARY, MODEL, ENCODER)
+TENSORBOARD = "tensorboard"
+RUN_FILES = (CHECKPOINT_JSON, METRICS, SUMMARY, MODEL, ENCODER, RESOLVED)
 # Fields of a metrics line that measure the machine, not the run (differ between identical runs).
 TIMING_FIELDS = ("windows_per_s", "data_wait_fraction", "epoch_s", "eval_s")
 EVAL_BATCH = 512          # fixed, so validation masks do not depend on the training batch size
-CHECK_EVERY = 20          # steps between host syncs (progress, non-finite loss check)
+CHECK_EVERY = 20          # steps between (lagged, non-blocking) reads of the loss sums: progress, non-finite check
 # Independent random streams of one seed.
 _S_INIT, _S_DROPOUT, _S_TRAIN, _S_VAL, _S_TEST = 100, 101, 102, 103, 104
 
@@ -61,6 +74,11 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
 def store_identity(store) -> dict:
     return {"path": str(store.path), "created": store.created, "n_bars": store.n_bars,
             "shards_sha256": [s.sha256 for s in store.shards]}
+
+
+def saved_stores(state: dict) -> list[dict]:
+    """The identities of the stores a checkpoint was trained on (older checkpoints hold one, as ``store``)."""
+    return state.get("stores") or [state["store"]]
 
 
 def deterministic_cublas() -> None:
@@ -85,9 +103,17 @@ def _open_store(path):
         raise TrainError(f"cannot train on {path}: {err}") from None
 
 
+def _store_paths(store_path) -> list:
+    return [store_path] if isinstance(store_path, (str, os.PathLike)) else list(store_path)
+
+
 @torch.no_grad()
-def evaluate(model: Jade, loader, mean: torch.Tensor, autocast, progress=None, label: str = "eval") -> dict:
+def evaluate(model: Jade, loader, mean: torch.Tensor, autocast, progress=None, label: str = "eval",
+             dist: distributed.Dist | None = None) -> dict:
     """Masked MAE per feature of the model and both baselines over one pass of ``loader`` (its epoch-0 masks).
+
+    With ``dist``, each rank evaluates its share of the windows and the sums are all-reduced, so
+    every rank returns the same numbers.
 
     Returns:
         ``{"windows", "positions", "huber", "model": [D], "mean": [D], "interp": [D]}`` (MAE lists) and
@@ -97,9 +123,7 @@ def evaluate(model: Jade, loader, mean: torch.Tensor, autocast, progress=None, l
     model.eval()
     D = mean.shape[0]
     dev = mean.device
-    sums = torch.zeros(3, D, dtype=torch.float64, device=dev)
-    count = torch.zeros((), dtype=torch.float64, device=dev)
-    huber = torch.zeros((), dtype=torch.float64, device=dev)
+    sums = torch.zeros(3 * D + 2, dtype=torch.float64, device=dev)  # 3 x [D] abs errors, positions, huber
     task = progress.add_task(label, total=len(loader), info="") if progress is not None else None
     for X, mask, valid in loader.batches(0):
         with autocast():
@@ -108,78 +132,141 @@ def evaluate(model: Jade, loader, mean: torch.Tensor, autocast, progress=None, l
         w = (mask & valid).unsqueeze(-1).float()
         base = baselines.predictions(X, mask, valid, mean)
         for j, pred in enumerate((recon, base["mean"], base["interp"])):
-            sums[j] += ((pred - target).abs() * w).sum(dim=(0, 1)).double()
-        count += w.sum().double()
-        huber += (F.huber_loss(recon, target, reduction="none", delta=model.config.huber_delta) * w).sum().double()
+            sums[j * D:(j + 1) * D] += ((pred - target).abs() * w).sum(dim=(0, 1)).double()
+        sums[3 * D] += w.sum().double()
+        sums[3 * D + 1] += (F.huber_loss(recon, target, reduction="none", delta=model.config.huber_delta)
+                            * w).sum().double()
         if task is not None:
             progress.advance(task)
+    if dist is not None:
+        dist.all_reduce_sum(sums)
     model.train(was_training)
-    s, c = sums.cpu().numpy(), float(count)
-    per = s / max(c, 1.0)
-    out = {"windows": loader.n_windows, "positions": int(c), "huber": float(huber) / max(c * D, 1.0)}
+    s = sums.cpu().numpy()
+    c = float(s[3 * D])
+    per = s[:3 * D].reshape(3, D) / max(c, 1.0)
+    out = {"windows": loader.n_windows, "positions": int(c), "huber": float(s[3 * D + 1]) / max(c * D, 1.0)}
     for j, name in enumerate(("model", "mean", "interp")):
         out[name] = [float(x) for x in per[j]]
     out["mae"] = {name: float(np.mean(out[name])) for name in ("model", "mean", "interp")}
     return out
 
 
+def _use_graphs(cfg: TrainConfig, dist: distributed.Dist, recorded: bool | None) -> bool:
+    """Whether this run captures its step (see :mod:`train.step`); ``recorded``: what the checkpoint's run did."""
+    if cfg.cuda_graphs == "on":
+        if dist.device.type != "cuda" or dist.world_size > 1:
+            raise TrainError(f"--cuda-graphs on needs one process on a CUDA device (here: {dist.device}, "
+                             f"{dist.world_size} process(es)); use --cuda-graphs auto or off.")
+        return True
+    if cfg.cuda_graphs == "off":
+        return False
+    if recorded is not None:  # a resumed run takes the path its first part took, so it stays exact
+        return recorded and dist.device.type == "cuda" and dist.world_size == 1
+    return dist.device.type == "cuda" and dist.world_size == 1
+
+
 class Run:
     """One training run in a run directory; build with :func:`prepare`, then :meth:`fit` and :meth:`finish`."""
 
-    def __init__(self, store, run_dir: Path, cfg: TrainConfig, state: dict | None, tensors: dict | None,
-                 console=None, quiet: bool = False):
-        self.store, self.run_dir, self.cfg = store, run_dir, cfg
-        self.console, self.quiet = console, quiet
-        self.device = resolve_device(cfg.device)
+    def __init__(self, src: WindowSource, stores: list[dict], run_dir: Path, cfg: TrainConfig, state: dict | None,
+                 tensors: dict | None, console=None, quiet: bool = False, dist: distributed.Dist | None = None,
+                 tensorboard: bool = False):
+        self.src, self.stores, self.run_dir, self.cfg = src, stores, run_dir, cfg
+        self.dist = dist or distributed.Dist(device=resolve_device(cfg.device))
+        self.is_main = self.dist.is_main
+        self.console, self.quiet = (console, quiet) if self.is_main else (None, True)
+        self.device = self.dist.device
         self.use_bf16 = cfg.bf16 and self.device.type == "cuda"
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = False  # same kernels on resume
-        self.src = WindowSource.from_store(store, self.device)
+        W, r = self.dist.world_size, self.dist.rank
         loader_opts = dict(stride=cfg.stride, min_valid_fraction=cfg.min_valid_fraction, mask=cfg.mask,
-                           mask_ratio=cfg.mask_ratio, patch_length=cfg.patch_length, position=cfg.position_channel)
-        self.train_loader = self.src.loader("train", cfg.batch_size, max_windows=cfg.max_train_windows, shuffle=True,
-                                            seed=derive_seed(cfg.seed, _S_TRAIN), **loader_opts)
-        self.val_loader = self.src.loader("val", EVAL_BATCH, max_windows=cfg.max_val_windows, shuffle=False,
-                                          seed=derive_seed(cfg.seed, _S_VAL), **loader_opts)
+                           mask_ratio=cfg.mask_ratio, patch_length=cfg.patch_length, position=cfg.position_channel,
+                           rank=r, world_size=W)
+        self.train_loader = src.loader("train", cfg.batch_size, max_windows=cfg.max_train_windows, shuffle=True,
+                                       seed=derive_seed(cfg.seed, _S_TRAIN), pad=True, **loader_opts)
+        self.val_loader = src.loader("val", EVAL_BATCH, max_windows=cfg.max_val_windows, shuffle=False,
+                                     seed=derive_seed(cfg.seed, _S_VAL), pad=False, **loader_opts)
         self.final_loaders = {
-            name: self.src.loader(name, EVAL_BATCH, max_windows=cfg.max_final_windows, shuffle=False,
-                                  seed=derive_seed(cfg.seed, stream), **loader_opts)
+            name: src.loader(name, EVAL_BATCH, max_windows=cfg.max_final_windows, shuffle=False,
+                             seed=derive_seed(cfg.seed, stream), pad=False, **loader_opts)
             for name, stream in (("val", _S_VAL), ("test", _S_TEST))}
         for name, loader in (("train", self.train_loader), ("val", self.val_loader),
                              ("test", self.final_loaders["test"])):
             if loader.n_windows == 0:
-                raise TrainError(f"{store.path}: the {name} split has no usable {store.config.window_length}-bar "
-                                 "windows; rebuild the store with other --split-fractions or more bars.")
-        self.mean = torch.as_tensor(baselines.train_mean(store.array("features"), store.array("valid"),
-                                                         store.split_ids()), device=self.device)
+                where = ", ".join(s["path"] for s in stores)
+                raise TrainError(f"{where}: the {name} split has no usable {src.window_length}-bar windows; rebuild "
+                                 "the store with other --split-fractions or more bars, or train with a shorter "
+                                 "--window-length.")
+        # Windows one epoch trains on, over all ranks (with several, the padded share counts).
+        self.epoch_windows = self.train_loader.n_windows if W == 1 else len(self.train_loader) * cfg.batch_size * W
+        self.mean = baselines.train_mean_on_device(src.features, src.valid, src.split_ids)
         torch.manual_seed(derive_seed(cfg.seed, _S_INIT))
         self.model = Jade(cfg.jade_config(len(FEATURE_NAMES))).to(self.device)
-        decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2]
-        rest = [p for n, p in self.model.named_parameters() if p.ndim < 2 and p.requires_grad]
-        # Weight decay on matrices only: decaying biases, the mask vector or log sigma only biases them to 0.
-        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                      {"params": rest, "weight_decay": 0.0}], lr=cfg.lr)
+        recorded = None if state is None else state.get("cuda_graphs")
+        graphs = _use_graphs(cfg, self.dist, recorded)
+        self.opt = self._optimizer(graphs)
         self.total_steps = cfg.epochs * len(self.train_loader)
         if state is None:
             with torch.no_grad():  # step 0 predicts the mean baseline; training starts from there
                 self.model.decoder.bias.copy_(self.mean)
             self.state = {"epoch": 0, "step": 0, "best_val_mae": None, "best_epoch": 0, "bad_epochs": 0,
                           "stopped_early": False, "history": [], "config": cfg.to_dict(),
-                          "jade_config": self.model.config.to_dict(), "store": store_identity(store),
-                          "device": str(self.device)}
+                          "jade_config": self.model.config.to_dict(), "store": stores[0], "stores": stores,
+                          "device": str(self.device), "world_size": W, "global_batch_size": cfg.batch_size * W,
+                          "window_length": src.window_length, "cuda_graphs": graphs}
             self.best = None
         else:
             self.state = state
             self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
             optimizer_from_tensors(self.opt, tensors, state["optimizer"])
             self.best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
+            self.state.update(world_size=W, global_batch_size=cfg.batch_size * W, cuda_graphs=graphs)
+        # DDP broadcasts rank 0's weights at construction; every rank already holds the same ones.
+        self.net = (torch.nn.parallel.DistributedDataParallel(
+            self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            if self.dist.active else self.model)
+        self.autocast = graph_autocast(self.use_bf16) if graphs else self._autocast
+        self.step = TrainStep(self.model, self.net, self.opt, cfg.grad_clip, self.autocast, graphs)
+        self.tb = self._tensorboard() if tensorboard and self.is_main else None
 
     # --- helpers ----------------------------------------------------------------------------------
 
-    def autocast(self):
+    def _optimizer(self, graphs: bool) -> torch.optim.Optimizer:
+        decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2]
+        rest = [p for n, p in self.model.named_parameters() if p.ndim < 2 and p.requires_grad]
+        # Weight decay on matrices only: decaying biases, the mask vector or log sigma only biases them to 0.
+        groups = [{"params": decay, "weight_decay": self.cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+        if self.device.type != "cuda":
+            return torch.optim.AdamW(groups, lr=self.cfg.lr)
+        # Fused AdamW: one kernel for all parameters; capturable with a device learning rate for graphs.
+        lr = torch.tensor(self.cfg.lr, device=self.device) if graphs else self.cfg.lr
+        return torch.optim.AdamW(groups, lr=lr, fused=True, capturable=graphs)
+
+    def _autocast(self):
         if self.use_bf16:
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    def _tensorboard(self):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise TrainError("--tensorboard needs the tensorboard package, which is not installed; install it with "
+                             "pip install 'gpu-features[tensorboard]' (or drop --tensorboard).") from None
+        return SummaryWriter(str(self.run_dir / TENSORBOARD))
+
+    def _log_tensorboard(self, line: dict) -> None:
+        """The numbers of a metrics line, by epoch (per-feature MAE under val_mae_per_feature/NAME)."""
+        if self.tb is None:
+            return
+        for key, value in line.items():
+            if isinstance(value, dict):
+                for name, v in value.items():
+                    self.tb.add_scalar(f"{key}/{name}", v, line["epoch"])
+            elif isinstance(value, (int, float)) and not isinstance(value, bool) and key != "epoch":
+                self.tb.add_scalar(key, value, line["epoch"])
+        self.tb.flush()
 
     def _progress(self):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -193,14 +280,17 @@ class Run:
             self.console.print(*args, **kw)
 
     def _checkpoint(self) -> None:
-        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        if self.best is not None:
-            tensors.update({f"best.{k}": v for k, v in self.best.items()})
-        opt_tensors, opt_meta = optimizer_to_tensors(self.opt)
-        tensors.update(opt_tensors)
-        self.state["optimizer"] = opt_meta
-        save_checkpoint(self.run_dir, self.state, tensors)
-        write_json_atomic(self.run_dir / METRICS, self.state["history"], lines=True)
+        """Rank 0 commits the checkpoint and the metrics; every rank waits until it is on disk."""
+        if self.is_main:
+            tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+            if self.best is not None:
+                tensors.update({f"best.{k}": v for k, v in self.best.items()})
+            opt_tensors, opt_meta = optimizer_to_tensors(self.opt)
+            tensors.update(opt_tensors)
+            self.state["optimizer"] = opt_meta
+            save_checkpoint(self.run_dir, self.state, tensors)
+            write_json_atomic(self.run_dir / METRICS, self.state["history"], lines=True)
+        self.dist.barrier()
 
     @property
     def done_training(self) -> bool:
@@ -210,16 +300,18 @@ class Run:
 
     def fit(self, on_batch: OnBatch | None = None) -> None:
         """Train the remaining epochs (none when the checkpoint already finished them)."""
-        cfg, model, opt = self.cfg, self.model, self.opt
-        D = model.config.n_features
+        cfg, model = self.cfg, self.model
         with self._progress() as progress:
             while not self.done_training:
                 epoch = self.state["epoch"]
-                torch.manual_seed(derive_seed(cfg.seed, _S_DROPOUT, epoch))  # dropout, reproducible on resume
+                # Dropout, reproducible on resume; each rank its own stream (rank 0's is the single process's).
+                r = self.dist.rank
+                torch.manual_seed(derive_seed(cfg.seed, _S_DROPOUT, epoch, *([r] if r else [])))
                 model.train()
                 n_batches = len(self.train_loader)
                 task = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=n_batches, info="")
                 sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss, huber, abs err, positions
+                check = LaggedCheck(self.dist, self.device)
                 t0 = time.perf_counter()
                 wait, lr, first_step = 0.0, cfg.lr, self.state["step"]
                 it = self.train_loader.batches(epoch)
@@ -230,85 +322,91 @@ class Run:
                     if on_batch is not None:
                         on_batch(epoch, i, batch, model)
                     X, mask, valid = batch
+                    if i == 0 and self.step.graphs:
+                        self._capture(X, mask, valid)
                     lr = lr_at(self.state["step"], self.total_steps, cfg)
-                    for g in opt.param_groups:
-                        g["lr"] = lr
-                    with self.autocast():
-                        recon = model(X, mask)
-                    loss, huber = model.loss(recon, X, mask, valid)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    opt.step()
+                    sums += self.step(X, mask, valid, lr)
                     self.state["step"] += 1
-                    with torch.no_grad():
-                        w = (mask & valid).unsqueeze(-1)
-                        err = ((recon.float() - X[..., :D]).abs() * w).sum()
-                        sums += torch.stack([loss.detach().double(), huber.detach().double(), err.double(),
-                                             w.sum().double() * D])
-                    if (i + 1) % CHECK_EVERY == 0 or i + 1 == n_batches:
-                        s = sums.tolist()
-                        if not all(math.isfinite(x) for x in s):
-                            self._non_finite(epoch, first_step, s)
-                        rate = (i + 1) * cfg.batch_size / (time.perf_counter() - t0)
-                        progress.update(task, completed=i + 1,
-                                        info=f"loss {s[0] / (i + 1):.4f}  mae {s[2] / max(s[3], 1):.4f}  "
-                                             f"{rate:,.0f} win/s")
+                    if (i + 1) % CHECK_EVERY == 0:
+                        seen = check.pop()
+                        if seen is not None:
+                            s, at_step, done = seen
+                            if not finite(s):
+                                self._non_finite(epoch, first_step, s, at_step)
+                            rate = done * cfg.batch_size * self.dist.world_size / (time.perf_counter() - t0)
+                            progress.update(task, info=f"loss {s[0] / (done * self.dist.world_size):.4f}  "
+                                                       f"mae {s[2] / max(s[3], 1):.4f}  {rate:,.0f} win/s")
+                        check.push(sums, self.state["step"], i + 1)
+                    progress.update(task, completed=i + 1)
+                s = self.dist.all_reduce_sum(sums.clone()).tolist()  # the epoch's one wait for the device
+                if not finite(s):
+                    self._non_finite(epoch, first_step, s, self.state["step"])
                 train_s = time.perf_counter() - t0
                 te = time.perf_counter()
-                val = evaluate(model, self.val_loader, self.mean, self.autocast, progress, "  validate")
+                val = evaluate(model, self.val_loader, self.mean, self.autocast, progress, "  validate", self.dist)
                 eval_s = time.perf_counter() - te
-                s = sums.tolist()
                 improved = self.state["best_val_mae"] is None or val["mae"]["model"] < self.state["best_val_mae"]
                 if improved:
                     self.state.update(best_val_mae=val["mae"]["model"], best_epoch=epoch + 1, bad_epochs=0)
                     self.best = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 else:
                     self.state["bad_epochs"] += 1
+                steps_all = n_batches * self.dist.world_size
                 line = {"epoch": epoch + 1, "step": self.state["step"], "lr": lr,
-                        "train_loss": s[0] / n_batches, "train_huber": s[1] / n_batches,
+                        "train_loss": s[0] / steps_all, "train_huber": s[1] / steps_all,
                         "train_mae": s[2] / max(s[3], 1.0), "sigma": model.sigma,
                         "val_huber": val["huber"], "val_mae": val["mae"]["model"],
                         "val_mae_mean_baseline": val["mae"]["mean"], "val_mae_interp_baseline": val["mae"]["interp"],
                         "val_mae_per_feature": dict(zip(FEATURE_NAMES, val["model"])), "best": improved,
                         "train_windows": self.train_loader.n_windows, "val_windows": val["windows"],
-                        "windows_per_s": self.train_loader.n_windows / train_s,
+                        "windows_per_s": self.epoch_windows / train_s,
                         "data_wait_fraction": wait / train_s, "epoch_s": train_s, "eval_s": eval_s}
                 self.state["history"].append(line)
                 self.state["epoch"] = epoch + 1
                 self.state["stopped_early"] = self.state["bad_epochs"] >= cfg.patience and epoch + 1 < cfg.epochs
                 self._checkpoint()
+                self._log_tensorboard(line)
                 progress.update(task, info=f"loss {line['train_loss']:.4f}  val mae {line['val_mae']:.4f}"
                                            f"{' *' if improved else ''}  {line['windows_per_s']:,.0f} win/s")
                 if self.state["stopped_early"]:
                     self._print(f"[yellow]early stop[/]: no better validation MAE for {cfg.patience} epochs "
                                 f"(best epoch {self.state['best_epoch']})")
+        self.step.release()
 
-    def _non_finite(self, epoch: int, first_step: int, sums: list) -> None:
+    def _capture(self, X, mask, valid) -> None:
+        """Capture the step after the epoch's seed (see train.step); a failure is one sentence, not a trace."""
+        try:
+            self.step.capture(X, mask, valid)
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise TrainError(f"capturing the training step into a CUDA graph failed ({first}); this path is new, "
+                             "so please report it, and train with --cuda-graphs off meanwhile.") from None
+
+    def _non_finite(self, epoch: int, first_step: int, sums: list, at_step: int) -> None:
         kind = "NaN" if any(math.isnan(x) for x in sums) else "infinite"
         last = self.state["epoch"]
         kept = (f"the checkpoint of epoch {last} is kept in {self.run_dir / CHECKPOINT_JSON}" if last
                 else "no epoch had completed, so no checkpoint was written")
         raise TrainError(f"training stopped: the loss became {kind} in epoch {epoch + 1} (steps {first_step + 1} to "
-                         f"{self.state['step']}); {kept}; start a new run with a lower --lr (now {self.cfg.lr:g}).")
+                         f"{at_step}); {kept}; start a new run with a lower --lr (now {self.cfg.lr:g}).")
 
     # --- the end ----------------------------------------------------------------------------------
 
     def finish(self) -> dict:
-        """Evaluate the best weights on val and test, write the model files and ``summary.json``."""
+        """Evaluate the best weights on val and test; rank 0 writes the model files and ``summary.json``."""
         if self.best is not None:
             self.model.load_state_dict(self.best)
         with self._progress() as progress:
-            final = {name: evaluate(self.model, loader, self.mean, self.autocast, progress, f"final {name}")
+            final = {name: evaluate(self.model, loader, self.mean, self.autocast, progress, f"final {name}", self.dist)
                      for name, loader in self.final_loaders.items()}
-        meta = dict(self.model.metadata(), feature_names=json.dumps(list(FEATURE_NAMES)),
-                    train_config=json.dumps(self.cfg.to_dict()), best_epoch=str(self.state["best_epoch"]))
-        save_tensors_atomic(self.run_dir / MODEL, self.model.state_dict(), meta)
-        save_tensors_atomic(self.run_dir / ENCODER, self.model.encoder_state_dict(), meta)
         hist = self.state["history"]
+        W = self.dist.world_size
         summary = {
-            "store": self.state["store"]["path"], "run_dir": str(self.run_dir), "device": str(self.device),
-            "bf16": self.use_bf16, "config": self.cfg.to_dict(), "feature_names": list(FEATURE_NAMES),
+            "store": self.stores[0]["path"], "stores": [s["path"] for s in self.stores], "run_dir": str(self.run_dir),
+            "device": str(self.device), "bf16": self.use_bf16, "config": self.cfg.to_dict(),
+            "world_size": W, "batch_size_per_process": self.cfg.batch_size, "global_batch_size": self.cfg.batch_size * W,
+            "window_length": self.src.window_length, "cuda_graphs": self.step.graphs,
+            "feature_names": list(FEATURE_NAMES),
             "epochs_run": self.state["epoch"], "best_epoch": self.state["best_epoch"],
             "stopped_early": self.state["stopped_early"], "train_windows": self.train_loader.n_windows,
             "windows_per_s": float(np.mean([h["windows_per_s"] for h in hist])) if hist else None,
@@ -320,58 +418,121 @@ class Run:
             summary[f"beats_mean_on_{split}"] = r["mae"]["model"] < r["mae"]["mean"]
             summary[f"beats_interp_on_{split}"] = r["mae"]["model"] < r["mae"]["interp"]
             summary[f"features_beating_interp_{split}"] = int(sum(m < b for m, b in zip(r["model"], r["interp"])))
-        write_json_atomic(self.run_dir / SUMMARY, summary)
+        if self.is_main:
+            meta = dict(self.model.metadata(), feature_names=json.dumps(list(FEATURE_NAMES)),
+                        train_config=json.dumps(self.cfg.to_dict()), best_epoch=str(self.state["best_epoch"]))
+            save_tensors_atomic(self.run_dir / MODEL, self.model.state_dict(), meta)
+            save_tensors_atomic(self.run_dir / ENCODER, self.model.encoder_state_dict(), meta)
+            write_json_atomic(self.run_dir / SUMMARY, summary)
+            if self.tb is not None:
+                self.tb.close()
+        self.dist.barrier()
         return summary
 
 
+def _start_or_refuse(dist: distributed.Dist, error: GpuFeaturesError | None) -> None:
+    """Every rank raises when any rank hit an error (its own message, or a pointer to the other rank's)."""
+    try:
+        dist.agree(error is None, "another rank could not start the run; its message says why.")
+    except TrainError:
+        if error is not None:
+            raise error from None
+        raise
+
+
 def prepare(store_path, run_dir, cfg: TrainConfig | None = None, resume: bool = False, overwrite: bool = False,
-            console=None, quiet: bool = False) -> Run:
-    """Open the store and the run directory (fresh, replaced with ``overwrite``, or resumed)."""
+            console=None, quiet: bool = False, tensorboard: bool = False,
+            allow_world_size_change: bool = False) -> Run:
+    """Open the stores and the run directory (fresh, replaced with ``overwrite``, or resumed).
+
+    Args:
+        store_path: a store, or a list of stores trained on as one dataset.
+        allow_world_size_change: resume with another number of processes than the checkpoint's
+            run had (the result then differs from an uninterrupted run).
+    """
     deterministic_cublas()
-    store = _open_store(store_path)
     run_dir = Path(run_dir)
-    resolve_device((cfg or TrainConfig()).device)  # refuse a missing GPU before touching the run directory
+    paths = _store_paths(store_path)
+    saved = None
     if resume:
-        state, tensors = load_checkpoint(run_dir)
-        saved = TrainConfig.from_dict(state["config"])
+        record = read_checkpoint_record(run_dir)
+        saved = TrainConfig.from_dict(record["config"])
         if cfg is not None and cfg != saved:
             diff = [f"{k} {v!r} (saved {saved.to_dict()[k]!r})" for k, v in cfg.to_dict().items()
                     if saved.to_dict()[k] != v]
             raise TrainError(f"--resume continues {run_dir} with its saved settings, but these differ: "
                              f"{', '.join(diff)}; drop them or start a new --run-dir.")
-        if state["store"]["shards_sha256"] != store_identity(store)["shards_sha256"]:
-            raise TrainError(f"--resume: {run_dir} was trained on the store {state['store']['path']} created "
-                             f"{state['store']['created']}, not on {store.path}; pass that --store.")
-        return Run(store, run_dir, saved, state, tensors, console, quiet)
-    existing = [f for f in RUN_FILES if (run_dir / f).exists()]
-    if existing:
-        if not overwrite:
-            raise TrainError(f"{run_dir} already holds a run ({', '.join(existing)}); continue it with --resume, "
-                             "replace it with --overwrite, or choose another --run-dir (make train RUN=runs/other).")
-        for f in existing:
-            (run_dir / f).unlink()
-        for f in run_dir.glob("checkpoint-e*.safetensors"):
-            f.unlink()
-    elif run_dir.exists() and not run_dir.is_dir():
-        raise TrainError(f"--run-dir {run_dir} is a file; choose a directory.")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return Run(store, run_dir, cfg or TrainConfig(), None, None, console, quiet)
+    run_cfg = saved or cfg or TrainConfig()
+    dist = distributed.init(run_cfg.device)  # refuses a missing GPU before touching the run directory
+    error, state, tensors, stores = None, None, None, []
+    try:
+        stores = [_open_store(p) for p in paths]
+        if len(stores) > 1:
+            check_combinable(stores)
+        identities = [store_identity(s) for s in stores]
+        if resume:
+            state, tensors = load_checkpoint(run_dir)
+            was = saved_stores(state)
+            if [s["shards_sha256"] for s in was] != [s["shards_sha256"] for s in identities]:
+                raise TrainError(f"--resume: {run_dir} was trained on {', '.join(s['path'] for s in was)} "
+                                 f"(created {', '.join(s['created'] for s in was)}), not on "
+                                 f"{', '.join(str(p) for p in paths)}; pass those stores with --store, in that order.")
+            before = int(state.get("world_size", 1))
+            if before != dist.world_size:
+                if not allow_world_size_change:
+                    raise TrainError(f"--resume: {run_dir} was trained by {before} process(es) and this run has "
+                                     f"{dist.world_size}; how an epoch's windows are grouped into steps depends on "
+                                     f"that, so the result would differ from an uninterrupted run; resume with "
+                                     f"{before} process(es), or pass --allow-world-size-change to continue anyway.")
+                state.setdefault("world_size_changes", []).append(
+                    {"epoch": state["epoch"], "from": before, "to": dist.world_size})
+        else:
+            existing = [f for f in RUN_FILES if (run_dir / f).exists()]
+            if existing and not overwrite:
+                raise TrainError(f"{run_dir} already holds a run ({', '.join(existing)}); continue it with --resume, "
+                                 "replace it with --overwrite, or choose another --run-dir (make train RUN=runs/other).")
+            if not existing and run_dir.exists() and not run_dir.is_dir():
+                raise TrainError(f"--run-dir {run_dir} is a file; choose a directory.")
+    except GpuFeaturesError as err:
+        error = err if isinstance(err, TrainError) else TrainError(str(err))
+    _start_or_refuse(dist, error)
+    if not resume:
+        dist.barrier()  # every rank has looked at the run directory before rank 0 changes it
+        if dist.is_main:
+            for f in RUN_FILES:
+                (run_dir / f).unlink(missing_ok=True)
+            for f in run_dir.glob("checkpoint-e*.safetensors"):
+                f.unlink()
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(run_dir / RESOLVED, resolved(run_cfg, paths, tensorboard))
+        dist.barrier()
+    try:
+        src = WindowSource.from_stores(stores, dist.device, run_cfg.window_length)
+    except GpuFeaturesError as err:
+        raise TrainError(str(err)) from None
+    del stores  # the source holds the one host copy; the stores' own arrays can go
+    return Run(src, identities, run_dir, run_cfg, state, tensors, console, quiet, dist, tensorboard)
 
 
 def train(store_path, run_dir, cfg: TrainConfig | None = None, resume: bool = False, overwrite: bool = False,
-          console=None, quiet: bool = True, on_batch: OnBatch | None = None) -> dict:
+          console=None, quiet: bool = True, on_batch: OnBatch | None = None, tensorboard: bool = False,
+          allow_world_size_change: bool = False) -> dict:
     """Train (or resume) and evaluate; returns the summary (also in ``run_dir/summary.json``).
 
     Args:
-        store_path: a gpu-features store.
+        store_path: a gpu-features store, or a list of them (one dataset).
         run_dir: where checkpoints, ``metrics.jsonl``, the model files and ``summary.json`` go.
         cfg: the run's settings (default :class:`TrainConfig`); with ``resume`` it must match the saved one or be None.
         resume: continue the checkpoint in ``run_dir``.
         overwrite: replace a run already in ``run_dir``.
         console: a rich Console for progress and messages (None: silent).
         on_batch: ``callback(epoch, index, batch, model)`` before each training step (tests use it).
+        tensorboard: also log the metrics to ``run_dir/tensorboard`` (needs the ``tensorboard`` package).
+        allow_world_size_change: see :func:`prepare`.
+
+    Under torchrun, call it in every process; rank 0 writes the files, every rank returns the summary.
     """
-    run = prepare(store_path, run_dir, cfg, resume, overwrite, console, quiet)
+    run = prepare(store_path, run_dir, cfg, resume, overwrite, console, quiet, tensorboard, allow_world_size_change)
     run.fit(on_batch)
     return run.finish()
 

@@ -40,11 +40,18 @@ def verdict_lines(summary: dict) -> list[str]:
     return out
 
 
+def _batch(summary: dict) -> str:
+    """``B=256``, or ``4 processes x B=256 = 1024`` for a data-parallel run."""
+    B, W = summary["config"]["batch_size"], summary.get("world_size", 1)
+    return f"B={B}" if W == 1 else f"{W} processes x B={B} = {W * B} windows per step"
+
+
 def print_report(summary: dict, console) -> None:
     c = summary["config"]
     wps = summary["windows_per_s"]
     console.print(f"[bold]run[/] {summary['run_dir']}: device {summary['device']}{' (bf16)' if summary['bf16'] else ''}, "
-                  f"profile {c['profile']}, Jade {c['num_layers']}x{c['hidden_size']} BiLSTM, B={c['batch_size']}, "
+                  f"profile {c['profile']}, Jade {c['num_layers']}x{c['hidden_size']} BiLSTM, "
+                  f"{_batch(summary)}, "
                   f"{summary['epochs_run']} epoch(s) of {summary['train_windows']:,} windows"
                   f"{' (stopped early)' if summary['stopped_early'] else ''}, best epoch {summary['best_epoch']}"
                   + (f", {wps:,.0f} windows/s, {100 * summary['data_wait_fraction']:.1f}% waiting for data"

@@ -1,0 +1,92 @@
+"""Run files for ``python -m train --config FILE``: TOML, JSON, or YAML when PyYAML is installed.
+
+A file holds any :class:`~train.config.TrainConfig` field plus the run keys
+``store`` (a path or a list of paths), ``run_dir`` and ``tensorboard``; flags on
+the command line override it, and an unknown key is refused (one sentence
+naming it and the allowed keys). Files are parsed as data, never executed.
+The run directory receives ``config.json``, the resolved run in this format,
+so ``--config RUN_DIR/config.json`` starts the same run again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from .config import TrainConfig, TrainError
+
+RUN_KEYS = ("store", "run_dir", "tensorboard")
+RESOLVED = "config.json"
+
+
+def allowed_keys() -> list[str]:
+    return [f.name for f in dataclasses.fields(TrainConfig)] + list(RUN_KEYS)
+
+
+def _parse(path: Path) -> object:
+    text = path.read_text()
+    suffix = path.suffix.lower()
+    if suffix == ".toml":
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            try:
+                import tomli as tomllib
+            except ImportError:
+                raise TrainError(f"{path}: reading TOML on Python 3.10 needs tomli (pip install tomli); "
+                                 "or write the file as JSON.") from None
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise TrainError(f"{path}: not valid TOML ({err}); fix the file.") from None
+    if suffix == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as err:
+            raise TrainError(f"{path}: not valid JSON ({err}); fix the file.") from None
+    if suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise TrainError(f"{path}: YAML run files need PyYAML, which is not installed (pip install pyyaml); "
+                             "or write the file as TOML or JSON.") from None
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise TrainError(f"{path}: not valid YAML ({err}); fix the file.") from None
+    raise TrainError(f"{path}: unknown run file type {suffix or '(none)'!r}; use .toml, .json, .yaml or .yml.")
+
+
+def load_run_file(path) -> dict:
+    """The keys of a run file, checked: a table of known keys; ``store`` becomes a list of paths.
+
+    Raises:
+        TrainError: missing or unparsable file, not a table, unknown keys, a bad ``store``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TrainError(f"--config {path}: no such file.")
+    data = _parse(path)
+    if not isinstance(data, dict):
+        raise TrainError(f"{path}: a run file holds a table of settings (key = value), got {type(data).__name__}.")
+    unknown = sorted(set(data) - set(allowed_keys()))
+    if unknown:
+        raise TrainError(f"{path}: unknown key(s) {', '.join(unknown)}; allowed keys are {', '.join(allowed_keys())}.")
+    out = dict(data)
+    if "store" in out:
+        stores = out["store"] if isinstance(out["store"], list) else [out["store"]]
+        if not stores or not all(isinstance(s, str) and s for s in stores):
+            raise TrainError(f"{path}: store must be a path or a list of paths, got {out['store']!r}.")
+        out["store"] = stores
+    for key, kind in (("run_dir", str), ("tensorboard", bool)):
+        if key in out and not isinstance(out[key], kind):
+            raise TrainError(f"{path}: {key} must be {kind.__name__}, got {out[key]!r}.")
+    return out
+
+
+def resolved(cfg: TrainConfig, stores, tensorboard: bool = False) -> dict:
+    """The run as a run file: every TrainConfig field plus the stores (what ``config.json`` holds)."""
+    return {**cfg.to_dict(), "store": [str(s) for s in stores], "tensorboard": bool(tensorboard)}
+
+
+__all__ = ["RESOLVED", "RUN_KEYS", "allowed_keys", "load_run_file", "resolved"]
