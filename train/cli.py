@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window-length", type=int, metavar="K",
                    help="bars per training window [the store's K]; the bars-since normalizer stays the store's")
     p.add_argument("--cuda-graphs", choices=("auto", "on", "off"), default=None,
-                   help="capture the training step once per epoch and replay it [auto: on CUDA in one process]")
+                   help="capture the training step once per epoch and replay it (auto: on CUDA in one process) "
+                        "[off: not yet run on a GPU]")
     p.add_argument("--tensorboard", action="store_true", default=None,
                    help="also log metrics to RUN_DIR/tensorboard (pip install 'gpu-features[tensorboard]')")
     p.add_argument("--allow-world-size-change", action="store_true",
