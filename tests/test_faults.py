@@ -214,6 +214,17 @@ def test_disk_full_during_append_keeps_the_store_and_leaves_no_files(append_case
     assert leftovers(out, gf.open_store(out).manifest) == []
 
 
+def test_a_failure_after_the_append_commit_keeps_the_new_files(append_case, tmp_path, monkeypatch):
+    """An error raised once the new manifest is in place must not remove the files it lists."""
+    root, new, hashes = append_case
+    out = tmp_path / "store"
+    shutil.copytree(root / "base", out)
+    monkeypatch.setenv(FAULT_ENV, "enospc:append.after_manifest")
+    with pytest.raises(OSError):
+        append_store(out, new, engine=STORE_ENGINE, shard_bars=500)
+    assert shard_hashes(out) == hashes[1]
+
+
 # --- concurrent writers ------------------------------------------------------------------------
 
 

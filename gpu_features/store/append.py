@@ -204,11 +204,11 @@ def _append_locked(store_dir: Path, new: Bars, bars_or_path, engine, on_overlap,
         fsync_dir(root)
         fault_point("append.before_manifest")
         write_manifest(root / MANIFEST, manifest)  # the commit point
-        fault_point("append.after_manifest")
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
         raise
+    fault_point("append.after_manifest")  # after the try: the committed manifest lists the new files
     old_state = root / store.state_record["file"]
     if old_state.name != state_record["file"]:
         old_state.unlink(missing_ok=True)  # no longer referenced
