@@ -30,7 +30,7 @@ from .errors import GpuFeaturesError, WindowError
 from .fileio import fsync_dir, fsync_file, now_iso, replace_dir, temp_sibling, writer_lock
 from .progress import Progress, no_progress
 from .splits import SPLIT_NAMES
-from .store import MANIFEST, Store, open_store
+from .store import MANIFEST, Store, is_dataset, open_store
 from .window_index import stride_starts
 from .windows import WindowSource, derive_seed
 
@@ -186,7 +186,7 @@ def create_fast_dataloaders(feature_dir, batch_size: int = 256, mask_ratio: floa
     """The old pipeline's entry point, backed by device-resident windows.
 
     Args:
-        feature_dir: a gpu-features store, or a seed-layout export (``gpu-features export --layout seed``).
+        feature_dir: a gpu-features store or dataset, or a seed-layout export (``gpu-features export --layout seed``).
         batch_size: windows per batch.
         mask_ratio: share of valid bars masked per window (``random`` masks, as before).
         seed: seed of shuffling and masks (None: a fresh one, as the old loader did).
@@ -199,7 +199,7 @@ def create_fast_dataloaders(feature_dir, batch_size: int = 256, mask_ratio: floa
         drops a last partial batch, as the old train loader did; val and test keep order and every window.
     """
     path = Path(feature_dir)
-    if (path / MANIFEST).is_file():
+    if (path / MANIFEST).is_file() or is_dataset(path):
         src, fraction = WindowSource.from_store(path, device), 1.0
     elif path.is_dir():
         src, fraction = _seed_layout_source(path, device), 0.0  # the old arrays kept every window

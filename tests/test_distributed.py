@@ -170,6 +170,7 @@ def test_every_reader_takes_a_dataset(built, single, tmp_path):
 
 def test_windows_and_training_see_one_store(built, single):
     torch = pytest.importorskip("torch", reason="torch is not installed")
+    from gpu_features.seed import create_fast_dataloaders
     from gpu_features.windows import WindowSource
 
     from train import cli as train_cli
@@ -178,6 +179,9 @@ def test_windows_and_training_see_one_store(built, single):
     for split in ("train", "val", "test"):
         assert np.array_equal(got.starts(split), want.starts(split) + 0) == (built.symbols == single.symbols)
         assert len(got.starts(split)) == len(want.starts(split))
+    # The old pipeline's entry point takes a dataset as a store (not as a seed-layout export).
+    loaders = create_fast_dataloaders(built.path, batch_size=16, seed=0, device="cpu")
+    assert [ld.n_windows for ld in loaders] == [len(want.starts(split)) for split in ("train", "val", "test")]
     # A dataset is one store to the trainer: a tiny run on it finishes and reports.
     run = built.path.parent / "run"
     assert train_cli.main(["--store", str(built.path), "--run-dir", str(run), "--device", "cpu", "--quiet",
