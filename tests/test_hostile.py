@@ -112,6 +112,13 @@ def test_deeply_nested_json(store):
     refused(store, "nested too deeply")
 
 
+def test_deeply_nested_dataset_json(tmp_path):
+    """A dataset's manifest is read with the store manifest's guards (one reader for both)."""
+    (tmp_path / "dataset.json").write_text("[" * 100_000 + "]" * 100_000)
+    msg = refused(tmp_path, "dataset.json: JSON nested too deeply", "rebuild the dataset.")
+    assert "\n" not in msg
+
+
 @pytest.mark.parametrize("value", [1_000_000_000, 1e9])
 def test_huge_window_length(store, value):
     edit(store, lambda m: m["config"].update(window_length=value))

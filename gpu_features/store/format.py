@@ -193,6 +193,32 @@ def check_file(root: Path, record: dict, what: str, checksum: bool) -> None:
                          "rebuild the store.")
 
 
+def read_json_record(mpath: Path, fmt: str, version: int, kind: str) -> dict:
+    """Read a JSON record (a store's or dataset's manifest) and check its ``format`` and ``version``.
+
+    Refused in one sentence naming ``mpath``: larger than :data:`MAX_MANIFEST_BYTES`, not JSON, nested
+    too deeply, not an object of format ``fmt``, or another version; ``kind`` (``store``, ``dataset``)
+    names what to rebuild.
+    """
+    if mpath.stat().st_size > MAX_MANIFEST_BYTES:
+        raise StoreError(f"{mpath}: {mpath.stat().st_size:,} bytes is far too large for a manifest (corrupt or "
+                         f"crafted); rebuild the {kind}.")
+    try:
+        record = json.loads(mpath.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise StoreError(f"{mpath}: not valid JSON ({err}); rebuild the {kind}.") from None
+    except RecursionError:
+        raise StoreError(f"{mpath}: JSON nested too deeply to be a manifest (corrupt or crafted); "
+                         f"rebuild the {kind}.") from None
+    if not isinstance(record, dict) or record.get("format") != fmt:
+        raise StoreError(f"{mpath}: format is {record.get('format') if isinstance(record, dict) else None!r}, "
+                         f"not {fmt!r}; this is not a gpu-features {kind}.")
+    if record.get("version") != version:
+        raise StoreError(f"{mpath}: {kind} version {record.get('version')!r} is unknown; this gpu-features reads "
+                         f"version {version}, so rebuild the {kind} or use a matching gpu-features.")
+    return record
+
+
 def read_manifest(path: Path) -> dict:
     """Read and check ``path/manifest.json``: JSON, format, version, schema, config, feature names, layout.
 
@@ -207,22 +233,7 @@ def read_manifest(path: Path) -> dict:
         raise StoreError(f"{path}: no such store directory; build one with `gpu-features precompute`.")
     if not mpath.is_file():
         raise StoreError(f"{path}: no {MANIFEST}, so this is not a complete gpu-features store; rebuild it.")
-    if mpath.stat().st_size > MAX_MANIFEST_BYTES:
-        raise StoreError(f"{mpath}: {mpath.stat().st_size:,} bytes is far too large for a manifest (corrupt or "
-                         "crafted); rebuild the store.")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise StoreError(f"{mpath}: not valid JSON ({err}); rebuild the store.") from None
-    except RecursionError:
-        raise StoreError(f"{mpath}: JSON nested too deeply to be a manifest (corrupt or crafted); "
-                         "rebuild the store.") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise StoreError(f"{mpath}: format is {manifest.get('format') if isinstance(manifest, dict) else None!r}, "
-                         f"not {FORMAT!r}; this is not a gpu-features store.")
-    if manifest.get("version") != VERSION:
-        raise StoreError(f"{mpath}: store version {manifest.get('version')!r} is unknown; this gpu-features reads "
-                         f"version {VERSION}, so rebuild the store or use a matching gpu-features.")
+    manifest = read_json_record(mpath, FORMAT, VERSION, "store")
     check_schema(manifest, _MANIFEST_SCHEMA, f"{mpath}")
     try:
         FeatureConfig.from_dict(manifest["config"])
