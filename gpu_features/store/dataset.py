@@ -32,7 +32,6 @@ to a new part. Nothing here imports Dask.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import shutil
 import time
@@ -50,7 +49,7 @@ from . import reader
 from .append import append_store
 from .format import MANIFEST, SHARD_BARS, check_file, check_schema, read_json_record
 from .reader import Store
-from .stats import split_counts, swing_stats
+from .stats import merge_stat_records, split_counts
 from .writer import _is_store_or_empty, precompute, write_manifest
 
 DATASET_FORMAT = "gpu-features-dataset"
@@ -203,31 +202,13 @@ def combine_stats(parts: list[dict]) -> dict:
     """The ``stats`` record of several stores' bars together, from their own records.
 
     Counts and extremes add up exactly; means and standard deviations combine in
-    float64 (Chan's parallel formula), equal to a recomputation to ~1e-15 relative.
+    float64 (:func:`.stats.merge_stat_records`, Chan's pairwise update), equal to a
+    recomputation to ~1e-15 relative.
     """
     per_symbol: dict = {}
     for st in parts:
         per_symbol.update(st["per_symbol"])
-    bars = sum(st["bars"] for st in parts)
-    valid = sum(st["valid_bars"] for st in parts)
-    features = {name: _combine_moments([(st["valid_bars"], st["features"][name]) for st in parts])
-                for name in FEATURE_NAMES}
-    highs = sum(st["swings"]["highs"] for st in parts)
-    lows = sum(st["swings"]["lows"] for st in parts)
-    return {"bars": bars, "valid_bars": valid, "valid_fraction": valid / bars if bars else 0.0, "features": features,
-            "swings": swing_stats(highs, lows, bars), "per_symbol": per_symbol}
-
-
-def _combine_moments(items: list[tuple[int, dict]]) -> dict:
-    items = [(n, f) for n, f in items if n and f["mean"] is not None]
-    if not items:
-        return {"min": None, "max": None, "mean": None, "std": None, "nonzero": None}
-    total = sum(n for n, _ in items)
-    mean = sum(n * f["mean"] for n, f in items) / total
-    m2 = sum(n * f["std"] ** 2 + n * (f["mean"] - mean) ** 2 for n, f in items)
-    nonzero = sum(round(f["nonzero"] * n) for n, f in items)
-    return {"min": min(f["min"] for _, f in items), "max": max(f["max"] for _, f in items), "mean": mean,
-            "std": math.sqrt(m2 / total), "nonzero": nonzero / total}
+    return dict(merge_stat_records(parts), per_symbol=per_symbol)
 
 
 # --- writing ---------------------------------------------------------------------------------
