@@ -423,6 +423,15 @@ assert not loaded, loaded
     assert run.returncode == 0, run.stderr[-2000:]
 
 
+def test_bars_without_a_symbol_column_are_refused_by_a_dataset_of_several_symbols(built, universe, tmp_path):
+    _, _, bars = universe
+    before = (built.path / "dataset.json").read_bytes()
+    new = write_parquet(tmp_path / "x.parquet", bars.take(0, 100, 0), symbols=False)
+    with pytest.raises(StoreError, match=r"x.parquet has no symbol column but the dataset holds 5 symbols \(U0000, "):
+        append_dataset(built.path, new, engine=STORE_ENGINE)
+    assert (built.path / "dataset.json").read_bytes() == before
+
+
 def test_a_damaged_dataset_is_refused_in_one_sentence(built, tmp_path):
     ds = tmp_path / "ds"
     shutil.copytree(built.path, ds)

@@ -46,7 +46,7 @@ from ..errors import StoreError
 from ..fileio import lock_path, now_iso, sha256_file, write_json_atomic, writer_lock
 from ..progress import Progress, no_progress
 from . import reader
-from .append import append_store
+from .append import append_store, symbol_names
 from .format import MANIFEST, SHARD_BARS, check_file, check_schema, read_json_record
 from .reader import Store
 from .stats import merge_stat_records, split_counts
@@ -310,14 +310,8 @@ def _append_locked(path: Path, bars_or_path, engine, on_bad_bars, on_overlap, sh
             first = next((s for s in ds.sources if s.get("kind") in ("file", "files")), {})
             read_options = read_kwargs(first.get("read"))
         new = read_bars(bars_or_path, on_bad_bars=on_bad_bars, **read_options)
+    new = dataclasses.replace(new, symbols=tuple(symbol_names(ds, new, bars_or_path)))
     names = list(dict.fromkeys(new.symbols))
-    if not new.ingest.get("symbol_column", True):
-        if len(ds.symbols) != 1:
-            raise StoreError(f"{bars_or_path if not isinstance(bars_or_path, Bars) else 'the new bars'} has no symbol "
-                             f"column but the dataset holds {len(ds.symbols)} symbols; add a symbol column to say "
-                             "which bars are whose.")
-        new = dataclasses.replace(new, symbols=(ds.symbols[0],) * new.n_series)
-        names = [ds.symbols[0]]
     owner = {name: k for k, entry in enumerate(ds.record["parts"]) for name in entry["symbols"]}
     touched: dict[int, list[str]] = {}
     fresh = []
