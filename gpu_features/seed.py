@@ -15,7 +15,7 @@ series, one split). The arrays are 44 bytes per window bar (7.4 GB for the
 ``yes``. Files are written with ``.npy`` headers only (no pickle), in a
 temporary sibling directory fsynced and swapped into place when complete,
 under the output's writer lock (two exports into one folder run one after
-the other; stale temporaries of killed exports are removed).
+the other; stale temporaries of killed exports are removed, as for stores).
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from .fileio import fsync_dir, fsync_file, now_iso, replace_dir, temp_sibling, w
 from .progress import Progress, no_progress
 from .splits import SPLIT_NAMES
 from .store import MANIFEST, Store, is_dataset, open_store
+from .store.recovery import clean
 from .window_index import stride_starts
 from .windows import WindowSource, derive_seed
 
@@ -105,8 +106,7 @@ def export_seed(store, out_dir, splits=SPLIT_NAMES, stride: int = 1, yes: bool =
                           "free space, choose another --output, or export less with --stride N.")
     with writer_lock(out, "the export"):
         _check_output(out, overwrite)  # again: another export may have finished while this one waited
-        for stale in out.parent.glob(f".{out.name}.tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+        clean(out, None)  # .NAME.tmp-* / .NAME.old-* of killed exports
         return _write_export(st, out, p, stride, progress)
 
 

@@ -107,6 +107,15 @@ def test_a_failed_export_leaves_nothing(store, tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == [".x.lock"]  # only the (empty) lock file
 
 
+def test_the_next_export_removes_what_a_killed_export_left(store, tmp_path):
+    """A killed export leaves a .NAME.tmp-* folder (and, without an atomic exchange, a .NAME.old-* one)."""
+    for tag in ("tmp-0badc0de", "old-0badc0de"):
+        (tmp_path / f".e.{tag}").mkdir()
+        (tmp_path / f".e.{tag}" / "features_10d.npy").write_bytes(b"half")
+    export_seed(store, tmp_path / "e", splits=("test",))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".e.lock", "e"]
+
+
 def test_bad_options_are_one_line_refusals(store, tmp_path):
     assert _run_cli(["export", str(store.path), "--output", str(tmp_path / "o"), "--stride", "0"]) == \
         "--stride must be >= 1, got 0."
