@@ -42,7 +42,7 @@ import numpy as np
 from .. import splits as splits_mod
 from ..bars import Bars, read_bars, read_kwargs
 from ..config import FEATURE_NAMES, FeatureConfig
-from ..errors import StoreError
+from ..errors import ConfigError, StoreError
 from ..fileio import lock_path, now_iso, sha256_file, write_json_atomic, writer_lock
 from ..progress import Progress, no_progress
 from . import reader
@@ -80,6 +80,10 @@ def read_dataset_manifest(path: Path) -> dict:
     mpath = path / DATASET_MANIFEST
     record = read_json_record(mpath, DATASET_FORMAT, DATASET_VERSION, "dataset")
     check_schema(record, _DATASET_SCHEMA, str(mpath))
+    try:
+        FeatureConfig.from_dict(record["config"])
+    except ConfigError as err:
+        raise StoreError(f"{mpath}: bad config ({str(err).rstrip('.')}); rebuild the dataset.") from None
     if not record["parts"]:
         raise StoreError(f"{mpath}: the dataset lists no parts; rebuild it.")
     seen: dict[str, str] = {}
@@ -158,10 +162,7 @@ def combine_manifests(record: dict, parts: list[Store]) -> dict:
     series, shards, sources, symbols, appends = [], [], [], [], []
     bar0 = src0 = 0
     boundaries = record["splits"]["boundaries"]
-    try:
-        config = FeatureConfig.from_dict(record["config"])
-    except Exception as err:
-        raise StoreError(f"{record.get('format')}: bad config in {DATASET_MANIFEST} ({err})") from None
+    config = FeatureConfig.from_dict(record["config"])  # checked by read_dataset_manifest
     for entry, part in zip(record["parts"], parts):
         d = entry["dir"]
         if part.config != config:

@@ -238,9 +238,10 @@ def read_manifest(path: Path) -> dict:
     try:
         FeatureConfig.from_dict(manifest["config"])
     except ConfigError as err:
-        raise StoreError(f"{mpath}: bad config ({err})") from None
+        raise StoreError(f"{mpath}: bad config ({str(err).rstrip('.')}); rebuild the store.") from None
     if list(manifest["feature_names"]) != list(FEATURE_NAMES):
-        raise StoreError(f"{mpath}: feature names {manifest['feature_names']} differ from {list(FEATURE_NAMES)}.")
+        raise StoreError(f"{mpath}: feature names {manifest['feature_names']} differ from {list(FEATURE_NAMES)}, "
+                         "the features this gpu-features computes; rebuild the store.")
     if not 1 <= manifest["n_bars"] <= MAX_BARS:
         raise StoreError(f"{mpath}: n_bars = {manifest['n_bars']} is out of range 1 .. {MAX_BARS}; rebuild the store.")
     window_length = manifest["config"].get("window_length", 2)
