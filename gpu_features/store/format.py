@@ -9,8 +9,9 @@ Layout of a store directory (format ``gpu-features-store``, version 1)::
                                   end_state f64 [symbols,16+P]
 
 The manifest holds the format and version, feature names, the full config,
-the sources (path, bytes, sha256, ingest record; or synthetic generator
-parameters), the series segments (name, first bar, count, local index of the
+the sources (kind ``file``: path, bytes, sha256, read options and ingest
+record; ``files``: the same per file; ``synthetic``: the generator's
+parameters; ``memory``: bars handed over in memory), the series segments (name, first bar, count, local index of the
 first bar), shards (file, first bar, count, bytes, sha256), the state file,
 the chronological splits with bar and window counts, the engine that ran,
 timings, and per-feature statistics over valid bars, per symbol too.
