@@ -168,15 +168,21 @@ def _seed_layout_source(path: Path, device) -> WindowSource:
                           "seed-layout export; build one with `make precompute`.")
     feats = np.load(path / "features_10d.npy", mmap_mode="r", allow_pickle=False)
     valid = np.load(path / "valid_mask.npy", mmap_mode="r", allow_pickle=False)
-    splits = json.loads((path / "splits.json").read_text())
     if feats.ndim != 3 or valid.shape != feats.shape[:2]:
         raise WindowError(f"{path}: features_10d.npy {feats.shape} and valid_mask.npy {valid.shape} do not "
                           "describe [N, K, D] windows; re-export them.")
     N, K, D = feats.shape
     ids = np.full(N, -1, dtype=np.int8)
-    for k, name in enumerate(SPLIT_NAMES):
-        a, b = splits[f"{name}_indices"]
-        ids[a:b] = k
+    try:
+        splits = json.loads((path / "splits.json").read_text())
+        for k, name in enumerate(SPLIT_NAMES):
+            a, b = (int(x) for x in splits[f"{name}_indices"])
+            if not 0 <= a <= b <= N:
+                raise ValueError
+            ids[a:b] = k
+    except (ValueError, KeyError, TypeError):  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise WindowError(f"{path}: splits.json must give train_indices, val_indices and test_indices as [start, "
+                          f"stop] pairs within the {N:,} windows; re-export with `gpu-features export`.") from None
     return WindowSource(np.asarray(feats, dtype=np.float32).reshape(N * K, D), np.asarray(valid).reshape(N * K),
                         np.repeat(ids, K), np.arange(N + 1, dtype=np.int64) * K, K, device)
 

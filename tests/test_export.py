@@ -73,6 +73,19 @@ def test_the_old_loader_api_reads_the_export_like_the_store(store, tmp_path):
     assert torch.equal(xa, xb) and torch.equal(va, vb) and ma.sum() == mb.sum()
 
 
+@pytest.mark.parametrize("text", ["{", "{}", '{"train_indices": [0, 1], "val_indices": "x", "test_indices": [1, 2]}',
+                                  '{"train_indices": [0, 10000000], "val_indices": [0, 0], "test_indices": [0, 0]}'])
+def test_a_damaged_splits_json_is_one_sentence(store, tmp_path, text):
+    pytest.importorskip("torch")
+    from gpu_features.seed import create_fast_dataloaders
+    from gpu_features.windows import WindowError
+
+    export_seed(store, tmp_path / "seed", splits=("test",))
+    (tmp_path / "seed" / "splits.json").write_text(text)
+    with pytest.raises(WindowError, match="splits.json must give train_indices, val_indices and test_indices"):
+        create_fast_dataloaders(tmp_path / "seed", device="cpu")
+
+
 def test_size_is_stated_and_large_exports_need_yes(store, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(export, "CONFIRM_ABOVE_BYTES", 1000)
     msg = _run_cli(["export", str(store.path), "--layout", "seed", "--output", str(tmp_path / "big")])
