@@ -31,7 +31,6 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import functools
-import os
 from pathlib import Path
 from typing import Any
 

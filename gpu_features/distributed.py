@@ -48,12 +48,11 @@ import numpy as np
 
 from . import splits as splits_mod
 from .bars import read_bars
-from .readers import expand_inputs
 from .config import FeatureConfig
-from .errors import GpuFeaturesError
+from .errors import BarsError, GpuFeaturesError
 from .fileio import replace_dir, temp_sibling, writer_lock
 from .progress import Progress, no_progress
-from .errors import BarsError
+from .readers import expand_inputs
 from .store import SHARD_BARS, Dataset, precompute
 from .store.dataset import check_output, open_dataset, part_name, select_symbols, set_part_splits, write_dataset
 
