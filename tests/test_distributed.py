@@ -439,3 +439,15 @@ def test_a_damaged_dataset_is_refused_in_one_sentence(built, tmp_path):
     (ds / "dataset.json").write_text(json.dumps(record))
     with pytest.raises(StoreError, match="dataset version 99 is unknown"):
         open_store(ds)
+
+
+def test_a_crafted_dataset_record_is_refused_like_a_crafted_manifest(tmp_path):
+    """dataset.json is distrusted as a store's manifest is: too deep or not JSON is one sentence, no RecursionError."""
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    (ds / "dataset.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(StoreError, match="JSON nested too deeply to be a dataset record .* rebuild the dataset"):
+        open_store(ds)
+    (ds / "dataset.json").write_bytes(b"\xff{")
+    with pytest.raises(StoreError, match="not valid JSON .* rebuild the dataset"):
+        open_store(ds)

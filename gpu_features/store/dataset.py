@@ -32,7 +32,6 @@ to a new part. Nothing here imports Dask.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import shutil
@@ -49,7 +48,7 @@ from ..fileio import lock_path, now_iso, sha256_file, write_json_atomic, writer_
 from ..progress import Progress, no_progress
 from . import reader
 from .append import append_store
-from .format import MANIFEST, SHARD_BARS, check_file, check_schema
+from .format import MANIFEST, SHARD_BARS, check_file, check_schema, read_json_record
 from .reader import Store
 from .stats import split_counts, swing_stats
 from .writer import _is_store_or_empty, precompute, write_manifest
@@ -79,10 +78,7 @@ def is_dataset(path) -> bool:
 def read_dataset_manifest(path: Path) -> dict:
     """Read and check ``path/dataset.json``: JSON, format, version, schema, part names."""
     mpath = path / DATASET_MANIFEST
-    try:
-        record = json.loads(mpath.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise StoreError(f"{mpath}: not valid JSON ({err}); rebuild the dataset.") from None
+    record = read_json_record(mpath, "dataset record", "rebuild the dataset")
     if not isinstance(record, dict) or record.get("format") != DATASET_FORMAT:
         raise StoreError(f"{mpath}: format is {record.get('format') if isinstance(record, dict) else None!r}, "
                          f"not {DATASET_FORMAT!r}; this is not a gpu-features dataset.")
