@@ -451,3 +451,25 @@ def test_a_crafted_dataset_record_is_refused_like_a_crafted_manifest(tmp_path):
     (ds / "dataset.json").write_bytes(b"\xff{")
     with pytest.raises(StoreError, match="not valid JSON .* rebuild the dataset"):
         open_store(ds)
+
+
+def test_a_parquet_scan_keys_series_as_the_reader_does(tmp_path):
+    """``ticker`` keys series in a Polygon file only; in a generic file the reader ignores it, and so must the scan."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from gpu_features.distributed import scan_file
+
+    n = 10
+    t = 1_600_000_000_000_000_000 + np.arange(2 * n) * 60_000_000_000
+    prices = {"open": np.full(2 * n, 100.0), "high": np.full(2 * n, 101.0), "low": np.full(2 * n, 99.0),
+              "close": np.full(2 * n, 100.5)}
+    tickers = ["AAA"] * n + ["BBB"] * n
+    generic, polygon = tmp_path / "generic.parquet", tmp_path / "polygon.parquet"
+    pq.write_table(pa.table({"timestamp": pa.array(t, pa.timestamp("ns", tz="UTC")), "ticker": tickers, **prices}),
+                   generic)
+    pq.write_table(pa.table({"ticker": tickers, "window_start": t, **prices}), polygon)
+    for path, want in ((generic, None), (polygon, ["AAA", "BBB"])):
+        bars = gf.read_bars(path)
+        assert (sorted(set(bars.symbols)) if bars.ingest["symbol_column"] else None) == want
+        assert scan_file(str(path)) == {"path": str(path), "symbols": want, "rows": 2 * n}
