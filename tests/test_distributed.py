@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -473,3 +474,22 @@ def test_a_parquet_scan_keys_series_as_the_reader_does(tmp_path):
         bars = gf.read_bars(path)
         assert (sorted(set(bars.symbols)) if bars.ingest["symbol_column"] else None) == want
         assert scan_file(str(path)) == {"path": str(path), "symbols": want, "rows": 2 * n}
+
+
+def test_a_dataset_record_that_disagrees_with_its_parts_is_named_in_the_refusal(built, tmp_path):
+    ds = tmp_path / "ds"
+    shutil.copytree(built.path, ds)
+    good = json.loads((ds / "dataset.json").read_text())
+    record = json.loads(json.dumps(good))
+    record["parts"][0]["n_bars"] += 1
+    (ds / "dataset.json").write_text(json.dumps(record))
+    part = record["parts"][0]["dir"]
+    with pytest.raises(StoreError, match=rf"^{re.escape(str(ds / 'dataset.json'))}: part {part} holds \d+ bars of .*"
+                                         r"but the dataset lists \d+ bars .*; rebuild the dataset\.$"):
+        open_store(ds)
+    record = json.loads(json.dumps(good))
+    record["config"]["no_such_key"] = 1
+    (ds / "dataset.json").write_text(json.dumps(record))
+    with pytest.raises(StoreError, match=rf"^{re.escape(str(ds / 'dataset.json'))}: bad feature config \(.*no_such_key"
+                                         r".*\); rebuild the dataset\.$"):
+        open_store(ds)

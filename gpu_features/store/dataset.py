@@ -43,7 +43,7 @@ import numpy as np
 from .. import splits as splits_mod
 from ..bars import Bars, read_bars, read_kwargs
 from ..config import FEATURE_NAMES, FeatureConfig
-from ..errors import StoreError
+from ..errors import ConfigError, StoreError
 from ..fileio import lock_path, now_iso, sha256_file, write_json_atomic, writer_lock
 from ..progress import Progress, no_progress
 from . import reader
@@ -137,7 +137,7 @@ class Dataset(Store):
     """
 
     def __init__(self, path: Path, record: dict, parts: list[Store]):
-        super().__init__(path, combine_manifests(record, parts))
+        super().__init__(path, combine_manifests(record, parts, Path(path) / DATASET_MANIFEST))
         self.record = record
         self.parts = parts
 
@@ -159,23 +159,27 @@ class Dataset(Store):
                 for root, rec, what in part.file_records()]
 
 
-def combine_manifests(record: dict, parts: list[Store]) -> dict:
-    """One store manifest for the parts of a dataset, laid end to end (refuses parts that do not belong)."""
+def combine_manifests(record: dict, parts: list[Store], where) -> dict:
+    """One store manifest for the parts of a dataset, laid end to end (refuses parts that do not belong).
+
+    ``where``: the dataset's ``dataset.json``, named in the refusals.
+    """
     series, shards, sources, symbols, appends = [], [], [], [], []
     bar0 = src0 = 0
     boundaries = record["splits"]["boundaries"]
     try:
         config = FeatureConfig.from_dict(record["config"])
-    except Exception as err:
-        raise StoreError(f"{record.get('format')}: bad config in {DATASET_MANIFEST} ({err})") from None
+    except ConfigError as err:
+        raise StoreError(f"{where}: bad feature config ({err}); rebuild the dataset.") from None
     for entry, part in zip(record["parts"], parts):
         d = entry["dir"]
         if part.config != config:
-            raise StoreError(f"part {d} was built with another feature config than the dataset's; rebuild the dataset.")
+            raise StoreError(f"{where}: part {d} was built with another feature config than the dataset's; "
+                             "rebuild the dataset.")
         if part.splits["boundaries"] != boundaries:
-            raise StoreError(f"part {d} is split at other boundaries than the dataset; rebuild the dataset.")
+            raise StoreError(f"{where}: part {d} is split at other boundaries than the dataset; rebuild the dataset.")
         if part.symbols != list(entry["symbols"]) or part.n_bars != entry["n_bars"]:
-            raise StoreError(f"part {d} holds {part.n_bars} bars of {part.symbols}, but {DATASET_MANIFEST} lists "
+            raise StoreError(f"{where}: part {d} holds {part.n_bars} bars of {part.symbols}, but the dataset lists "
                              f"{entry['n_bars']} bars of {entry['symbols']}; rebuild the dataset.")
         series += [dict(g, first=g["first"] + bar0, source=g["source"] + src0) for g in part.manifest["series"]]
         shards += [dict(s, file=f"{d}/{s['file']}", first=s["first"] + bar0) for s in part.manifest["shards"]]
