@@ -493,3 +493,22 @@ def test_a_dataset_record_that_disagrees_with_its_parts_is_named_in_the_refusal(
     with pytest.raises(StoreError, match=rf"^{re.escape(str(ds / 'dataset.json'))}: bad feature config \(.*no_such_key"
                                          r".*\); rebuild the dataset\.$"):
         open_store(ds)
+
+
+def test_a_dataset_append_counts_the_overlapping_bars_it_skips_on_screen(client, tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    paths, _ = synthetic.write_universe(tmp_path / "in", 2, 2000, files_per_symbol=2)
+    ds = build_dataset([p for p in paths if p.name.endswith("-000.parquet")], tmp_path / "ds", engine=STORE_ENGINE,
+                       client=client)
+    first, second = (pq.read_table(tmp_path / "in" / f"U0000-00{k}.parquet") for k in (0, 1))
+    again = tmp_path / "again.parquet"
+    pq.write_table(pa.concat_tables([first.slice(first.num_rows - 50), second]), again)  # 50 bars it already has
+    assert main(["precompute", "--append", str(again), "--output", str(ds.path), "--engine", STORE_ENGINE,
+                 "--on-overlap", "skip", "--quiet"]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert f"({second.num_rows:,} new bars, 50 overlapping skipped)" in said
+    got = open_store(ds.path)
+    assert got.n_bars == ds.n_bars + second.num_rows
+    assert got.record["build"]["appends"][-1]["skipped_overlap"] == 50

@@ -354,6 +354,7 @@ def _append_locked(path: Path, bars_or_path, engine, on_bad_bars, on_overlap, sh
     generation = len(ds.record["build"].get("appends", [])) + 1
     entries = [dict(e) for e in ds.record["parts"]]
     made: list[Path] = []
+    skipped = 0  # bars of the new input already in their part (--on-overlap skip), counted on screen
     jobs = len(touched) + bool(fresh)
     try:
         for done, (k, syms) in enumerate(sorted(touched.items())):
@@ -364,6 +365,7 @@ def _append_locked(path: Path, bars_or_path, engine, on_bad_bars, on_overlap, sh
             st = append_store(target, select_symbols(new, syms), engine=engine, on_overlap=on_overlap,
                               shard_bars=shard_bars)
             entries[k] = {"dir": target.name, "symbols": st.symbols, "n_bars": st.n_bars}
+            skipped += int(st.appends[-1]["skipped_overlap"])
             progress("parts", done + 1, jobs)
         if fresh:
             target = path / f"{part_name(len(entries))}-g{generation:03d}"
@@ -375,7 +377,8 @@ def _append_locked(path: Path, bars_or_path, engine, on_bad_bars, on_overlap, sh
             progress("parts", jobs, jobs)
         build = dict(ds.record["build"])
         build["appends"] = build.get("appends", []) + [{
-            "created": now_iso(), "bars": int(new.n), "symbols": names, "new_symbols": fresh,
+            "created": now_iso(), "bars": int(new.n), "new_bars": int(new.n) - skipped, "skipped_overlap": skipped,
+            "symbols": names, "new_symbols": fresh,
             "parts": [entries[k]["dir"] for k in sorted(touched)] + ([entries[-1]["dir"]] if fresh else []),
             "total_s": time.perf_counter() - t0}]
         record = write_dataset(path, [{k: e[k] for k in ("dir", "symbols", "n_bars")} for e in entries],
