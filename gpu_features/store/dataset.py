@@ -32,7 +32,6 @@ to a new part. Nothing here imports Dask.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import shutil
@@ -44,12 +43,12 @@ import numpy as np
 from .. import splits as splits_mod
 from ..bars import Bars, read_bars, read_kwargs
 from ..config import FEATURE_NAMES, FeatureConfig
-from ..errors import StoreError
+from ..errors import ConfigError, StoreError
 from ..fileio import lock_path, now_iso, sha256_file, write_json_atomic, writer_lock
 from ..progress import Progress, no_progress
 from . import reader
 from .append import append_store
-from .format import MANIFEST, SHARD_BARS, check_file, check_schema
+from .format import MANIFEST, SHARD_BARS, check_file, check_schema, read_json_record
 from .reader import Store
 from .stats import split_counts, swing_stats
 from .writer import _is_store_or_empty, precompute, write_manifest
@@ -79,10 +78,7 @@ def is_dataset(path) -> bool:
 def read_dataset_manifest(path: Path) -> dict:
     """Read and check ``path/dataset.json``: JSON, format, version, schema, part names."""
     mpath = path / DATASET_MANIFEST
-    try:
-        record = json.loads(mpath.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise StoreError(f"{mpath}: not valid JSON ({err}); rebuild the dataset.") from None
+    record = read_json_record(mpath, "dataset record", "rebuild the dataset")
     if not isinstance(record, dict) or record.get("format") != DATASET_FORMAT:
         raise StoreError(f"{mpath}: format is {record.get('format') if isinstance(record, dict) else None!r}, "
                          f"not {DATASET_FORMAT!r}; this is not a gpu-features dataset.")
@@ -141,7 +137,7 @@ class Dataset(Store):
     """
 
     def __init__(self, path: Path, record: dict, parts: list[Store]):
-        super().__init__(path, combine_manifests(record, parts))
+        super().__init__(path, combine_manifests(record, parts, Path(path) / DATASET_MANIFEST))
         self.record = record
         self.parts = parts
 
@@ -163,23 +159,27 @@ class Dataset(Store):
                 for root, rec, what in part.file_records()]
 
 
-def combine_manifests(record: dict, parts: list[Store]) -> dict:
-    """One store manifest for the parts of a dataset, laid end to end (refuses parts that do not belong)."""
+def combine_manifests(record: dict, parts: list[Store], where) -> dict:
+    """One store manifest for the parts of a dataset, laid end to end (refuses parts that do not belong).
+
+    ``where``: the dataset's ``dataset.json``, named in the refusals.
+    """
     series, shards, sources, symbols, appends = [], [], [], [], []
     bar0 = src0 = 0
     boundaries = record["splits"]["boundaries"]
     try:
         config = FeatureConfig.from_dict(record["config"])
-    except Exception as err:
-        raise StoreError(f"{record.get('format')}: bad config in {DATASET_MANIFEST} ({err})") from None
+    except ConfigError as err:
+        raise StoreError(f"{where}: bad feature config ({err}); rebuild the dataset.") from None
     for entry, part in zip(record["parts"], parts):
         d = entry["dir"]
         if part.config != config:
-            raise StoreError(f"part {d} was built with another feature config than the dataset's; rebuild the dataset.")
+            raise StoreError(f"{where}: part {d} was built with another feature config than the dataset's; "
+                             "rebuild the dataset.")
         if part.splits["boundaries"] != boundaries:
-            raise StoreError(f"part {d} is split at other boundaries than the dataset; rebuild the dataset.")
+            raise StoreError(f"{where}: part {d} is split at other boundaries than the dataset; rebuild the dataset.")
         if part.symbols != list(entry["symbols"]) or part.n_bars != entry["n_bars"]:
-            raise StoreError(f"part {d} holds {part.n_bars} bars of {part.symbols}, but {DATASET_MANIFEST} lists "
+            raise StoreError(f"{where}: part {d} holds {part.n_bars} bars of {part.symbols}, but the dataset lists "
                              f"{entry['n_bars']} bars of {entry['symbols']}; rebuild the dataset.")
         series += [dict(g, first=g["first"] + bar0, source=g["source"] + src0) for g in part.manifest["series"]]
         shards += [dict(s, file=f"{d}/{s['file']}", first=s["first"] + bar0) for s in part.manifest["shards"]]
@@ -354,6 +354,7 @@ def _append_locked(path: Path, bars_or_path, engine, on_bad_bars, on_overlap, sh
     generation = len(ds.record["build"].get("appends", [])) + 1
     entries = [dict(e) for e in ds.record["parts"]]
     made: list[Path] = []
+    skipped = 0  # bars of the new input already in their part (--on-overlap skip), counted on screen
     jobs = len(touched) + bool(fresh)
     try:
         for done, (k, syms) in enumerate(sorted(touched.items())):
@@ -364,6 +365,7 @@ def _append_locked(path: Path, bars_or_path, engine, on_bad_bars, on_overlap, sh
             st = append_store(target, select_symbols(new, syms), engine=engine, on_overlap=on_overlap,
                               shard_bars=shard_bars)
             entries[k] = {"dir": target.name, "symbols": st.symbols, "n_bars": st.n_bars}
+            skipped += int(st.appends[-1]["skipped_overlap"])
             progress("parts", done + 1, jobs)
         if fresh:
             target = path / f"{part_name(len(entries))}-g{generation:03d}"
@@ -375,7 +377,8 @@ def _append_locked(path: Path, bars_or_path, engine, on_bad_bars, on_overlap, sh
             progress("parts", jobs, jobs)
         build = dict(ds.record["build"])
         build["appends"] = build.get("appends", []) + [{
-            "created": now_iso(), "bars": int(new.n), "symbols": names, "new_symbols": fresh,
+            "created": now_iso(), "bars": int(new.n), "new_bars": int(new.n) - skipped, "skipped_overlap": skipped,
+            "symbols": names, "new_symbols": fresh,
             "parts": [entries[k]["dir"] for k in sorted(touched)] + ([entries[-1]["dir"]] if fresh else []),
             "total_s": time.perf_counter() - t0}]
         record = write_dataset(path, [{k: e[k] for k in ("dir", "symbols", "n_bars")} for e in entries],

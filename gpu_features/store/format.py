@@ -193,6 +193,23 @@ def check_file(root: Path, record: dict, what: str, checksum: bool) -> None:
                          "rebuild the store.")
 
 
+def read_json_record(mpath: Path, what: str, fix: str) -> object:
+    """The parsed JSON of a record file (a store's manifest, a dataset's ``dataset.json``), distrusted.
+
+    A file too large to be one, not JSON, or nested deeper than the parser recurses (corrupt or
+    crafted) is refused in one sentence ending with ``fix``.
+    """
+    size = mpath.stat().st_size
+    if size > MAX_MANIFEST_BYTES:
+        raise StoreError(f"{mpath}: {size:,} bytes is far too large for a {what} (corrupt or crafted); {fix}.")
+    try:
+        return json.loads(mpath.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise StoreError(f"{mpath}: not valid JSON ({err}); {fix}.") from None
+    except RecursionError:
+        raise StoreError(f"{mpath}: JSON nested too deeply to be a {what} (corrupt or crafted); {fix}.") from None
+
+
 def read_manifest(path: Path) -> dict:
     """Read and check ``path/manifest.json``: JSON, format, version, schema, config, feature names, layout.
 
@@ -207,16 +224,7 @@ def read_manifest(path: Path) -> dict:
         raise StoreError(f"{path}: no such store directory; build one with `gpu-features precompute`.")
     if not mpath.is_file():
         raise StoreError(f"{path}: no {MANIFEST}, so this is not a complete gpu-features store; rebuild it.")
-    if mpath.stat().st_size > MAX_MANIFEST_BYTES:
-        raise StoreError(f"{mpath}: {mpath.stat().st_size:,} bytes is far too large for a manifest (corrupt or "
-                         "crafted); rebuild the store.")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise StoreError(f"{mpath}: not valid JSON ({err}); rebuild the store.") from None
-    except RecursionError:
-        raise StoreError(f"{mpath}: JSON nested too deeply to be a manifest (corrupt or crafted); "
-                         "rebuild the store.") from None
+    manifest = read_json_record(mpath, "manifest", "rebuild the store")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise StoreError(f"{mpath}: format is {manifest.get('format') if isinstance(manifest, dict) else None!r}, "
                          f"not {FORMAT!r}; this is not a gpu-features store.")
