@@ -136,16 +136,12 @@ bench: $(VENV)/.torch
 	$(PY) bench/features.py --repeat 15 --out $(BENCH_OUT)/features-cpu.json
 	$(PY) bench/train.py --world-size 2 --out $(BENCH_OUT)/train-cpu.json
 
-# GPU machine: no network, so no venv and no installs; run from the working tree.
+# GPU machine: no network, so no venv and no installs; run from the working tree. Each stage
+# (doctor, GPU tests, both benchmarks) is time-boxed and logged under $(BENCH_OUT); table last.
 test-gpu:
 	@$(PYTHON) -c "import cupy; assert cupy.cuda.runtime.getDeviceCount() > 0" 2>/dev/null \
 	  || { echo "✗ no CUDA device or CuPy here: make test-gpu needs a GPU machine (nothing run)"; exit 2; }
-	@mkdir -p $(BENCH_OUT); status=0; \
-	PYTHONPATH=. $(PYTHON) -m pytest -q -p no:cacheprovider -m gpu tests || status=1; \
-	PYTHONPATH=. $(PYTHON) bench/features.py --out $(BENCH_OUT)/features-gpu.json || status=1; \
-	PYTHONPATH=. $(PYTHON) bench/train.py --out $(BENCH_OUT)/train-gpu.json || status=1; \
-	PYTHONPATH=. $(PYTHON) bench/summary.py $(BENCH_OUT)/features-gpu.json $(BENCH_OUT)/train-gpu.json || status=1; \
-	exit $$status
+	PYTHON=$(PYTHON) bash bench/test_gpu.sh $(BENCH_OUT)
 
 clean:
 	rm -rf $(VENV) data runs build dist *.egg-info .pytest_cache $(BENCH_OUT)

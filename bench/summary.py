@@ -1,10 +1,13 @@
 """Print the rows of one or more bench JSON files as one short table (the last thing `make test-gpu` prints).
 
-Usage: ``python bench/summary.py results/features-gpu.json results/train-gpu.json``
+Usage: ``python bench/summary.py [--stages stages.jsonl] [--pytest-log pytest.log] results/features-gpu.json
+results/train-gpu.json``: the stages of ``bench/test_gpu.sh`` (exit code, seconds, limit) and pytest's
+closing line first, then every bench row.
 """
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -13,7 +16,40 @@ from rich.markup import escape
 from rich.table import Table
 
 
-def main(paths) -> int:
+def stage_table(stages: Path, pytest_log: Path | None) -> tuple[Table, bool]:
+    """The stages of a ``make test-gpu`` run, and whether all of them exited 0."""
+    table = Table(title="make test-gpu stages")
+    for col in ("stage", "exit", "seconds", "limit", "result"):
+        table.add_column(col, justify="right" if col in ("exit", "seconds", "limit") else "left")
+    closing = ""
+    if pytest_log is not None and pytest_log.is_file():
+        lines = [ln.strip() for ln in pytest_log.read_text(errors="replace").splitlines() if ln.strip()]
+        closing = next((ln for ln in reversed(lines)
+                        if re.search(r"\d+ (passed|failed|skipped|errors?|deselected)\b", ln)), "")
+    ok = True
+    for line in stages.read_text().splitlines():
+        s = json.loads(line)
+        rc = int(s["rc"])
+        ok &= rc == 0
+        result = "ok" if rc == 0 else "TIMED OUT" if rc in (124, 137) else "FAILED"
+        if s["stage"] == "pytest-gpu" and closing:
+            result += f": {closing}"
+        table.add_row(s["stage"], str(rc), str(s["seconds"]), str(s["limit"]), escape(result))
+    return table, ok
+
+
+def main(argv) -> int:
+    args = list(argv)
+    stages = pytest_log = None
+    if "--stages" in args:
+        i = args.index("--stages")
+        stages = Path(args.pop(i + 1))
+        args.pop(i)
+    if "--pytest-log" in args:
+        i = args.index("--pytest-log")
+        pytest_log = Path(args.pop(i + 1))
+        args.pop(i)
+    paths = args
     table = Table(title="gpu-features benchmark summary")
     for col in ("bench", "what", "value", "unit"):
         table.add_column(col, justify="right" if col == "value" else "left")
@@ -36,8 +72,12 @@ def main(paths) -> int:
         table.caption = "devices: " + "; ".join(sorted(map(str, devices)))
     console.print(table)
     for p in missing:
-        console.print(f"[red]missing:[/] {p} (its benchmark failed or did not run)")
-    return 1 if missing else 0
+        console.print(f"[red]missing:[/] {escape(p)} (its benchmark failed or did not run)")
+    stages_ok = True
+    if stages is not None and stages.is_file():
+        stage_rows, stages_ok = stage_table(stages, pytest_log)
+        console.print(stage_rows)
+    return 0 if not missing and stages_ok else 1
 
 
 if __name__ == "__main__":

@@ -158,12 +158,14 @@ def bench_seed_loader(ds, B, seconds, device) -> float:
     return timed(it, lambda b: None, SEED_WARM_BATCHES, seconds, device)
 
 
-def make_step(model, opt, device, dtype):
+def make_step(model, opt, device, dtype, net=None):
+    """One eager training step of ``model``; ``net``: what the forward pass calls (a DDP wrapper), else ``model``."""
     use_bf16 = dtype == "bf16"
+    net = model if net is None else net
 
     def step(X, mask, valid):
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            recon = model(X, mask)
+            recon = net(X, mask)
         loss, _ = model.loss(recon, X, mask, valid)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -202,14 +204,7 @@ def _ddp_rank(rank, world, port, store_path, B, warm, steps, device_type, out):
     net = (torch.nn.parallel.DistributedDataParallel(model, device_ids=[rank] if device.type == "cuda" else None)
            if world > 1 else model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=device.type == "cuda")
-
-    def step(X, mask, valid):
-        loss, _ = model.loss(net(X, mask), X, mask, valid)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-
+    step = make_step(model, opt, device, "fp32", net)
     rate = bench_train(batches, step, warm, steps, device) * world
     if world > 1:
         torch.distributed.barrier()

@@ -8,13 +8,13 @@ ten features (float32, FEATURES.md names). pandas and polars take it as is
 """
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import numpy as np
 
 from .config import FEATURE_NAMES
 from .errors import GpuFeaturesError
+from .fileio import fsync_file, temp_sibling
 
 
 def store_to_arrow(store):
@@ -33,7 +33,7 @@ def store_to_arrow(store):
 
 
 def write_parquet(store, out, overwrite: bool = False) -> Path:
-    """Write :func:`store_to_arrow` to the parquet file ``out`` (a temporary sibling renamed into place)."""
+    """Write :func:`store_to_arrow` to the parquet file ``out`` (a temporary sibling, flushed, renamed into place)."""
     import os
 
     import pyarrow.parquet as pq
@@ -44,9 +44,10 @@ def write_parquet(store, out, overwrite: bool = False) -> Path:
     if out.exists() and not overwrite:
         raise GpuFeaturesError(f"{out} already exists; pass --overwrite to replace it or choose another --output.")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = temp_sibling(out, "tmp")
     try:
         pq.write_table(store_to_arrow(store), tmp)
+        fsync_file(tmp)  # the bytes are on disk before the name points at them, as for every other artifact
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

@@ -31,7 +31,6 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import functools
-import os
 from pathlib import Path
 from typing import Any
 
@@ -459,25 +458,6 @@ def _overlaps(where, o, h, l, c, ts, codes, files, names, on_overlap, file_names
                             f"{', '.join(label(row[bad][:_SHOW_ROWS]))}); the files disagree, so fix or remove one.")
         skip[rows] = True
     return skip
-
-
-def decode_table(path, table) -> tuple[dict, np.ndarray, np.ndarray | None]:
-    """The columns of a pyarrow table as ``(prices {name: [n] float64}, ts [n] int64 ns, symbol [n] str or None)``."""
-    from .readers import decode_table as decode
-
-    dec = decode(path, table, ReadOptions(), {"kind": "memory"})
-    symbol = None if dec.symbol_codes is None else np.asarray(dec.symbol_names, dtype=object)[dec.symbol_codes].astype(str)
-    return dec.prices, dec.timestamp, symbol
-
-
-def _read_table(path: Path):
-    """The raw pyarrow table of a parquet or CSV file (as ``read_bars`` reads it)."""
-    from .readers import _read_csv, _read_parquet
-
-    path = Path(path)
-    if path.name.lower().endswith((".parquet", ".pq")):
-        return _read_parquet(path, ReadOptions())
-    return _read_csv(path, ReadOptions())[0]
 
 
 def encode_symbols(symbol: np.ndarray) -> tuple[np.ndarray, tuple]:

@@ -257,12 +257,16 @@ def _print_store_summary(st, verb: str) -> None:
     """What a precompute or an append did: size, the engine and timings of THIS run, what ingest read,
     dropped or repaired, the splits, and a warning for every split without windows."""
     run = st.appends[-1] if verb == "appended to" and st.appends else None
+    # a dataset append touches several parts: its own record sums them (new bars, overlapping ones skipped)
+    ds_run = st.record["build"]["appends"][-1] if verb == "appended to dataset" else None
     eng, t = (run["engine"], run["timings"]) if run else (st.engine, st.timings)
     parts = getattr(st, "parts", None)  # a dataset
     console.print(f"[bold green]{verb}[/] {escape(str(st.path))}: {st.n_bars:,} bars, {len(st.symbols)} symbol(s), "
                   + (f"{len(parts)} part(s), " if parts is not None else "")
                   + f"{len(st.shards)} shard(s), {st.bytes_on_disk / 1e6:.1f} MB"
-                  + (f" ({run['bars']:,} new bars, {run['skipped_overlap']:,} overlapping skipped)" if run else ""),
+                  + (f" ({run['bars']:,} new bars, {run['skipped_overlap']:,} overlapping skipped)" if run else "")
+                  + (f" ({ds_run['new_bars']:,} new bars, {ds_run['skipped_overlap']:,} overlapping skipped)"
+                     if ds_run else ""),
                   soft_wrap=True)
     sources = [st.sources[run["source"]]] if run else st.sources
     if parts is not None and "scan_s" in t:

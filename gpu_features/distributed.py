@@ -48,12 +48,12 @@ import numpy as np
 
 from . import splits as splits_mod
 from .bars import read_bars
-from .readers import expand_inputs
 from .config import FeatureConfig
-from .errors import GpuFeaturesError
+from .errors import BarsError, GpuFeaturesError
 from .fileio import replace_dir, temp_sibling, writer_lock
+from .formats import detect_from_columns
 from .progress import Progress, no_progress
-from .errors import BarsError
+from .readers import expand_inputs
 from .store import SHARD_BARS, Dataset, precompute
 from .store.dataset import check_output, open_dataset, part_name, select_symbols, set_part_splits, write_dataset
 
@@ -90,20 +90,23 @@ def list_inputs(inputs) -> list[Path]:
 def scan_file(path: str, read_kwargs: dict | None = None) -> dict:
     """Which symbols a file holds: ``{"path", "symbols": sorted names or None (no symbol column), "rows"}``.
 
-    A parquet file with a ``symbol`` column (or the ``--symbol-column``, or ``ticker``, as the
-    reader picks it) is scanned by reading that column alone; anything else (no such column,
-    renamed columns, other formats) is decoded whole by :func:`read_bars`, so the answer is the reader's.
+    A parquet file with a ``symbol`` column (or the ``--symbol-column``, or a Polygon file's
+    ``ticker``, as the reader picks it) is scanned by reading that column alone; anything else (no
+    such column, renamed columns, a forced --format, other formats) is decoded whole by
+    :func:`read_bars`, so the answer is the reader's.
     """
     read_kwargs = {k: v for k, v in (read_kwargs or {}).items() if k != "on_overlap"}
     opts = read_kwargs.get("options")
-    if path.lower().endswith(_PARQUET) and (opts is None or not opts.rename):
+    if path.lower().endswith(_PARQUET) and (opts is None or (not opts.rename and opts.format == "auto")):
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
         try:
             pf = pq.ParquetFile(path)
             names = {n.strip().lower(): n for n in pf.schema_arrow.names}
-            col = names.get((getattr(opts, "symbol_column", None) or "symbol").strip().lower()) or names.get("ticker")
+            col = names.get((getattr(opts, "symbol_column", None) or "symbol").strip().lower())
+            if col is None and not getattr(opts, "symbol_column", None) and detect_from_columns(list(names)) == "polygon":
+                col = names.get("ticker")  # the one layout whose reader keys series by ticker (formats.PRESETS)
             values = pc.unique(pf.read(columns=[col]).column(col)).to_pylist() if col else None
             rows = pf.metadata.num_rows
         except Exception as err:  # pyarrow's errors say what is wrong with the file

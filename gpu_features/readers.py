@@ -101,7 +101,8 @@ class Decoded:
         timestamp: ``[n] int64`` ns since the epoch, UTC.
         symbol_codes: ``[n] int64`` index into ``symbol_names`` (sorted), or None for one series.
         symbol_names: series names (one name, the file's, when ``symbol_codes`` is None).
-        roll_codes: ``[n] int64`` contract code per row (segments cut where it changes), or None.
+        roll_codes: ``[n] int64`` contract code per row, an index into ``roll_names`` (sorted); segments
+            are cut where it changes. None without a roll column.
         file_of_row: ``[n] int32`` index into ``files``.
         files: ``[{"path", "bytes", "sha256", "rows"}]`` (a table in memory: ``{"kind": "memory"}``).
         format: the preset that decoded the rows.
@@ -119,6 +120,7 @@ class Decoded:
     format: str
     bar_time: str = "start"
     warnings: list = dataclasses.field(default_factory=list)
+    roll_names: tuple = ()
 
     @property
     def n(self) -> int:
@@ -239,7 +241,11 @@ def _concat(parts: list[Decoded]) -> Decoded:
     if len(formats_seen) > 1:
         raise BarsError(f"the input files have different layouts ({', '.join(formats_seen)}); give files of one layout "
                         "per run (or force one with --format).")
-    rolls = [p.roll_codes for p in parts]
+    # Roll codes index each file's own sorted contract names: compare them across files by name.
+    roll_names = sorted(set().union(*[p.roll_names for p in parts]))
+    roll_index = {n: k for k, n in enumerate(roll_names)}
+    rolls = [None if p.roll_codes is None else np.array([roll_index[n] for n in p.roll_names],
+                                                         dtype=np.int64)[p.roll_codes] for p in parts]
     files = [f for p in parts for f in p.files]
     return Decoded(
         prices={k: np.concatenate([p.prices[k] for p in parts]) for k in PRICE_COLUMNS},
@@ -249,7 +255,7 @@ def _concat(parts: list[Decoded]) -> Decoded:
         roll_codes=None if rolls[0] is None else np.concatenate(rolls),
         file_of_row=np.concatenate([np.full(p.n, k, dtype=np.int32) for k, p in enumerate(parts)]),
         files=files, format=parts[0].format, bar_time=parts[0].bar_time,
-        warnings=[w for p in parts for w in p.warnings])
+        warnings=[w for p in parts for w in p.warnings], roll_names=tuple(roll_names))
 
 
 # --- one file ---------------------------------------------------------------------------------
@@ -526,18 +532,18 @@ def decode_table(where, table, opts: ReadOptions, source: dict, fmt: str | None 
     scale = opts.price_scale
     prices = {k: _float_column(where, table.column(cols[k]), cols[k], preset.fixed_point, scale) for k in PRICE_COLUMNS}
     codes, names = _series_key(where, table, cols, opts, preset)
-    roll = None
+    roll, roll_names = None, ()
     if opts.roll_column:
         name = cols.get(opts.roll_column.strip().lower())
         if name is None:
             raise BarsError(f"{where}: --roll-column '{opts.roll_column}' is not a column (found: "
                             f"{', '.join(table.column_names)}).")
-        roll, _ = _codes(where, table.column(name), name, "roll")
+        roll, roll_names = _codes(where, table.column(name), name, "roll")
     warnings: list[str] = []
     ts = _time(where, table, cols, opts, preset, codes, warnings)
     n = table.num_rows
     return Decoded(prices, ts, codes, names if codes is not None else (_series_name(where),), roll,
-                   np.zeros(n, dtype=np.int32), [dict(source, rows=n)], fmt, preset.bar_time, warnings)
+                   np.zeros(n, dtype=np.int32), [dict(source, rows=n)], fmt, preset.bar_time, warnings, roll_names)
 
 
 def _column_map(where, column_names) -> dict:

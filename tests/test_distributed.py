@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -452,3 +453,75 @@ def test_a_damaged_dataset_is_refused_in_one_sentence(built, tmp_path):
     (ds / "dataset.json").write_text(json.dumps(record))
     with pytest.raises(StoreError, match="dataset version 99 is unknown"):
         open_store(ds)
+
+
+def test_a_crafted_dataset_record_is_refused_like_a_crafted_manifest(tmp_path):
+    """dataset.json is distrusted as a store's manifest is: too deep or not JSON is one sentence, no RecursionError."""
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    (ds / "dataset.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(StoreError, match="JSON nested too deeply to be a dataset record .* rebuild the dataset"):
+        open_store(ds)
+    (ds / "dataset.json").write_bytes(b"\xff{")
+    with pytest.raises(StoreError, match="not valid JSON .* rebuild the dataset"):
+        open_store(ds)
+
+
+def test_a_parquet_scan_keys_series_as_the_reader_does(tmp_path):
+    """``ticker`` keys series in a Polygon file only; in a generic file the reader ignores it, and so must the scan."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from gpu_features.distributed import scan_file
+
+    n = 10
+    t = 1_600_000_000_000_000_000 + np.arange(2 * n) * 60_000_000_000
+    prices = {"open": np.full(2 * n, 100.0), "high": np.full(2 * n, 101.0), "low": np.full(2 * n, 99.0),
+              "close": np.full(2 * n, 100.5)}
+    tickers = ["AAA"] * n + ["BBB"] * n
+    generic, polygon = tmp_path / "generic.parquet", tmp_path / "polygon.parquet"
+    pq.write_table(pa.table({"timestamp": pa.array(t, pa.timestamp("ns", tz="UTC")), "ticker": tickers, **prices}),
+                   generic)
+    pq.write_table(pa.table({"ticker": tickers, "window_start": t, **prices}), polygon)
+    for path, want in ((generic, None), (polygon, ["AAA", "BBB"])):
+        bars = gf.read_bars(path)
+        assert (sorted(set(bars.symbols)) if bars.ingest["symbol_column"] else None) == want
+        assert scan_file(str(path)) == {"path": str(path), "symbols": want, "rows": 2 * n}
+
+
+def test_a_dataset_record_that_disagrees_with_its_parts_is_named_in_the_refusal(built, tmp_path):
+    ds = tmp_path / "ds"
+    shutil.copytree(built.path, ds)
+    good = json.loads((ds / "dataset.json").read_text())
+    record = json.loads(json.dumps(good))
+    record["parts"][0]["n_bars"] += 1
+    (ds / "dataset.json").write_text(json.dumps(record))
+    part = record["parts"][0]["dir"]
+    with pytest.raises(StoreError, match=rf"^{re.escape(str(ds / 'dataset.json'))}: part {part} holds \d+ bars of .*"
+                                         r"but the dataset lists \d+ bars .*; rebuild the dataset\.$"):
+        open_store(ds)
+    record = json.loads(json.dumps(good))
+    record["config"]["no_such_key"] = 1
+    (ds / "dataset.json").write_text(json.dumps(record))
+    with pytest.raises(StoreError, match=rf"^{re.escape(str(ds / 'dataset.json'))}: bad feature config \(.*no_such_key"
+                                         r".*\); rebuild the dataset\.$"):
+        open_store(ds)
+
+
+def test_a_dataset_append_counts_the_overlapping_bars_it_skips_on_screen(client, tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    paths, _ = synthetic.write_universe(tmp_path / "in", 2, 2000, files_per_symbol=2)
+    ds = build_dataset([p for p in paths if p.name.endswith("-000.parquet")], tmp_path / "ds", engine=STORE_ENGINE,
+                       client=client)
+    first, second = (pq.read_table(tmp_path / "in" / f"U0000-00{k}.parquet") for k in (0, 1))
+    again = tmp_path / "again.parquet"
+    pq.write_table(pa.concat_tables([first.slice(first.num_rows - 50), second]), again)  # 50 bars it already has
+    assert main(["precompute", "--append", str(again), "--output", str(ds.path), "--engine", STORE_ENGINE,
+                 "--on-overlap", "skip", "--quiet"]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert f"({second.num_rows:,} new bars, 50 overlapping skipped)" in said
+    got = open_store(ds.path)
+    assert got.n_bars == ds.n_bars + second.num_rows
+    assert got.record["build"]["appends"][-1]["skipped_overlap"] == 50

@@ -112,20 +112,6 @@ def test_deeply_nested_json(store):
     refused(store, "nested too deeply")
 
 
-def test_deeply_nested_dataset_json(tmp_path):
-    """A dataset's manifest is read with the store manifest's guards (one reader for both)."""
-    (tmp_path / "dataset.json").write_text("[" * 100_000 + "]" * 100_000)
-    msg = refused(tmp_path, "dataset.json: JSON nested too deeply", "rebuild the dataset.")
-    assert "\n" not in msg
-
-
-def test_dataset_with_a_bad_config(tmp_path):
-    record = {"format": "gpu-features-dataset", "version": 1, "created": "2026-01-01T00:00:00+00:00",
-              "config": {"atr_period": 0}, "splits": {}, "parts": [], "build": {}}
-    (tmp_path / "dataset.json").write_text(json.dumps(record))
-    refused(tmp_path, "dataset.json: bad config (FeatureConfig.atr_period = 0 is out of range", "rebuild the dataset.")
-
-
 @pytest.mark.parametrize("value", [1_000_000_000, 1e9])
 def test_huge_window_length(store, value):
     edit(store, lambda m: m["config"].update(window_length=value))

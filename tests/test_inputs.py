@@ -361,6 +361,21 @@ def test_symbol_column_is_read_dictionary_encoded(tmp_path):
     assert pa.types.is_dictionary(_read_csv(csv, ReadOptions())[0].schema.field("symbol").type)
 
 
+def test_a_roll_between_two_files_is_a_roll_and_a_file_boundary_is_not(tmp_path):
+    """Each file's roll column is its own dictionary: codes are compared by contract name across files."""
+    w = walk(900)
+    a, b, c = tmp_path / "a.parquet", tmp_path / "b.parquet", tmp_path / "c.parquet"
+    pq.write_table(tbl(sl(w, 0, 300), symbol=["NQ"] * 300, contract=["NQH4"] * 300), a)  # both code 0 in their file
+    pq.write_table(tbl(sl(w, 300, 600), symbol=["NQ"] * 300, contract=["NQM4"] * 300), b)
+    bars = read_bars([a, b], roll_column="contract")
+    assert bars.offsets.tolist() == [0, 300] and bars.ingest["roll_segments"] == 1
+    # NQM4 is code 1 in b (after NQH4) and code 0 in c: the same contract, so no cut at the file boundary
+    pq.write_table(tbl(sl(w, 300, 600), symbol=["NQ"] * 300, contract=["NQH4"] * 100 + ["NQM4"] * 200), b)
+    pq.write_table(tbl(sl(w, 600, 900), symbol=["NQ"] * 300, contract=["NQM4"] * 300), c)
+    bars = read_bars([a, b, c], roll_column="contract")
+    assert bars.offsets.tolist() == [0, 400] and bars.ingest["roll_segments"] == 1
+
+
 def test_plot_swings_restart_at_a_roll(tmp_path):
     from gpu_features import reference
     from gpu_features.plot import chart_data

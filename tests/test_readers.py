@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from gpu_features import bars as bars_mod
-from gpu_features import engines, read_bars
+from gpu_features import engines, read_bars, readers
 from gpu_features.bars import PRICE_COLUMNS, assemble_clean
 from gpu_features.engines import gpu
 from gpu_features.errors import BarsError
@@ -58,10 +58,8 @@ def broken_files():
 
 def host_columns(path):
     """The decoded columns of a file, as the cudf reader hands them to ``assemble_clean``."""
-    prices, ts, symbol = bars_mod.decode_table(path, bars_mod._read_table(path))
-    if symbol is None:
-        return prices, ts, None, (bars_mod._series_name(path),)
-    return (prices, ts) + bars_mod.encode_symbols(symbol)
+    dec = readers.decode_inputs([path], readers.ReadOptions())
+    return dec.prices, dec.timestamp, dec.symbol_codes, dec.symbol_names
 
 
 def device_assemble(path, xp, policy="error"):

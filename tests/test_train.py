@@ -14,7 +14,7 @@ import gpu_features as gf  # noqa: E402
 from gpu_features import synthetic  # noqa: E402
 from train import checkpoint as ckpt  # noqa: E402
 from train import cli  # noqa: E402
-from train.baselines import interpolate, predictions, train_mean  # noqa: E402
+from train.baselines import interpolate, predictions, train_mean, train_mean_on_device  # noqa: E402
 from train.config import TrainConfig, TrainError, make_config  # noqa: E402
 from train.jade import Jade, JadeConfig, JadeConfigError  # noqa: E402
 from train.loop import TIMING_FIELDS, lr_at, train  # noqa: E402
@@ -117,6 +117,10 @@ def test_train_mean_uses_valid_training_bars_only():
     valid = np.array([1, 1, 0, 1, 1, 1], bool)
     split = np.array([0, 0, 0, 0, 1, 2], np.int8)
     np.testing.assert_allclose(train_mean(feats, valid, split), [(0 + 2 + 6) / 3, (1 + 3 + 7) / 3])
+    feats[2] = np.nan  # what an invalid bar holds must not matter, on the device path either (chunks of 4 rows)
+    got = train_mean_on_device(torch.from_numpy(feats), torch.from_numpy(valid), split, chunk=4)
+    assert got.dtype == torch.float32
+    np.testing.assert_allclose(got.numpy(), train_mean(feats, valid, split), rtol=1e-6)
 
 
 def test_learning_rate_warms_up_linearly_then_follows_a_cosine():

@@ -5,8 +5,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import gpu_features as gf  # noqa: E402
 from gpu_features import synthetic  # noqa: E402
+from train.loop import deterministic_cublas  # noqa: E402
+
+# PyTorch reads CUBLAS_WORKSPACE_CONFIG once per process, at its first cuBLAS call; a test here that runs
+# the model before train() (masked-input invariance) would otherwise fix it unset for the resume tests.
+deterministic_cublas()
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device for torch")]

@@ -42,3 +42,25 @@ def test_training_refuses_a_store_with_a_flipped_byte(store, tmp_path, capsys):
     p.write_bytes(bytes(data))
     code = cli.main(["--store", str(bad), "--run-dir", str(tmp_path / "r"), "--device", "cpu", "--quiet"])
     assert code == 2 and "fails its SHA-256 checksum" in capsys.readouterr().err
+
+
+def test_a_failed_cuda_graph_capture_is_an_internal_error_with_its_traceback(store, tmp_path, capsys, monkeypatch):
+    import tempfile
+
+    from train import cli, loop, step
+
+    monkeypatch.setattr(loop, "_use_graphs", lambda cfg, dist, recorded: True)
+
+    def fails(self, X, mask, valid):
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore lines")
+
+    monkeypatch.setattr(step.TrainStep, "capture", fails)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the crash report goes
+    code = cli.main(["--store", str(store), "--run-dir", str(tmp_path / "r"), "--device", "cpu", "--quiet",
+                     "--epochs", "1"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 3
+    assert ("capturing the training step into a CUDA graph failed (CUDA error: operation not permitted when stream "
+            "is capturing); train with --cuda-graphs off meanwhile; this is a bug in gpu-features") in err
+    (crash,) = tmp_path.glob("gpu-features-crash-*.txt")
+    assert "more lines" in crash.read_text()  # the original error, whole, for the report

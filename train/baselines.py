@@ -34,7 +34,8 @@ def train_mean_on_device(features: torch.Tensor, valid: torch.Tensor, split_ids:
     count = torch.zeros((), dtype=torch.float64, device=features.device)
     for a in range(0, n, chunk):
         s = sel[a:a + chunk]
-        total += (features[a:a + chunk].double() * s.unsqueeze(1)).sum(dim=0)
+        # where, not a product: a NaN at an invalid bar times 0 would still be NaN (train_mean selects)
+        total += torch.where(s.unsqueeze(1), features[a:a + chunk].double(), 0.0).sum(dim=0)
         count += s.sum()
     return (total / count.clamp(min=1.0)).float()
 

@@ -374,13 +374,17 @@ class Run:
         self.step.release()
 
     def _capture(self, X, mask, valid) -> None:
-        """Capture the step after the epoch's seed (see train.step); a failure is one sentence, not a trace."""
+        """Capture the step after the epoch's seed (see train.step).
+
+        A failure is a bug in this new path, not bad input: it stays an internal error (exit 3, the
+        traceback kept for the report), with the one sentence that says how to train meanwhile.
+        """
         try:
             self.step.capture(X, mask, valid)
         except RuntimeError as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise TrainError(f"capturing the training step into a CUDA graph failed ({first}); this path is new, "
-                             "so please report it, and train with --cuda-graphs off meanwhile.") from None
+            raise RuntimeError(f"capturing the training step into a CUDA graph failed ({first}); train with "
+                               "--cuda-graphs off meanwhile") from err
 
     def _non_finite(self, epoch: int, first_step: int, sums: list, at_step: int) -> None:
         kind = "NaN" if any(math.isnan(x) for x in sums) else "infinite"

@@ -78,12 +78,8 @@ def read_dataset_manifest(path: Path) -> dict:
     """Read and check ``path/dataset.json``: size, JSON, format, version (:func:`.format.read_json_record`),
     schema, part names."""
     mpath = path / DATASET_MANIFEST
-    record = read_json_record(mpath, DATASET_FORMAT, DATASET_VERSION, "dataset")
+    record = read_json_record(mpath, DATASET_FORMAT, DATASET_VERSION, "dataset", "dataset record")
     check_schema(record, _DATASET_SCHEMA, str(mpath))
-    try:
-        FeatureConfig.from_dict(record["config"])
-    except ConfigError as err:
-        raise StoreError(f"{mpath}: bad config ({str(err).rstrip('.')}); rebuild the dataset.") from None
     if not record["parts"]:
         raise StoreError(f"{mpath}: the dataset lists no parts; rebuild it.")
     seen: dict[str, str] = {}
@@ -135,7 +131,7 @@ class Dataset(Store):
     """
 
     def __init__(self, path: Path, record: dict, parts: list[Store]):
-        super().__init__(path, combine_manifests(record, parts))
+        super().__init__(path, combine_manifests(record, parts, Path(path) / DATASET_MANIFEST))
         self.record = record
         self.parts = parts
 
@@ -157,20 +153,27 @@ class Dataset(Store):
                 for root, rec, what in part.file_records()]
 
 
-def combine_manifests(record: dict, parts: list[Store]) -> dict:
-    """One store manifest for the parts of a dataset, laid end to end (refuses parts that do not belong)."""
+def combine_manifests(record: dict, parts: list[Store], where) -> dict:
+    """One store manifest for the parts of a dataset, laid end to end (refuses parts that do not belong).
+
+    ``where``: the dataset's ``dataset.json``, named in the refusals.
+    """
     series, shards, sources, symbols, appends = [], [], [], [], []
     bar0 = src0 = 0
     boundaries = record["splits"]["boundaries"]
-    config = FeatureConfig.from_dict(record["config"])  # checked by read_dataset_manifest
+    try:
+        config = FeatureConfig.from_dict(record["config"])
+    except ConfigError as err:
+        raise StoreError(f"{where}: bad feature config ({err}); rebuild the dataset.") from None
     for entry, part in zip(record["parts"], parts):
         d = entry["dir"]
         if part.config != config:
-            raise StoreError(f"part {d} was built with another feature config than the dataset's; rebuild the dataset.")
+            raise StoreError(f"{where}: part {d} was built with another feature config than the dataset's; "
+                             "rebuild the dataset.")
         if part.splits["boundaries"] != boundaries:
-            raise StoreError(f"part {d} is split at other boundaries than the dataset; rebuild the dataset.")
+            raise StoreError(f"{where}: part {d} is split at other boundaries than the dataset; rebuild the dataset.")
         if part.symbols != list(entry["symbols"]) or part.n_bars != entry["n_bars"]:
-            raise StoreError(f"part {d} holds {part.n_bars} bars of {part.symbols}, but {DATASET_MANIFEST} lists "
+            raise StoreError(f"{where}: part {d} holds {part.n_bars} bars of {part.symbols}, but the dataset lists "
                              f"{entry['n_bars']} bars of {entry['symbols']}; rebuild the dataset.")
         series += [dict(g, first=g["first"] + bar0, source=g["source"] + src0) for g in part.manifest["series"]]
         shards += [dict(s, file=f"{d}/{s['file']}", first=s["first"] + bar0) for s in part.manifest["shards"]]
@@ -321,6 +324,7 @@ def _append_locked(path: Path, bars_or_path, engine, on_bad_bars, on_overlap, sh
     generation = len(ds.record["build"].get("appends", [])) + 1
     entries = [dict(e) for e in ds.record["parts"]]
     made: list[Path] = []
+    skipped = 0  # bars of the new input already in their part (--on-overlap skip), counted on screen
     jobs = len(touched) + bool(fresh)
     try:
         for done, (k, syms) in enumerate(sorted(touched.items())):
@@ -331,6 +335,7 @@ def _append_locked(path: Path, bars_or_path, engine, on_bad_bars, on_overlap, sh
             st = append_store(target, select_symbols(new, syms), engine=engine, on_overlap=on_overlap,
                               shard_bars=shard_bars)
             entries[k] = {"dir": target.name, "symbols": st.symbols, "n_bars": st.n_bars}
+            skipped += int(st.appends[-1]["skipped_overlap"])
             progress("parts", done + 1, jobs)
         if fresh:
             target = path / f"{part_name(len(entries))}-g{generation:03d}"
@@ -342,7 +347,8 @@ def _append_locked(path: Path, bars_or_path, engine, on_bad_bars, on_overlap, sh
             progress("parts", jobs, jobs)
         build = dict(ds.record["build"])
         build["appends"] = build.get("appends", []) + [{
-            "created": now_iso(), "bars": int(new.n), "symbols": names, "new_symbols": fresh,
+            "created": now_iso(), "bars": int(new.n), "new_bars": int(new.n) - skipped, "skipped_overlap": skipped,
+            "symbols": names, "new_symbols": fresh,
             "parts": [entries[k]["dir"] for k in sorted(touched)] + ([entries[-1]["dir"]] if fresh else []),
             "total_s": time.perf_counter() - t0}]
         record = write_dataset(path, [{k: e[k] for k in ("dir", "symbols", "n_bars")} for e in entries],

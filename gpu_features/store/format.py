@@ -194,22 +194,23 @@ def check_file(root: Path, record: dict, what: str, checksum: bool) -> None:
                          "rebuild the store.")
 
 
-def read_json_record(mpath: Path, fmt: str, version: int, kind: str) -> dict:
-    """Read a JSON record (a store's or dataset's manifest) and check its ``format`` and ``version``.
+def read_json_record(mpath: Path, fmt: str, version: int, kind: str, what: str) -> dict:
+    """Read a JSON record (a store's manifest, a dataset's ``dataset.json``), distrusted, and check its
+    ``format`` and ``version``.
 
     Refused in one sentence naming ``mpath``: larger than :data:`MAX_MANIFEST_BYTES`, not JSON, nested
-    too deeply, not an object of format ``fmt``, or another version; ``kind`` (``store``, ``dataset``)
-    names what to rebuild.
+    deeper than the parser recurses (corrupt or crafted), not an object of format ``fmt``, or another
+    version; ``kind`` (``store``, ``dataset``) names what to rebuild, ``what`` the file (``manifest``...).
     """
     if mpath.stat().st_size > MAX_MANIFEST_BYTES:
-        raise StoreError(f"{mpath}: {mpath.stat().st_size:,} bytes is far too large for a manifest (corrupt or "
+        raise StoreError(f"{mpath}: {mpath.stat().st_size:,} bytes is far too large for a {what} (corrupt or "
                          f"crafted); rebuild the {kind}.")
     try:
         record = json.loads(mpath.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise StoreError(f"{mpath}: not valid JSON ({err}); rebuild the {kind}.") from None
     except RecursionError:
-        raise StoreError(f"{mpath}: JSON nested too deeply to be a manifest (corrupt or crafted); "
+        raise StoreError(f"{mpath}: JSON nested too deeply to be a {what} (corrupt or crafted); "
                          f"rebuild the {kind}.") from None
     if not isinstance(record, dict) or record.get("format") != fmt:
         raise StoreError(f"{mpath}: format is {record.get('format') if isinstance(record, dict) else None!r}, "
@@ -234,7 +235,7 @@ def read_manifest(path: Path) -> dict:
         raise StoreError(f"{path}: no such store directory; build one with `gpu-features precompute`.")
     if not mpath.is_file():
         raise StoreError(f"{path}: no {MANIFEST}, so this is not a complete gpu-features store; rebuild it.")
-    manifest = read_json_record(mpath, FORMAT, VERSION, "store")
+    manifest = read_json_record(mpath, FORMAT, VERSION, "store", "manifest")
     check_schema(manifest, _MANIFEST_SCHEMA, f"{mpath}")
     try:
         FeatureConfig.from_dict(manifest["config"])
