@@ -7,8 +7,7 @@
 - :func:`write_json_atomic`, :func:`replace_dir`: JSON files and whole directories
   replaced by a rename, after an fsync; a directory is swapped with its replacement
   in one ``renameat2(RENAME_EXCHANGE)`` on Linux, so there is no moment without it.
-- :func:`fsync_file`, :func:`fsync_dir`, :func:`umask_permissions`: durability and the
-  permissions the umask gives.
+- :func:`fsync_file`, :func:`fsync_dir`: durability.
 - :func:`writer_lock`: the one lock a writer of a store or export holds (``filelock``).
 - :func:`fault_point`: named steps where the fault-injection tests kill a writer.
 """
@@ -144,7 +143,7 @@ def replace_dir(tmp: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-# --- durability and permissions -------------------------------------------------------------
+# --- durability and the umask ---------------------------------------------------------------
 
 
 def fsync_dir(path) -> None:
@@ -172,12 +171,6 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
-
-
-def umask_permissions(path) -> None:
-    """Give a file written through a private temporary (safetensors and tempfile create 0600) the
-    permissions an ordinary ``open`` would: ``0o666 & ~umask``, so teammates read stores like manifests."""
-    os.chmod(path, 0o666 & ~current_umask())
 
 
 # --- fault injection (tests) ----------------------------------------------------------------

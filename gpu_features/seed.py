@@ -15,7 +15,7 @@ series, one split). The arrays are 44 bytes per window bar (7.4 GB for the
 ``yes``. Files are written with ``.npy`` headers only (no pickle), in a
 temporary sibling directory fsynced and swapped into place when complete,
 under the output's writer lock (two exports into one folder run one after
-the other; stale temporaries of killed exports are removed).
+the other; stale temporaries of killed exports are removed, as for stores).
 """
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ from .errors import GpuFeaturesError, WindowError
 from .fileio import fsync_dir, fsync_file, now_iso, replace_dir, temp_sibling, writer_lock
 from .progress import Progress, no_progress
 from .splits import SPLIT_NAMES
-from .store import MANIFEST, Store, open_store
+from .store import MANIFEST, Store, is_dataset, open_store
+from .store.recovery import clean
 from .window_index import stride_starts
 from .windows import WindowSource, derive_seed
 
@@ -105,8 +106,7 @@ def export_seed(store, out_dir, splits=SPLIT_NAMES, stride: int = 1, yes: bool =
                           "free space, choose another --output, or export less with --stride N.")
     with writer_lock(out, "the export"):
         _check_output(out, overwrite)  # again: another export may have finished while this one waited
-        for stale in out.parent.glob(f".{out.name}.tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+        clean(out, None)  # .NAME.tmp-* / .NAME.old-* of killed exports
         return _write_export(st, out, p, stride, progress)
 
 
@@ -168,15 +168,21 @@ def _seed_layout_source(path: Path, device) -> WindowSource:
                           "seed-layout export; build one with `make precompute`.")
     feats = np.load(path / "features_10d.npy", mmap_mode="r", allow_pickle=False)
     valid = np.load(path / "valid_mask.npy", mmap_mode="r", allow_pickle=False)
-    splits = json.loads((path / "splits.json").read_text())
     if feats.ndim != 3 or valid.shape != feats.shape[:2]:
         raise WindowError(f"{path}: features_10d.npy {feats.shape} and valid_mask.npy {valid.shape} do not "
                           "describe [N, K, D] windows; re-export them.")
     N, K, D = feats.shape
     ids = np.full(N, -1, dtype=np.int8)
-    for k, name in enumerate(SPLIT_NAMES):
-        a, b = splits[f"{name}_indices"]
-        ids[a:b] = k
+    try:
+        splits = json.loads((path / "splits.json").read_text())
+        for k, name in enumerate(SPLIT_NAMES):
+            a, b = (int(x) for x in splits[f"{name}_indices"])
+            if not 0 <= a <= b <= N:
+                raise ValueError
+            ids[a:b] = k
+    except (ValueError, KeyError, TypeError):  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise WindowError(f"{path}: splits.json must give train_indices, val_indices and test_indices as [start, "
+                          f"stop] pairs within the {N:,} windows; re-export with `gpu-features export`.") from None
     return WindowSource(np.asarray(feats, dtype=np.float32).reshape(N * K, D), np.asarray(valid).reshape(N * K),
                         np.repeat(ids, K), np.arange(N + 1, dtype=np.int64) * K, K, device)
 
@@ -186,7 +192,7 @@ def create_fast_dataloaders(feature_dir, batch_size: int = 256, mask_ratio: floa
     """The old pipeline's entry point, backed by device-resident windows.
 
     Args:
-        feature_dir: a gpu-features store, or a seed-layout export (``gpu-features export --layout seed``).
+        feature_dir: a gpu-features store or dataset, or a seed-layout export (``gpu-features export --layout seed``).
         batch_size: windows per batch.
         mask_ratio: share of valid bars masked per window (``random`` masks, as before).
         seed: seed of shuffling and masks (None: a fresh one, as the old loader did).
@@ -199,7 +205,7 @@ def create_fast_dataloaders(feature_dir, batch_size: int = 256, mask_ratio: floa
         drops a last partial batch, as the old train loader did; val and test keep order and every window.
     """
     path = Path(feature_dir)
-    if (path / MANIFEST).is_file():
+    if (path / MANIFEST).is_file() or is_dataset(path):
         src, fraction = WindowSource.from_store(path, device), 1.0
     elif path.is_dir():
         src, fraction = _seed_layout_source(path, device), 0.0  # the old arrays kept every window

@@ -235,10 +235,11 @@ def _check_values(store: Store, src: Bars, feats, valid, sample_bars, seed, prog
     # segment start, or the symbol's stored end state.
     sym_index = {name: i for i, name in enumerate(store.symbols)}
     seg_bounds = store.segment_bounds()
-    next_seg_of = {}
-    for g, seg in enumerate(store.segments):
-        later = [h for h in range(g + 1, len(store.segments)) if store.segments[h].name == seg.name]
-        next_seg_of[g] = later[0] if later else None
+    next_seg_of, seen = {}, {}  # segment -> the same symbol's next segment (one pass from the end)
+    for g in range(len(store.segments) - 1, -1, -1):
+        name = store.segments[g].name
+        next_seg_of[g] = seen.get(name)
+        seen[name] = g
     n_done = 0
     for done, k in enumerate(chosen):
         a, b = int(cps[k]), int(stops[k])

@@ -16,7 +16,7 @@
 #define PF_STATE_DIM (16 + PF_P)
 #define PF_N_FEATURES 10
 
-// Config, passed to kernels as a small double array (same order as engines/kernels.py).
+// Config, passed to kernels as a small double array (same order as engines/launch.py kernel_params).
 struct PfParams {
   double eps, alpha, zigzag_k, retrace_atr, lookback, hybrid, window_length, warmup;
 };

@@ -171,6 +171,7 @@ def test_every_reader_takes_a_dataset(built, single, tmp_path):
 
 def test_windows_and_training_see_one_store(built, single):
     torch = pytest.importorskip("torch", reason="torch is not installed")
+    from gpu_features.seed import create_fast_dataloaders
     from gpu_features.windows import WindowSource
 
     from train import cli as train_cli
@@ -179,6 +180,9 @@ def test_windows_and_training_see_one_store(built, single):
     for split in ("train", "val", "test"):
         assert np.array_equal(got.starts(split), want.starts(split) + 0) == (built.symbols == single.symbols)
         assert len(got.starts(split)) == len(want.starts(split))
+    # The old pipeline's entry point takes a dataset as a store (not as a seed-layout export).
+    loaders = create_fast_dataloaders(built.path, batch_size=16, seed=0, device="cpu")
+    assert [ld.n_windows for ld in loaders] == [len(want.starts(split)) for split in ("train", "val", "test")]
     # A dataset is one store to the trainer: a tiny run on it finishes and reports.
     run = built.path.parent / "run"
     assert train_cli.main(["--store", str(built.path), "--run-dir", str(run), "--device", "cpu", "--quiet",
@@ -418,6 +422,15 @@ assert not loaded, loaded
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_bars_without_a_symbol_column_are_refused_by_a_dataset_of_several_symbols(built, universe, tmp_path):
+    _, _, bars = universe
+    before = (built.path / "dataset.json").read_bytes()
+    new = write_parquet(tmp_path / "x.parquet", bars.take(0, 100, 0), symbols=False)
+    with pytest.raises(StoreError, match=r"x.parquet has no symbol column but the dataset holds 5 symbols \(U0000, "):
+        append_dataset(built.path, new, engine=STORE_ENGINE)
+    assert (built.path / "dataset.json").read_bytes() == before
 
 
 def test_a_damaged_dataset_is_refused_in_one_sentence(built, tmp_path):

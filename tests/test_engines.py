@@ -153,8 +153,6 @@ def test_chunk_table_never_crosses_a_series_start():
 
 
 def test_auto_picks_the_fastest_engine_present(monkeypatch):
-    from gpu_features.engines import gpu
-
     assert engines.resolve("auto") == ("gpu" if gpu.available() else "host")
     monkeypatch.setattr(gpu, "available", lambda: False)
     monkeypatch.setattr(host, "available", lambda: False)

@@ -73,6 +73,19 @@ def test_the_old_loader_api_reads_the_export_like_the_store(store, tmp_path):
     assert torch.equal(xa, xb) and torch.equal(va, vb) and ma.sum() == mb.sum()
 
 
+@pytest.mark.parametrize("text", ["{", "{}", '{"train_indices": [0, 1], "val_indices": "x", "test_indices": [1, 2]}',
+                                  '{"train_indices": [0, 10000000], "val_indices": [0, 0], "test_indices": [0, 0]}'])
+def test_a_damaged_splits_json_is_one_sentence(store, tmp_path, text):
+    pytest.importorskip("torch")
+    from gpu_features.seed import create_fast_dataloaders
+    from gpu_features.windows import WindowError
+
+    export_seed(store, tmp_path / "seed", splits=("test",))
+    (tmp_path / "seed" / "splits.json").write_text(text)
+    with pytest.raises(WindowError, match="splits.json must give train_indices, val_indices and test_indices"):
+        create_fast_dataloaders(tmp_path / "seed", device="cpu")
+
+
 def test_size_is_stated_and_large_exports_need_yes(store, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(export, "CONFIRM_ABOVE_BYTES", 1000)
     msg = _run_cli(["export", str(store.path), "--layout", "seed", "--output", str(tmp_path / "big")])
@@ -105,6 +118,15 @@ def test_a_failed_export_leaves_nothing(store, tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         export_seed(store, tmp_path / "x")
     assert [p.name for p in tmp_path.iterdir()] == [".x.lock"]  # only the (empty) lock file
+
+
+def test_the_next_export_removes_what_a_killed_export_left(store, tmp_path):
+    """A killed export leaves a .NAME.tmp-* folder (and, without an atomic exchange, a .NAME.old-* one)."""
+    for tag in ("tmp-0badc0de", "old-0badc0de"):
+        (tmp_path / f".e.{tag}").mkdir()
+        (tmp_path / f".e.{tag}" / "features_10d.npy").write_bytes(b"half")
+    export_seed(store, tmp_path / "e", splits=("test",))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".e.lock", "e"]
 
 
 def test_bad_options_are_one_line_refusals(store, tmp_path):

@@ -135,8 +135,6 @@ def append_case(tmp_path_factory):
     bars = synthetic.generate(BARS + 1000, 1, seed=21)
     gf.precompute(bars.take(0, BARS, 0), root / "base", engine=STORE_ENGINE, shard_bars=SHARD)
     new = write_parquet(root / "new.parquet", bars, BARS, None)
-    import shutil
-
     shutil.copytree(root / "base", root / "after")
     append_store(root / "after", new, engine=STORE_ENGINE, shard_bars=500)
     return root, new, {0: shard_hashes(root / "base"), 1: shard_hashes(root / "after")}
@@ -144,8 +142,6 @@ def append_case(tmp_path_factory):
 
 @pytest.mark.parametrize("point,expected", APPEND_POINTS, ids=[p for p, _ in APPEND_POINTS])
 def test_append_killed_at_each_step_leaves_the_old_or_the_new_store(append_case, tmp_path, point, expected):
-    import shutil
-
     root, new, hashes = append_case
     out = tmp_path / "store"
     shutil.copytree(root / "base", out)
@@ -202,8 +198,6 @@ def test_disk_full_at_the_operating_system_write(versions, tmp_path, capsys, mon
 
 
 def test_disk_full_during_append_keeps_the_store_and_leaves_no_files(append_case, tmp_path, capsys, monkeypatch):
-    import shutil
-
     root, new, hashes = append_case
     out = tmp_path / "store"
     shutil.copytree(root / "base", out)
@@ -212,6 +206,17 @@ def test_disk_full_during_append_keeps_the_store_and_leaves_no_files(append_case
     assert code == 2 and "the disk is full" in capsys.readouterr().err
     assert shard_hashes(out) == hashes[0]
     assert leftovers(out, gf.open_store(out).manifest) == []
+
+
+def test_a_failure_after_the_append_commit_keeps_the_new_files(append_case, tmp_path, monkeypatch):
+    """An error raised once the new manifest is in place must not remove the files it lists."""
+    root, new, hashes = append_case
+    out = tmp_path / "store"
+    shutil.copytree(root / "base", out)
+    monkeypatch.setenv(FAULT_ENV, "enospc:append.after_manifest")
+    with pytest.raises(OSError):
+        append_store(out, new, engine=STORE_ENGINE, shard_bars=500)
+    assert shard_hashes(out) == hashes[1]
 
 
 # --- concurrent writers ------------------------------------------------------------------------
@@ -230,8 +235,6 @@ def _symbol_parquet(path, name, seed, t0):
 def test_concurrent_appends_are_serialized_and_none_is_lost(append_case, tmp_path):
     """Two appends at once: the first pauses a second before its commit while holding the lock; the second
     must wait for it (without the lock it read the old manifest and one append was lost)."""
-    import shutil
-
     root, _, _ = append_case
     out = tmp_path / "store"
     shutil.copytree(root / "base", out)

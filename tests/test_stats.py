@@ -101,6 +101,24 @@ def test_store_stats_per_symbol_and_overall_match_plain_numpy(moments_engine):
     assert constant["std"] == 0.0 and constant["mean"] == float(np.float32(0.1))
 
 
+def test_stat_records_merge_to_the_stats_of_all_their_bars():
+    """A dataset's statistics come from its parts' records: merging the per-symbol records (one with no
+    valid bar) gives plain numpy over every bar, and the exact counts."""
+    feats, valid, swing = random_features(np.random.default_rng(8), 9000)
+    valid[8000:] = False
+    segments = [{"name": "A", "first": 0, "count": 5000}, {"name": "B", "first": 5000, "count": 3000},
+                {"name": "C", "first": 8000, "count": 1000}]
+    m = engines.moments(feats, valid, swing, offsets=[0, 5000, 8000], engine="reference")
+    rec = stats.store_stats(m, segments, ["A", "B", "C"])
+    merged = stats.merge_stat_records(list(rec["per_symbol"].values()))
+    assert_close(merged["features"], plain_stats(feats, valid))
+    assert {k: merged[k] for k in ("bars", "valid_bars", "swings")} == \
+        {"bars": 9000, "valid_bars": int(valid.sum()), "swings": rec["swings"]}
+    assert merged["features"][FEATURE_NAMES[7]]["std"] == 0.0  # the constant column stays constant
+    none = stats.merge_stat_records([rec["per_symbol"]["C"]])["features"]["open_norm"]
+    assert none == {"min": None, "max": None, "mean": None, "std": None, "nonzero": None}
+
+
 def test_feature_stats_is_the_same_with_and_without_a_compiler(monkeypatch):
     feats, valid, _ = random_features(np.random.default_rng(6), 4000)
     with_host = stats.feature_stats(feats, valid)

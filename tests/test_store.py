@@ -226,7 +226,7 @@ def test_manifest_wrong_type_and_bad_config(store_copy):
 
 def test_manifest_bad_config(store_copy):
     edit_manifest(store_copy, lambda m: m["config"].update(atr_period=0))
-    refused(store_copy, "bad config", "FeatureConfig.atr_period = 0 is out of range")
+    refused(store_copy, "bad config", "FeatureConfig.atr_period = 0 is out of range", "; rebuild the store.")
 
 
 def test_shards_that_do_not_tile(store_copy):
@@ -329,7 +329,7 @@ def test_file_names_with_a_path(store_copy):
 
 def test_feature_names_that_differ(store_copy):
     edit_manifest(store_copy, lambda m: m["feature_names"].reverse())
-    refused(store_copy, "feature names", "differ from")
+    refused(store_copy, "feature names", "differ from", "; rebuild the store.")
 
 
 def test_precompute_argument_refusals(bars, tmp_path):

@@ -8,8 +8,9 @@ ctypes. Loading a library runs its code, so the cache is private: the folder
 is created 0700 and refused when another user owns it or others may write
 it, and a library is loaded only when it is owned by this user, not
 writable by others, and its bytes have the SHA-256 recorded (with its
-sources' digest) when it was built; otherwise it is rebuilt. OpenMP honours ``OMP_NUM_THREADS``. Flags: ``-O3 -ffp-contract=off``
-and never fast-math, so every double operation rounds as FEATURES.md says.
+sources' digest) when it was built; otherwise it is rebuilt. OpenMP honours
+``OMP_NUM_THREADS``. Flags: ``-O3 -ffp-contract=off`` and never fast-math,
+so every double operation rounds as FEATURES.md says.
 """
 from __future__ import annotations
 

@@ -2,9 +2,8 @@
 
 Both engines run exactly this code; they differ only in the backend that
 allocates arrays (numpy or CuPy) and launches a kernel (an OpenMP loop through
-ctypes, or a CUDA grid through CuPy). Sequence:
-
-Launch arguments come from the one ABI table in :mod:`.abi`, by parameter name.
+ctypes, or a CUDA grid through CuPy). Launch arguments come from the one ABI
+table in :mod:`.abi`, by parameter name. Sequence:
 
 1. ``pf_candle``  one thread per bar: features 0..4.
 2. ``pf_scan``    one thread per chunk of ``chunk_bars``: speculative chunk scan.
@@ -30,6 +29,7 @@ from .abi import arguments
 
 STATS_BLOCK_BARS = 1024  # bars per pf_moments block, the same for every engine so all give the same bits
 N_MOMENTS = 6            # shift, sum, sum of squares, min, max, non-zero count (kernels/stats.cu)
+
 
 @dataclasses.dataclass
 class EngineRun:

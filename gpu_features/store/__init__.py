@@ -1,13 +1,14 @@
 """The feature store: per-bar features as safetensors shards under a checked manifest.
 
-One module per concern, imports going down the list:
+One module per concern, each importing only those listed before it (pyproject's import-linter contract):
 
-- :mod:`.format`  names, sizes, safetensors-header and manifest checks (trust nothing on disk);
-- :mod:`.stats`   the manifest's statistics, swing rates, split and window counts;
-- :mod:`.reader`  :func:`open_store` and the :class:`Store` reader with typed accessors;
-- :mod:`.writer`  shard, state and manifest writers and :func:`precompute`;
-- :mod:`.append`  :func:`append_store`, new bars continued from the stored end states;
-- :mod:`.dataset` datasets of part stores (a distributed build) read as one store; the package's
+- :mod:`.format`   names, sizes, safetensors-header and manifest checks (trust nothing on disk);
+- :mod:`.stats`    the manifest's statistics, swing rates, split and window counts;
+- :mod:`.recovery` interrupted replaces put back, leftovers of killed writers found and removed;
+- :mod:`.reader`   :func:`open_store` and the :class:`Store` reader with typed accessors;
+- :mod:`.writer`   shard, state and manifest writers and :func:`precompute`;
+- :mod:`.append`   :func:`append_store`, new bars continued from the stored end states;
+- :mod:`.dataset`  datasets of part stores (a distributed build) read as one store; the package's
   :func:`open_store` opens either.
 """
 from .append import OVERLAP_POLICIES, append_store

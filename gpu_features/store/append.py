@@ -98,7 +98,7 @@ def _append_locked(store_dir: Path, new: Bars, bars_or_path, engine, on_overlap,
     clean(store.path, store.manifest)  # files of killed appends, stale temporaries
     m = store.manifest
     cfg = store.config
-    names = _symbol_names(store, new, bars_or_path)
+    names = symbol_names(store, new, bars_or_path)
     states = store.states()
     ts_old = store.timestamps()
 
@@ -204,11 +204,11 @@ def _append_locked(store_dir: Path, new: Bars, bars_or_path, engine, on_overlap,
         fsync_dir(root)
         fault_point("append.before_manifest")
         write_manifest(root / MANIFEST, manifest)  # the commit point
-        fault_point("append.after_manifest")
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
         raise
+    fault_point("append.after_manifest")  # after the try: the committed manifest lists the new files
     old_state = root / store.state_record["file"]
     if old_state.name != state_record["file"]:
         old_state.unlink(missing_ok=True)  # no longer referenced
@@ -219,14 +219,16 @@ def _where(bars_or_path) -> str:
     return str(bars_or_path) if not isinstance(bars_or_path, Bars) else "the new bars"
 
 
-def _symbol_names(store, new: Bars, bars_or_path) -> list[str]:
-    """Store symbol of each new series: a file without a symbol column continues a one-symbol store."""
+def symbol_names(store, new: Bars, bars_or_path) -> list[str]:
+    """Store symbol of each new series: a file without a symbol column continues a one-symbol store
+    (or dataset: :func:`.dataset.append_dataset` asks the same)."""
     if new.ingest.get("symbol_column", True):
         return list(new.symbols)
     if len(store.symbols) != 1:
-        raise StoreError(f"{_where(bars_or_path)} has no symbol column but the store holds {len(store.symbols)} "
+        kind = "store" if getattr(store, "parts", None) is None else "dataset"
+        raise StoreError(f"{_where(bars_or_path)} has no symbol column but the {kind} holds {len(store.symbols)} "
                          f"symbols ({', '.join(store.symbols)}); add a symbol column to say which bars are whose.")
-    return [store.symbols[0]]
+    return [store.symbols[0]] * new.n_series
 
 
 def _check_overlap(store, name: str, new: Bars, a: int, b: int, bars_or_path) -> None:

@@ -32,7 +32,6 @@ to a new part. Nothing here imports Dask.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import shutil
 import time
@@ -47,10 +46,10 @@ from ..errors import ConfigError, StoreError
 from ..fileio import lock_path, now_iso, sha256_file, write_json_atomic, writer_lock
 from ..progress import Progress, no_progress
 from . import reader
-from .append import append_store
+from .append import append_store, symbol_names
 from .format import MANIFEST, SHARD_BARS, check_file, check_schema, read_json_record
 from .reader import Store
-from .stats import split_counts, swing_stats
+from .stats import merge_stat_records, split_counts
 from .writer import _is_store_or_empty, precompute, write_manifest
 
 DATASET_FORMAT = "gpu-features-dataset"
@@ -76,15 +75,10 @@ def is_dataset(path) -> bool:
 
 
 def read_dataset_manifest(path: Path) -> dict:
-    """Read and check ``path/dataset.json``: JSON, format, version, schema, part names."""
+    """Read and check ``path/dataset.json``: size, JSON, format, version (:func:`.format.read_json_record`),
+    schema, part names."""
     mpath = path / DATASET_MANIFEST
-    record = read_json_record(mpath, "dataset record", "rebuild the dataset")
-    if not isinstance(record, dict) or record.get("format") != DATASET_FORMAT:
-        raise StoreError(f"{mpath}: format is {record.get('format') if isinstance(record, dict) else None!r}, "
-                         f"not {DATASET_FORMAT!r}; this is not a gpu-features dataset.")
-    if record.get("version") != DATASET_VERSION:
-        raise StoreError(f"{mpath}: dataset version {record.get('version')!r} is unknown; this gpu-features reads "
-                         f"version {DATASET_VERSION}, so rebuild the dataset or use a matching gpu-features.")
+    record = read_json_record(mpath, DATASET_FORMAT, DATASET_VERSION, "dataset", "dataset record")
     check_schema(record, _DATASET_SCHEMA, str(mpath))
     if not record["parts"]:
         raise StoreError(f"{mpath}: the dataset lists no parts; rebuild it.")
@@ -212,31 +206,13 @@ def combine_stats(parts: list[dict]) -> dict:
     """The ``stats`` record of several stores' bars together, from their own records.
 
     Counts and extremes add up exactly; means and standard deviations combine in
-    float64 (Chan's parallel formula), equal to a recomputation to ~1e-15 relative.
+    float64 (:func:`.stats.merge_stat_records`, Chan's pairwise update), equal to a
+    recomputation to ~1e-15 relative.
     """
     per_symbol: dict = {}
     for st in parts:
         per_symbol.update(st["per_symbol"])
-    bars = sum(st["bars"] for st in parts)
-    valid = sum(st["valid_bars"] for st in parts)
-    features = {name: _combine_moments([(st["valid_bars"], st["features"][name]) for st in parts])
-                for name in FEATURE_NAMES}
-    highs = sum(st["swings"]["highs"] for st in parts)
-    lows = sum(st["swings"]["lows"] for st in parts)
-    return {"bars": bars, "valid_bars": valid, "valid_fraction": valid / bars if bars else 0.0, "features": features,
-            "swings": swing_stats(highs, lows, bars), "per_symbol": per_symbol}
-
-
-def _combine_moments(items: list[tuple[int, dict]]) -> dict:
-    items = [(n, f) for n, f in items if n and f["mean"] is not None]
-    if not items:
-        return {"min": None, "max": None, "mean": None, "std": None, "nonzero": None}
-    total = sum(n for n, _ in items)
-    mean = sum(n * f["mean"] for n, f in items) / total
-    m2 = sum(n * f["std"] ** 2 + n * (f["mean"] - mean) ** 2 for n, f in items)
-    nonzero = sum(round(f["nonzero"] * n) for n, f in items)
-    return {"min": min(f["min"] for _, f in items), "max": max(f["max"] for _, f in items), "mean": mean,
-            "std": math.sqrt(m2 / total), "nonzero": nonzero / total}
+    return dict(merge_stat_records(parts), per_symbol=per_symbol)
 
 
 # --- writing ---------------------------------------------------------------------------------
@@ -338,14 +314,8 @@ def _append_locked(path: Path, bars_or_path, engine, on_bad_bars, on_overlap, sh
             first = next((s for s in ds.sources if s.get("kind") in ("file", "files")), {})
             read_options = read_kwargs(first.get("read"))
         new = read_bars(bars_or_path, on_bad_bars=on_bad_bars, **read_options)
+    new = dataclasses.replace(new, symbols=tuple(symbol_names(ds, new, bars_or_path)))
     names = list(dict.fromkeys(new.symbols))
-    if not new.ingest.get("symbol_column", True):
-        if len(ds.symbols) != 1:
-            raise StoreError(f"{bars_or_path if not isinstance(bars_or_path, Bars) else 'the new bars'} has no symbol "
-                             f"column but the dataset holds {len(ds.symbols)} symbols; add a symbol column to say "
-                             "which bars are whose.")
-        new = dataclasses.replace(new, symbols=(ds.symbols[0],) * new.n_series)
-        names = [ds.symbols[0]]
     owner = {name: k for k, entry in enumerate(ds.record["parts"]) for name in entry["symbols"]}
     touched: dict[int, list[str]] = {}
     fresh = []

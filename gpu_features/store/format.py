@@ -9,8 +9,9 @@ Layout of a store directory (format ``gpu-features-store``, version 1)::
                                   end_state f64 [symbols,16+P]
 
 The manifest holds the format and version, feature names, the full config,
-the sources (path, bytes, sha256, ingest record; or synthetic generator
-parameters), the series segments (name, first bar, count, local index of the
+the sources (kind ``file``: path, bytes, sha256, read options and ingest
+record; ``files``: the same per file; ``synthetic``: the generator's
+parameters; ``memory``: bars handed over in memory), the series segments (name, first bar, count, local index of the
 first bar), shards (file, first bar, count, bytes, sha256), the state file,
 the chronological splits with bar and window counts, the engine that ran,
 timings, and per-feature statistics over valid bars, per symbol too.
@@ -193,21 +194,31 @@ def check_file(root: Path, record: dict, what: str, checksum: bool) -> None:
                          "rebuild the store.")
 
 
-def read_json_record(mpath: Path, what: str, fix: str) -> object:
-    """The parsed JSON of a record file (a store's manifest, a dataset's ``dataset.json``), distrusted.
+def read_json_record(mpath: Path, fmt: str, version: int, kind: str, what: str) -> dict:
+    """Read a JSON record (a store's manifest, a dataset's ``dataset.json``), distrusted, and check its
+    ``format`` and ``version``.
 
-    A file too large to be one, not JSON, or nested deeper than the parser recurses (corrupt or
-    crafted) is refused in one sentence ending with ``fix``.
+    Refused in one sentence naming ``mpath``: larger than :data:`MAX_MANIFEST_BYTES`, not JSON, nested
+    deeper than the parser recurses (corrupt or crafted), not an object of format ``fmt``, or another
+    version; ``kind`` (``store``, ``dataset``) names what to rebuild, ``what`` the file (``manifest``...).
     """
-    size = mpath.stat().st_size
-    if size > MAX_MANIFEST_BYTES:
-        raise StoreError(f"{mpath}: {size:,} bytes is far too large for a {what} (corrupt or crafted); {fix}.")
+    if mpath.stat().st_size > MAX_MANIFEST_BYTES:
+        raise StoreError(f"{mpath}: {mpath.stat().st_size:,} bytes is far too large for a {what} (corrupt or "
+                         f"crafted); rebuild the {kind}.")
     try:
-        return json.loads(mpath.read_text())
+        record = json.loads(mpath.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise StoreError(f"{mpath}: not valid JSON ({err}); {fix}.") from None
+        raise StoreError(f"{mpath}: not valid JSON ({err}); rebuild the {kind}.") from None
     except RecursionError:
-        raise StoreError(f"{mpath}: JSON nested too deeply to be a {what} (corrupt or crafted); {fix}.") from None
+        raise StoreError(f"{mpath}: JSON nested too deeply to be a {what} (corrupt or crafted); "
+                         f"rebuild the {kind}.") from None
+    if not isinstance(record, dict) or record.get("format") != fmt:
+        raise StoreError(f"{mpath}: format is {record.get('format') if isinstance(record, dict) else None!r}, "
+                         f"not {fmt!r}; this is not a gpu-features {kind}.")
+    if record.get("version") != version:
+        raise StoreError(f"{mpath}: {kind} version {record.get('version')!r} is unknown; this gpu-features reads "
+                         f"version {version}, so rebuild the {kind} or use a matching gpu-features.")
+    return record
 
 
 def read_manifest(path: Path) -> dict:
@@ -224,20 +235,15 @@ def read_manifest(path: Path) -> dict:
         raise StoreError(f"{path}: no such store directory; build one with `gpu-features precompute`.")
     if not mpath.is_file():
         raise StoreError(f"{path}: no {MANIFEST}, so this is not a complete gpu-features store; rebuild it.")
-    manifest = read_json_record(mpath, "manifest", "rebuild the store")
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise StoreError(f"{mpath}: format is {manifest.get('format') if isinstance(manifest, dict) else None!r}, "
-                         f"not {FORMAT!r}; this is not a gpu-features store.")
-    if manifest.get("version") != VERSION:
-        raise StoreError(f"{mpath}: store version {manifest.get('version')!r} is unknown; this gpu-features reads "
-                         f"version {VERSION}, so rebuild the store or use a matching gpu-features.")
+    manifest = read_json_record(mpath, FORMAT, VERSION, "store", "manifest")
     check_schema(manifest, _MANIFEST_SCHEMA, f"{mpath}")
     try:
         FeatureConfig.from_dict(manifest["config"])
     except ConfigError as err:
-        raise StoreError(f"{mpath}: bad config ({err})") from None
+        raise StoreError(f"{mpath}: bad config ({str(err).rstrip('.')}); rebuild the store.") from None
     if list(manifest["feature_names"]) != list(FEATURE_NAMES):
-        raise StoreError(f"{mpath}: feature names {manifest['feature_names']} differ from {list(FEATURE_NAMES)}.")
+        raise StoreError(f"{mpath}: feature names {manifest['feature_names']} differ from {list(FEATURE_NAMES)}, "
+                         "the features this gpu-features computes; rebuild the store.")
     if not 1 <= manifest["n_bars"] <= MAX_BARS:
         raise StoreError(f"{mpath}: n_bars = {manifest['n_bars']} is out of range 1 .. {MAX_BARS}; rebuild the store.")
     window_length = manifest["config"].get("window_length", 2)

@@ -121,6 +121,35 @@ def feature_stats(feats: np.ndarray, valid: np.ndarray) -> dict:
     return _feature_record(combine(block_groups(m), m.block_segment * 0, 1), 0)
 
 
+def record_groups(records: list[dict]) -> Groups:
+    """The ``stats`` records of ``M`` stores (or symbols) as :class:`Groups`, one row each.
+
+    Counts and extremes are exact; ``m2`` is rebuilt as ``valid * std**2`` and the nonzero counts as
+    ``round(nonzero * valid)``, so merging them with :func:`combine` equals a recomputation to ~1e-15.
+    """
+    def column(key, fill):
+        return np.array([[fill if r["valid_bars"] == 0 or r["features"][name][key] is None
+                          else r["features"][name][key] for name in FEATURE_NAMES] for r in records],
+                        dtype=np.float64).reshape(len(records), len(FEATURE_NAMES))
+
+    valid = np.array([r["valid_bars"] for r in records], dtype=np.int64)
+    n = valid.astype(np.float64)[:, None]
+    return Groups(valid, column("mean", 0.0), n * column("std", 0.0) ** 2, column("min", np.inf),
+                  column("max", -np.inf), np.round(column("nonzero", 0.0) * n),
+                  np.array([r["swings"]["highs"] for r in records], dtype=np.int64),
+                  np.array([r["swings"]["lows"] for r in records], dtype=np.int64))
+
+
+def merge_stat_records(records: list[dict]) -> dict:
+    """The overall part of a ``stats`` record (``bars``, ``valid_bars``, ``valid_fraction``, ``features``,
+    ``swings``) of several stores' bars together, from their own records (:func:`record_groups`)."""
+    whole = combine(record_groups(records), np.zeros(len(records), dtype=np.int64), 1)
+    bars = sum(int(r["bars"]) for r in records)
+    valid = int(whole.valid[0])
+    return {"bars": bars, "valid_bars": valid, "valid_fraction": valid / bars if bars else 0.0,
+            "features": _feature_record(whole, 0), "swings": swing_stats(whole.highs[0], whole.lows[0], bars)}
+
+
 def swing_stats(highs: int, lows: int, bars: int) -> dict:
     """Swing confirmations: counts, per 1,000 bars, and bars per confirmed swing."""
     total = int(highs) + int(lows)
