@@ -259,7 +259,8 @@ def _print_store_summary(st, verb: str) -> None:
     run = st.appends[-1] if verb == "appended to" and st.appends else None
     # a dataset append touches several parts: its own record sums them (new bars, overlapping ones skipped)
     ds_run = st.record["build"]["appends"][-1] if verb == "appended to dataset" else None
-    eng, t = (run["engine"], run["timings"]) if run else (st.engine, st.timings)
+    eng, t = (run["engine"], run["timings"]) if run else (ds_run["engine"], ds_run["timings"]) if ds_run \
+        else (st.engine, st.timings)
     parts = getattr(st, "parts", None)  # a dataset
     console.print(f"[bold green]{verb}[/] {escape(str(st.path))}: {st.n_bars:,} bars, {len(st.symbols)} symbol(s), "
                   + (f"{len(parts)} part(s), " if parts is not None else "")
@@ -326,7 +327,7 @@ def cmd_verify(args) -> int:
         console.print(f"[bold yellow]warning:[/] {escape(w)}", soft_wrap=True)
     colour = "green" if report.ok else "red"
     console.print(f"[bold {colour}]{report.verdict}[/]: {report.bars_recomputed:,} bars recomputed bit for bit")
-    return 0 if report.ok else 1
+    return EXIT_OK if report.ok else EXIT_VERIFY_FAILED
 
 
 # --- inspect --------------------------------------------------------------------------------

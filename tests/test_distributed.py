@@ -372,7 +372,14 @@ def test_cli_builds_verifies_and_appends_a_dataset(universe, tmp_path, capsys):
     assert main(["verify", str(out), "--quiet"]) == 0
     new = write_parquet(tmp_path / "new.parquet", dataclasses.replace(select_symbols(bars, ["U0001"]), symbols=("NEW",)))
     assert main(["precompute", "--append", str(new), "--output", str(out), "--engine", STORE_ENGINE, "--quiet"]) == 0
-    assert "appended to" in capsys.readouterr().out
+    said = " ".join(capsys.readouterr().out.split())
+    assert "appended to" in said
+    # the summary gives this append's own engine and timings (summed over the parts it wrote), not the build's
+    run = open_store(out).record["build"]["appends"][-1]
+    assert run["engine"]["name"] == STORE_ENGINE and run["engine"]["chunks"] >= 1
+    phases = {k: v for k, v in run["timings"].items() if k != "total_s"}
+    assert abs(sum(phases.values()) - run["timings"]["total_s"]) < 1e-6
+    assert f"total {run['timings']['total_s']:.2f} s" in said
     assert open_store(out).parts[-1].symbols == ["NEW"] and len(open_store(out).parts) == 4
     assert main(args) == 2
     assert "already exists; pass --overwrite" in capsys.readouterr().err

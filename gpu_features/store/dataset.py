@@ -325,6 +325,7 @@ def _append_locked(path: Path, bars_or_path, engine, on_bad_bars, on_overlap, sh
     entries = [dict(e) for e in ds.record["parts"]]
     made: list[Path] = []
     skipped = 0  # bars of the new input already in their part (--on-overlap skip), counted on screen
+    runs: list[tuple[dict, dict]] = []  # (engine, timings) of every part this append wrote
     jobs = len(touched) + bool(fresh)
     try:
         for done, (k, syms) in enumerate(sorted(touched.items())):
@@ -336,6 +337,7 @@ def _append_locked(path: Path, bars_or_path, engine, on_bad_bars, on_overlap, sh
                               shard_bars=shard_bars)
             entries[k] = {"dir": target.name, "symbols": st.symbols, "n_bars": st.n_bars}
             skipped += int(st.appends[-1]["skipped_overlap"])
+            runs.append((st.appends[-1]["engine"], st.appends[-1]["timings"]))
             progress("parts", done + 1, jobs)
         if fresh:
             target = path / f"{part_name(len(entries))}-g{generation:03d}"
@@ -344,13 +346,14 @@ def _append_locked(path: Path, bars_or_path, engine, on_bad_bars, on_overlap, sh
                             splits={"dates": [ds.splits["boundaries"][1][0], ds.splits["boundaries"][2][0]]})
             set_part_splits(target, ds.record["splits"])
             entries.append({"dir": target.name, "symbols": st.symbols, "n_bars": st.n_bars})
+            runs.append((st.engine, st.timings))
             progress("parts", jobs, jobs)
         build = dict(ds.record["build"])
         build["appends"] = build.get("appends", []) + [{
             "created": now_iso(), "bars": int(new.n), "new_bars": int(new.n) - skipped, "skipped_overlap": skipped,
             "symbols": names, "new_symbols": fresh,
             "parts": [entries[k]["dir"] for k in sorted(touched)] + ([entries[-1]["dir"]] if fresh else []),
-            "total_s": time.perf_counter() - t0}]
+            **_summed_runs(runs, time.perf_counter() - t0)}]
         record = write_dataset(path, [{k: e[k] for k in ("dir", "symbols", "n_bars")} for e in entries],
                                ds.record["splits"], ds.config, build)  # the commit point
     except BaseException:
@@ -366,3 +369,21 @@ def _append_locked(path: Path, bars_or_path, engine, on_bad_bars, on_overlap, sh
             shutil.rmtree(path / entry["dir"], ignore_errors=True)
             lock_path(path / entry["dir"]).unlink(missing_ok=True)  # nobody writes a part no longer listed
     return open_dataset(path)
+
+
+def _summed_runs(runs: list[tuple[dict, dict]], total_s: float) -> dict:
+    """The engine and timings of an append over several parts: counts and phases summed over the parts, the
+    rest of the wall time (reading the input, copying the parts, the dataset record) as ``other_s``, so the
+    phases add up to ``total_s``."""
+    names = sorted({e["name"] for e, _ in runs})
+    engine = {"name": "+".join(names) or "none", "chunks": sum(int(e.get("chunks", 0)) for e, _ in runs),
+              "fixups": sum(int(e.get("fixups", 0)) for e, _ in runs),
+              "kernel_seconds": sum(float(e.get("kernel_seconds", 0.0)) for e, _ in runs)}
+    timings: dict[str, float] = {}
+    for _, t in runs:
+        for key, value in t.items():
+            if key.endswith("_s") and key != "total_s":
+                timings[key] = timings.get(key, 0.0) + float(value)
+    timings["other_s"] = max(total_s - sum(v for k, v in timings.items() if k != "other_s"), 0.0)
+    timings["total_s"] = total_s
+    return {"engine": engine, "timings": timings, "total_s": total_s}
