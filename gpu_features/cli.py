@@ -83,6 +83,13 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
                            help=f"[{f.default}]")
 
 
+def add_no_checksums(p: argparse.ArgumentParser) -> None:
+    """``--no-checksums``: the one opt-out of hashing a store on open (inspect, plot, export)."""
+    p.add_argument("--no-checksums", action="store_true",
+                   help="skip the SHA-256 of shards and state file on open (sizes, headers and shapes are still "
+                        "checked; for very large trusted stores)")
+
+
 def config_from_args(args) -> FeatureConfig:
     data = {}
     if args.config:
@@ -486,8 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "confirmation rates and warnings with the setting to try.")
     ins.add_argument("store", nargs="?", default=DEFAULT_STORE, help=f"store directory [{DEFAULT_STORE}]")
     ins.add_argument("--symbol", help="one symbol only")
-    ins.add_argument("--no-checksums", action="store_true",
-                     help="skip the SHA-256 of shards and state file on open (sizes, headers and shapes are still checked; for very large trusted stores)")
+    add_no_checksums(ins)
     ins.set_defaults(func=cmd_inspect)
 
     exp = sub.add_parser("export", formatter_class=HelpFormatter, help="write a store's windows in the old pipeline's layout",
@@ -504,8 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--yes", action="store_true", help="confirm an export above 1 GB")
     exp.add_argument("--overwrite", action="store_true", help="replace an existing seed-layout export at --output")
     exp.add_argument("--quiet", action="store_true", help="no progress bar")
-    exp.add_argument("--no-checksums", action="store_true",
-                     help="skip the SHA-256 of shards and state file on open (sizes, headers and shapes are still checked; for very large trusted stores)")
+    add_no_checksums(exp)
     exp.set_defaults(func=cmd_export)
 
     plt = sub.add_parser("plot", formatter_class=HelpFormatter, help="candlesticks with swings, invalid bars and feature panels (PNG)",
@@ -521,8 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "bars_since_SH_norm]")
     plt.add_argument("--source", action="append", metavar="FILE", help="bar file(s) replacing the manifest's sources")
     plt.add_argument("--out", default="chart.png", metavar="PNG", help="output file, .png [chart.png]")
-    plt.add_argument("--no-checksums", action="store_true",
-                     help="skip the SHA-256 of shards and state file on open (sizes, headers and shapes are still checked; for very large trusted stores)")
+    add_no_checksums(plt)
     plt.set_defaults(func=cmd_plot)
 
     doc = sub.add_parser("doctor", help="interpreter, packages, CUDA device, engines that run here and why not",
