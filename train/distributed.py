@@ -119,8 +119,13 @@ def init(device: str = "auto") -> Dist:
 
 
 def shutdown(d: Dist) -> None:
-    """Leave the process group (after the last collective of the run)."""
+    """Leave the process group (after the last collective of the run).
+
+    A barrier first: a gloo rank that tore its connections down while a peer was still finishing the
+    last collective's sends would make that peer abort ("terminate called without an active exception").
+    """
     if d.active and torch.distributed.is_initialized():
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 
