@@ -56,10 +56,10 @@ def universe(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def single(universe):
+def single(make_store, universe):
     """One process, one file holding every bar of the universe."""
     folder, _, bars = universe
-    return gf.precompute(write_parquet(folder / "all.parquet", bars), folder / "single", engine=STORE_ENGINE)
+    return make_store(write_parquet(folder / "all.parquet", bars), folder / "single")
 
 
 @pytest.fixture(scope="module")

@@ -55,12 +55,12 @@ def precompute_args(out, seed, *extra):
 
 
 @pytest.fixture(scope="module")
-def versions(tmp_path_factory):
+def versions(make_store, tmp_path_factory):
     """The old store (seed 0) and the new one (seed 1), built in-process: their shard hashes."""
     root = tmp_path_factory.mktemp("versions")
     out = {}
     for seed in (0, 1):
-        gf.precompute(synthetic.generate(BARS, 1, seed), root / f"s{seed}", engine=STORE_ENGINE, shard_bars=SHARD)
+        make_store(synthetic.generate(BARS, 1, seed), root / f"s{seed}", shard_bars=SHARD)
         out[seed] = shard_hashes(root / f"s{seed}")
     assert out[0] != out[1]
     return out

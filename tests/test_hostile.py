@@ -24,9 +24,9 @@ N = 3000
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def built(make_store, tmp_path_factory):
     path = tmp_path_factory.mktemp("hostile") / "s"
-    gf.precompute(synthetic.generate(N, 1, 3), path, engine=STORE_ENGINE, shard_bars=1000, checkpoint_every=500)
+    make_store(synthetic.generate(N, 1, 3), path, shard_bars=1000, checkpoint_every=500)
     return path
 
 

@@ -27,9 +27,9 @@ def run(capsys, *argv):
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo(make_store, tmp_path_factory):
     path = tmp_path_factory.mktemp("msg") / "demo"
-    gf.precompute(synthetic.generate(3000, 1, 0), path, engine=STORE_ENGINE, shard_bars=1000)
+    make_store(synthetic.generate(3000, 1, 0), path, shard_bars=1000)
     return path
 
 

@@ -1,17 +1,15 @@
 """The trainer's words about stores and interruptions (issue 10): checksums on open, no --resume without a checkpoint."""
 import pytest
 
-import gpu_features as gf
 from gpu_features import synthetic
-from tests.harness import STORE_ENGINE
 
 torch = pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(make_store, tmp_path_factory):
     path = tmp_path_factory.mktemp("tm") / "s"
-    gf.precompute(synthetic.generate(6000, 1, 5), path, engine=STORE_ENGINE)
+    make_store(synthetic.generate(6000, 1, 5), path)
     return path
 
 
