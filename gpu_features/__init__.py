@@ -1,19 +1,19 @@
 """gpu-features: OHLC bars in, verified relativity-10 feature stores out.
 
-Public API (DESIGN.md)::
+Public API (the modules behind it: docs/ARCHITECTURE.md)::
 
     import gpu_features as gf
     cfg = gf.FeatureConfig()
     feats, valid = gf.compute_features(o, h, l, c, config=cfg, engine="auto", offsets=None)
-    bars = gf.read_bars("nq.parquet")
+    bars = gf.read_bars("nq.parquet")                     # or read_bars(path, spec=gf.ReadSpec(timezone=...))
     store = gf.precompute(bars, "data/features/nq", config=cfg, engine="auto")
     store = gf.open_store("data/features/nq")
     store.features(device="cpu")
 """
-from .bars import Bars, read_bars
 from .config import FEATURE_NAMES, N_FEATURES, FeatureConfig
 from .engines import compute_features
 from .errors import BarsError, ConfigError, EngineError, GpuFeaturesError, StoreError
+from .ingest import Bars, ReadSpec, read_bars
 
 __version__ = "0.1.0"
 
@@ -29,5 +29,5 @@ def __getattr__(name):
 
 __all__ = [
     "Bars", "BarsError", "ConfigError", "EngineError", "FEATURE_NAMES", "FeatureConfig", "GpuFeaturesError",
-    "N_FEATURES", "Store", "StoreError", "compute_features", "open_store", "precompute", "read_bars",
+    "N_FEATURES", "ReadSpec", "Store", "StoreError", "compute_features", "open_store", "precompute", "read_bars",
 ]

@@ -14,7 +14,7 @@ class ConfigError(GpuFeaturesError):
 
 
 class BarsError(GpuFeaturesError):
-    """Input bars break an ingest rule (DESIGN.md, Ingest rules)."""
+    """Input bars break an ingest rule (README "Inputs"; gpu_features.ingest.rules)."""
 
 
 class StoreError(GpuFeaturesError):

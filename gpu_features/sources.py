@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import synthetic
-from .bars import Bars, file_digest, read_bars, read_kwargs
+from .ingest import Bars, file_digest, reread
 from .errors import GpuFeaturesError
 
 
@@ -93,7 +93,7 @@ def _load_files(rec: dict, overrides):
 def _read(paths, policy: str, rec: dict):
     """``(Bars, None)`` re-read with the store's recorded policy and read options, or ``(None, why not)``."""
     try:
-        return read_bars(paths, on_bad_bars=policy, **read_kwargs(rec.get("read"))), None
+        return reread(rec, paths), None
     except GpuFeaturesError as err:
         # The store's recorded policy is the only one that re-derives its bars, so no other policy is offered.
         said = "; ".join(part for part in re.split(r";\s+", str(err).rstrip(".")) if "--on-bad-bars" not in part)
@@ -108,14 +108,14 @@ def store_bars(store, bars_by_source) -> Bars | None:
         src = bars_by_source[seg.source]
         # A file without a symbol column holds one series, named after the file: match it by position.
         # A symbol cut at rolls has consecutive segments; source_first counts from its first bar.
-        if seg.name in src.symbols:
-            s = src.symbols.index(seg.name)
-            s_end = len(src.symbols) - src.symbols[::-1].index(seg.name)
-        elif src.n_series == 1:
+        if seg.name in src.segment_names:
+            s = src.segment_names.index(seg.name)
+            s_end = len(src.segment_names) - src.segment_names[::-1].index(seg.name)
+        elif src.n_segments == 1:
             s, s_end = 0, 1
         else:
             return None
-        bounds = src.series_bounds()
+        bounds = src.segment_bounds()
         a = int(bounds[s]) + seg.source_first
         b = a + seg.count
         if b > bounds[s_end]:

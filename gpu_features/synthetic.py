@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .bars import Bars
+from .ingest import Bars
 
 GENERATOR = "nq-synth"
 GENERATOR_VERSION = 1
@@ -59,7 +59,7 @@ def generate(n_bars: int = DEFAULT_BARS, n_symbols: int = 1, seed: int = 0) -> B
         close=np.concatenate([c[3] for c in cols]),
         timestamp=np.tile(ts, n_symbols),
         offsets=np.arange(n_symbols, dtype=np.int64) * n_bars,
-        symbols=names,
+        segment_names=names,
         source=synthetic_source(n_bars, n_symbols, seed),
     )
 
@@ -168,6 +168,6 @@ def write_universe(folder, n_symbols: int, bars_per_symbol: int, files_per_symbo
             paths.append(path)
     sizes = [len(c[0]) for c in cols]
     bars = Bars(*(np.concatenate([c[j] for c in cols]) for j in range(5)),
-                offsets=np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64), symbols=tuple(names),
+                offsets=np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64), segment_names=tuple(names),
                 source={"kind": "memory"})
     return sorted(paths), bars

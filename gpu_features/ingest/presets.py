@@ -1,21 +1,29 @@
-"""Vendor layouts of 1-minute bar files: the presets behind ``--format`` and their detection.
+"""Vendor layouts of 1-minute bar files: the presets behind ``--format``, their detection, and the rules
+that name columns.
 
 A preset says how a vendor lays out its bars: which columns hold the time,
 the prices and the series key, how the time is written and in which zone,
-and at which scale prices are stored. :func:`detect` picks one from the file
-name, the first line and the column names, only where that is unambiguous;
-``--format NAME`` forces one. Every preset has a row in the README's
-"Inputs" table and a test that writes a file the way the vendor documents it.
+and at which scale prices are stored. :func:`detect_from_file` (file name,
+first line) and :func:`detect_from_columns` (column names) pick one only where
+that is unambiguous; :func:`pick_layout` is the one place where ``--format NAME``
+overrides what was detected. Every preset has a row in the README's "Inputs"
+table and a test that writes a file the way the vendor documents it.
 
-Nothing here reads whole files: the readers module decodes, this module only
-describes layouts (so it imports nothing of the package but the errors).
+Columns: :func:`column_map` names a file's columns case-insensitively,
+:func:`resolve_columns` applies the preset's and the user's renames, and
+:func:`series_key_column` is the one rule for which column keys the series
+(used by the decoders, the cudf reader and the distributed scan).
+
+Nothing here reads whole files: :mod:`.files` and :mod:`.decode` do; this
+module only describes layouts (so it imports nothing of the package but the errors).
 """
 from __future__ import annotations
 
 import dataclasses
 import re
 
-from .errors import BarsError
+from ..errors import BarsError
+from .spec import ReadSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,9 +35,8 @@ class Preset:
         rename: ``{vendor column (lower case, stripped): our column}``; ours are
             ``open high low close``, ``time`` and ``symbol``.
         time: how the ``time`` column is written: ``auto`` (ISO text, timestamp type or epoch
-            integers by magnitude), ``ns``/``ms``/``s`` (epoch integers of that unit),
-            ``yyyymmdd hhmmss`` (NinjaTrader), ``ib`` (``yyyymmdd hh:mm:ss [zone]`` or ``yyyymmdd``),
-            ``date+time`` (a ``date`` column and a ``time``-of-day column).
+            integers by magnitude), ``yyyymmdd hhmmss`` (NinjaTrader), ``ib`` (``yyyymmdd hh:mm:ss
+            [zone]`` or ``yyyymmdd``), ``date+time`` (a ``date`` column and a ``time``-of-day column).
         needs_timezone: the vendor writes local time of the exporting machine, so ``--timezone``
             is required (there is no safe default).
         csv_header: column names for a file without a header line (None: the file has one).
@@ -75,6 +82,8 @@ PRESETS = {
     "date-time": Preset("date-time", time="date+time"),
 }
 FORMATS = ("auto",) + tuple(PRESETS)
+PRICE_COLUMNS = ("open", "high", "low", "close")
+TIME_COLUMNS = ("timestamp", "ts_event", "datetime", "date", "time")
 _SEPARATE_DATE_TIME = {"date", "time"}
 _NINJA_LINE = re.compile(r"^\d{8} \d{6};")
 _IB_TIME = re.compile(r"^\d{8}( +\d{2}:\d{2}:\d{2}( +\S+)?)?$")
@@ -85,6 +94,16 @@ def preset(name: str) -> Preset:
     if name not in PRESETS:
         raise BarsError(f"unknown format {name!r}; choose one of {', '.join(FORMATS)}.")
     return PRESETS[name]
+
+
+def pick_layout(forced: str, detected) -> Preset:
+    """The layout of a file: the ``--format`` preset when one is forced, else ``detected()`` (called only then).
+
+    Args:
+        forced: :attr:`ReadSpec.format <gpu_features.ingest.ReadSpec>` (``auto``: detect).
+        detected: ``() -> preset name`` (the detection that the file allows at this point).
+    """
+    return preset(forced if forced != "auto" else detected())
 
 
 def detect_from_file(name: str, head: bytes) -> str | None:
@@ -124,3 +143,68 @@ def detect_from_columns(columns: list[str], sample_time: str | None = None) -> s
             and not sample_time.strip().isdigit():
         return "ib"
     return "generic"
+
+
+def column_map(where, column_names) -> dict:
+    """``{lower-case stripped name: name in the file}``; refuses names equal but for case."""
+    out: dict[str, str] = {}
+    for name in map(str, column_names):
+        key = name.strip().lower()
+        if key in out:
+            raise BarsError(f"{where}: columns '{out[key]}' and '{name}' differ only in case or spaces; keep one of them.")
+        out[key] = name
+    return out
+
+
+def resolve_columns(where, by_lower: dict, layout: Preset, rename: dict | None, column_names) -> dict:
+    """``{our name or file name (lower case): file column}`` after the preset's renames and ``--rename``.
+
+    Args:
+        where: the file, named in refusals.
+        by_lower: :func:`column_map` of the file.
+        layout: the file's preset (its renames apply where our name is not already a column).
+        rename: ``{file column: our column}`` given by the user (refused when the file lacks the column).
+        column_names: the file's columns, listed in refusals.
+    """
+    cols = dict(by_lower)
+    for vendor, ours in layout.rename.items():
+        if vendor in by_lower and ours not in by_lower:
+            cols[ours] = by_lower[vendor]
+    for theirs, ours in (rename or {}).items():
+        got = by_lower.get(str(theirs).strip().lower())
+        if got is None:
+            raise BarsError(f"{where}: --rename names column '{theirs}', which is not in the file (found: "
+                            f"{', '.join(column_names)}).")
+        cols[str(ours).strip().lower()] = got
+    return cols
+
+
+def series_key_column(cols: dict, layout: Preset, symbol_column: str | None = None) -> str | None:
+    """The one rule for which column keys a file's series: ``--symbol-column``, else ``symbol`` (after the
+    preset's renames, e.g. Polygon's ``ticker``), else the preset's fallback (Databento's ``instrument_id``).
+
+    Args:
+        cols: :func:`resolve_columns` of the file.
+        layout: the file's preset.
+        symbol_column: the column the user named (None: the layout decides).
+
+    Returns:
+        The file's column name, or None: the file holds one series (or the named column is missing,
+        which the decoder refuses with the columns it found).
+    """
+    if symbol_column:
+        return cols.get(symbol_column.strip().lower())
+    if "symbol" in cols:
+        return cols["symbol"]
+    if layout.symbol_fallback and layout.symbol_fallback in cols:
+        return cols[layout.symbol_fallback]
+    return None
+
+
+def series_key_of(where, column_names, spec: ReadSpec) -> str | None:
+    """:func:`series_key_column` of a file known by its column names alone (the layout detected from them unless
+    ``spec.format`` forces one; a parquet file's scan), or None."""
+    by_lower = column_map(where, column_names)
+    layout = pick_layout(spec.format, lambda: detect_from_columns(list(by_lower)))
+    cols = resolve_columns(where, by_lower, layout, spec.rename, column_names)
+    return series_key_column(cols, layout, spec.symbol_column)
