@@ -47,15 +47,14 @@ from pathlib import Path
 import numpy as np
 
 from . import splits as splits_mod
-from .bars import read_bars
 from .config import FeatureConfig
 from .errors import BarsError, GpuFeaturesError
 from .fileio import replace_dir, temp_sibling, writer_lock
-from .formats import detect_from_columns
+from .ingest import ReadSpec, expand_inputs, read_bars, series_key_of
 from .progress import Progress, no_progress
-from .readers import expand_inputs
-from .store import SHARD_BARS, Dataset, precompute
-from .store.dataset import check_output, open_dataset, part_name, select_symbols, set_part_splits, write_dataset
+from .store import SHARD_BARS, Dataset, open_store, precompute
+from .store.dataset import check_output, part_name, select_symbols, set_part_splits, write_dataset
+from .store.report import TASK_WORK, PhaseClock
 
 INSTALL_HINT = "pip install 'gpu-features[distributed]'"
 _NO_SYMBOL = "\x00no symbol column"  # the group key of files without a symbol column
@@ -82,41 +81,40 @@ def require_dask():
 
 
 def list_inputs(inputs) -> list[Path]:
-    """Absolute paths of the bar files named by ``inputs`` (:func:`~gpu_features.readers.expand_inputs`:
+    """Absolute paths of the bar files named by ``inputs`` (:func:`~gpu_features.ingest.expand_inputs`:
     files, directories, globs where ``**`` recurses), so that workers elsewhere find them on a shared disk."""
     return [p.resolve() for p in expand_inputs(inputs)]
 
 
-def scan_file(path: str, read_kwargs: dict | None = None) -> dict:
+def scan_file(path: str, spec: ReadSpec | None = None) -> dict:
     """Which symbols a file holds: ``{"path", "symbols": sorted names or None (no symbol column), "rows"}``.
 
-    A parquet file with a ``symbol`` column (or the ``--symbol-column``, or a Polygon file's
-    ``ticker``, as the reader picks it) is scanned by reading that column alone; anything else (no
-    such column, renamed columns, a forced --format, other formats) is decoded whole by
-    :func:`read_bars`, so the answer is the reader's.
+    A parquet file is scanned by reading alone the column that keys its series (the reader's rule,
+    :func:`~gpu_features.ingest.series_key_of`); anything else (no such column, other formats) is
+    decoded whole by :func:`read_bars`, so the answer is the reader's.
     """
-    read_kwargs = {k: v for k, v in (read_kwargs or {}).items() if k != "on_overlap"}
-    opts = read_kwargs.get("options")
-    if path.lower().endswith(_PARQUET) and (opts is None or (not opts.rename and opts.format == "auto")):
+    spec = spec or ReadSpec()
+    if path.lower().endswith(_PARQUET):
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
         try:
             pf = pq.ParquetFile(path)
-            names = {n.strip().lower(): n for n in pf.schema_arrow.names}
-            col = names.get((getattr(opts, "symbol_column", None) or "symbol").strip().lower())
-            if col is None and not getattr(opts, "symbol_column", None) and detect_from_columns(list(names)) == "polygon":
-                col = names.get("ticker")  # the one layout whose reader keys series by ticker (formats.PRESETS)
-            values = pc.unique(pf.read(columns=[col]).column(col)).to_pylist() if col else None
             rows = pf.metadata.num_rows
+            names = list(pf.schema_arrow.names)
         except Exception as err:  # pyarrow's errors say what is wrong with the file
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise BarsError(f"{path}: the file could not be parsed ({first}); check that it is a valid parquet "
                             "file.") from None
-        if values is not None:
+        try:
+            col = series_key_of(path, names, spec)
+        except BarsError:  # the columns break a rule: the reader refuses them below, in its own order
+            col = None
+        if col is not None:
+            values = pc.unique(pf.read(columns=[col]).column(col)).to_pylist()
             return {"path": path, "symbols": sorted({str(v) for v in values if v is not None}), "rows": rows}
-    bars = read_bars(path, **read_kwargs)
-    symbols = sorted(set(bars.symbols)) if bars.ingest.get("symbol_column", True) else None
+    bars = read_bars(path, spec=spec)
+    symbols = sorted(set(bars.segment_names)) if bars.ingest.get("symbol_column", True) else None
     return {"path": path, "symbols": symbols, "rows": int(bars.ingest.get("rows_read", bars.n))}
 
 
@@ -188,18 +186,19 @@ def plan_tasks(scans: list[dict], symbols_per_task: int | None = None,
 
 def build_part(files: list[str], symbols: list[str] | None, part_dir: str, config: dict, engine: str,
                shard_bars: int, split_dates: list | None, on_bad_bars: str, reader: str,
-               read_kwargs: dict | None, want_times: bool) -> tuple[dict, tuple | None]:
+               spec: ReadSpec | None, want_times: bool) -> tuple[dict, tuple | None]:
     """Read one group, keep its symbols, compute and write the part store at ``part_dir``.
 
     Returns:
-        ``(summary {"dir", "symbols", "n_bars", "engine", "timings"}, (times [u] i64, counts [u] i64) or None)``.
+        ``(summary {"dir", "symbols", "n_bars", "engine", "work"}, (times [u] i64, counts [u] i64) or None)``;
+        ``work``: the task's seconds in :data:`~gpu_features.store.report.TASK_WORK` (its reading included).
     """
     live = Path(part_dir).parent / _LIVE
     if not live.exists():
         raise DistributedError("the build was cancelled before this task ran.")
     t0 = time.perf_counter()
     source = files[0] if len(files) == 1 else list(files)
-    bars = read_bars(source, on_bad_bars=on_bad_bars, reader=reader, **(read_kwargs or {}))
+    bars = read_bars(source, on_bad_bars=on_bad_bars, reader=reader, spec=spec)
     if symbols is not None:
         bars = select_symbols(bars, symbols)
     t_read = time.perf_counter()
@@ -208,9 +207,11 @@ def build_part(files: list[str], symbols: list[str] | None, part_dir: str, confi
     if not live.exists():  # the driver gave up meanwhile and removed the directory, which precompute re-made
         shutil.rmtree(Path(part_dir).parent, ignore_errors=True)
         raise DistributedError("the build was cancelled while this task ran.")
-    timings = dict(st.timings, read_s=st.timings["read_s"] + (t_read - t0), total_s=time.perf_counter() - t0)
-    summary = {"dir": Path(part_dir).name, "symbols": st.symbols, "n_bars": st.n_bars, "engine": st.engine["name"],
-               "timings": timings}
+    report = st.report
+    work = {k: report.phases.get(k, 0.0) for k in TASK_WORK}
+    work["read"] += t_read - t0
+    summary = {"dir": Path(part_dir).name, "symbols": st.symbols, "n_bars": st.n_bars, "engine": report.engine.name,
+               "work": work}
     times = np.unique(st.timestamps(), return_counts=True) if want_times else None
     return summary, times
 
@@ -279,7 +280,7 @@ def build_dataset(inputs, out_dir, config: FeatureConfig | None = None, engine: 
                   overwrite: bool = False, on_bad_bars: str = "error", reader: str = "auto",
                   shard_bars: int = SHARD_BARS, symbols_per_task: int | None = None,
                   bars_per_task: int | None = DEFAULT_BARS_PER_TASK, workers: int | None = None,
-                  scheduler: str | None = None, client=None, read_kwargs: dict | None = None,
+                  scheduler: str | None = None, client=None, spec: ReadSpec | None = None,
                   progress: Progress | None = None) -> Dataset:
     """Build a dataset from many bar files on a Dask cluster (see module doc).
 
@@ -293,14 +294,14 @@ def build_dataset(inputs, out_dir, config: FeatureConfig | None = None, engine: 
             all rows / (2 x worker threads); 0: one group per task.
         workers / scheduler / client: a LocalCluster of N processes, an existing scheduler's address,
             or a ``distributed.Client`` to use as is.
-        read_kwargs: more keyword arguments for :func:`read_bars` on the workers.
+        spec: how the workers read the files (:class:`~gpu_features.ingest.ReadSpec`).
         progress: optional ``callback(stage, done, total)``; stage ``tasks`` counts finished parts.
 
     Returns:
-        The opened :class:`~gpu_features.store.Dataset`.
+        The opened :class:`~gpu_features.store.Dataset`; ``Dataset.report`` says what the build did.
     """
     progress = progress or no_progress
-    t0 = time.perf_counter()
+    clock = PhaseClock()
     distributed = require_dask()
     out = Path(out_dir).resolve()
     check_output(out, overwrite)
@@ -309,18 +310,18 @@ def build_dataset(inputs, out_dir, config: FeatureConfig | None = None, engine: 
         raise GpuFeaturesError(f"--symbols-per-task must be >= 1, got {symbols_per_task}.")
     if bars_per_task is not None and bars_per_task < 0:
         raise GpuFeaturesError(f"--bars-per-task must be >= 0, got {bars_per_task}.")
-    spec = {"fractions": splits_mod.DEFAULT_FRACTIONS} if splits is None else dict(splits)
+    split_spec = {"fractions": splits_mod.DEFAULT_FRACTIONS} if splits is None else dict(splits)
     dates = None
-    if set(spec) == {"dates"}:
-        rec = splits_mod.resolve_counted(spec, np.zeros(0, np.int64), np.zeros(0, np.int64))
+    if set(split_spec) == {"dates"}:
+        rec = splits_mod.resolve_counted(split_spec, np.zeros(0, np.int64), np.zeros(0, np.int64))
         dates = [rec["boundaries"][1][0], rec["boundaries"][2][0]]
     else:
-        splits_mod.resolve_counted(spec, np.zeros(1, np.int64), np.ones(1, np.int64))  # refuse a bad spec now
+        splits_mod.resolve_counted(split_spec, np.zeros(1, np.int64), np.ones(1, np.int64))  # refuse a bad one now
     files = list_inputs(inputs)
     ctx = contextlib.nullcontext((client, {"scheduler": "given client", "workers": None})) if client is not None \
         else connect(workers, scheduler)
     with ctx as (cl, where):
-        scan_futures = cl.map(scan_file, [str(f) for f in files], read_kwargs=read_kwargs, pure=False)
+        scan_futures = cl.map(scan_file, [str(f) for f in files], spec=spec, pure=False)
         progress("scan", 0, len(files))
         for done, fut in enumerate(distributed.as_completed(scan_futures), 1):
             fut.result()  # a file that cannot be read stops the build here, with its own error
@@ -331,7 +332,7 @@ def build_dataset(inputs, out_dir, config: FeatureConfig | None = None, engine: 
         total_rows = sum(int(scan.get("rows", 0)) for scan in scans)
         packed = min(bars_per_task, max(1, -(-total_rows // (2 * threads)))) if bars_per_task else 0
         tasks = plan_tasks(scans, symbols_per_task, packed)
-        t_scan = time.perf_counter()
+        clock.lap("scan")
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_sibling(out, "tmp")
         tmp.mkdir()
@@ -340,7 +341,7 @@ def build_dataset(inputs, out_dir, config: FeatureConfig | None = None, engine: 
         try:
             for k, task in enumerate(tasks):
                 futures.append(cl.submit(build_part, task["files"], task["symbols"], str(tmp / part_name(k)),
-                                         cfg.to_dict(), engine, shard_bars, dates, on_bad_bars, reader, read_kwargs,
+                                         cfg.to_dict(), engine, shard_bars, dates, on_bad_bars, reader, spec,
                                          dates is None, pure=False, key=f"gpu-features-part-{tmp.name}-{k}"))
             summaries = [cl.submit(operator.getitem, f, 0, pure=False) for f in futures]
             progress("tasks", 0, len(tasks))
@@ -348,26 +349,27 @@ def build_dataset(inputs, out_dir, config: FeatureConfig | None = None, engine: 
                 fut.result()  # the first failed task raises its own error here
                 progress("tasks", done, len(tasks))
             parts = cl.gather(summaries)
-            t_build = time.perf_counter()
+            clock.lap("tasks")
             if dates is None:
                 times = [cl.submit(operator.getitem, f, 1, pure=False) for f in futures]
                 while len(times) > 1:  # pairwise on the workers: the driver gets only the merged counts
                     times = [cl.submit(merge_times, *times[i:i + 2], pure=False) if i + 1 < len(times) else times[i]
                              for i in range(0, len(times), 2)]
-                split_record = splits_mod.resolve_counted(spec, *times[0].result())
+                split_record = splits_mod.resolve_counted(split_spec, *times[0].result())
                 cl.gather(cl.map(set_part_splits, [str(tmp / p["dir"]) for p in parts], split_record=split_record,
                                  pure=False))
             else:
-                split_record = splits_mod.resolve_counted(spec, np.zeros(0, np.int64), np.zeros(0, np.int64))
+                split_record = splits_mod.resolve_counted(split_spec, np.zeros(0, np.int64), np.zeros(0, np.int64))
             for leftover in tmp.iterdir():  # the parts' writer locks, and temporary parts of attempts that died
                 if leftover.name.startswith(".") and leftover.name != _LIVE:
                     shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
-            task_timings = {k: sum(p["timings"].get(k, 0.0) for p in parts) for k in ("read_s", "compute_s", "write_s")}
+            clock.lap("splits")
+            # The tasks ran in parallel: their work is summed beside the build's phases, not among them.
+            task_work = {k: sum(p["work"][k] for p in parts) for k in TASK_WORK}
             build = {"inputs": [str(f) for f in files], "tasks": len(tasks), "symbols_per_task": symbols_per_task,
                      "bars_per_task": bars_per_task, "bars_per_task_used": packed,
                      "cluster": where, "engines": sorted({p["engine"] for p in parts}),
-                     "timings": dict(task_timings, scan_s=t_scan - t0, tasks_s=t_build - t_scan,
-                                     total_s=time.perf_counter() - t0)}
+                     "timings": clock.record(before=task_work)}
             write_dataset(tmp, [{k: p[k] for k in ("dir", "symbols", "n_bars")} for p in parts], split_record, cfg,
                           build)
             (tmp / _LIVE).unlink()
@@ -382,7 +384,7 @@ def build_dataset(inputs, out_dir, config: FeatureConfig | None = None, engine: 
         except BaseException:
             _cancel(cl, futures, tmp)
             raise
-    return open_dataset(out)
+    return open_store(out)
 
 
 def _running_parts(prefix: str, dask_worker=None) -> int:

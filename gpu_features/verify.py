@@ -29,20 +29,19 @@ run, every other check still runs, and the verdict is "not verified".
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 
 from . import engines
 from . import state as S
-from .bars import Bars
 from .config import FEATURE_NAMES
 from .errors import GpuFeaturesError
+from .ingest import Bars
 from .sources import load_sources, store_bars
 from .store import VERSION, Store, open_store
-from .splits import SPLIT_NAMES
 from .store.format import check_file
 from .store.recovery import leftovers, size_of
+from .store.report import split_rows, split_warnings
 from .store.stats import feature_stats, split_counts
 
 DEFAULT_SAMPLE_BARS = 10_000
@@ -104,7 +103,7 @@ def verify_store(path, sources=None, sample_bars: int = DEFAULT_SAMPLE_BARS, see
         report.warnings.append(f"{len(left)} leftover(s) of interrupted writes ({size_of(left) / 1e6:.1f} MB: "
                                f"{', '.join(p.name for p in left[:3])}{' ...' if len(left) > 3 else ''}); "
                                "the next precompute or --append into this store removes them")
-    report.warnings += empty_split_warnings(store.splits["counts"], store.stats["valid_bars"])
+    report.warnings += split_warnings(split_rows(store.splits), store.stats["valid_bars"])
     add(Check("structure", True, f"version {VERSION}, {len(store.shards)} shard(s), "
                                  f"{store.n_bars:,} bars, {len(store.symbols)} symbol(s)"))
     bad = []
@@ -144,20 +143,6 @@ def verify_store(path, sources=None, sample_bars: int = DEFAULT_SAMPLE_BARS, see
     report.bars_recomputed = n_bars
     add(check)
     return report
-
-
-def empty_split_warnings(counts: dict, valid_bars: int) -> list[str]:
-    """Warnings for a store without valid bars or with a split that has no bars or no usable window."""
-    out = []
-    if valid_bars == 0:
-        out.append("the store has no valid bars (warm-up longer than the series?), so no window can be trained on")
-    for name in SPLIT_NAMES:
-        c = counts[name]
-        if c["windows"] == 0:
-            why = "no bars" if c["bars"] == 0 else f"{c['bars']:,} bars but no window of K all-valid bars"
-            out.append(f"split {name} has {why}; check --split-fractions / --split-dates, --warmup-bars and "
-                       "--window-length against the data")
-    return out
 
 
 def _check_degenerate(feats, valid) -> Check:

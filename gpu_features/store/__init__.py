@@ -1,22 +1,23 @@
 """The feature store: per-bar features as safetensors shards under a checked manifest.
 
-One module per concern, each importing only those listed before it (pyproject's import-linter contract):
+One module per concern, each importing only those listed after it (pyproject's import-linter contract):
 
-- :mod:`.format`   names, sizes, safetensors-header and manifest checks (trust nothing on disk);
-- :mod:`.stats`    the manifest's statistics, swing rates, split and window counts;
-- :mod:`.recovery` interrupted replaces put back, leftovers of killed writers found and removed;
-- :mod:`.reader`   :func:`open_store` and the :class:`Store` reader with typed accessors;
-- :mod:`.writer`   shard, state and manifest writers and :func:`precompute`;
+- :mod:`.dataset`  datasets of part stores (a distributed build): written, appended to;
 - :mod:`.append`   :func:`append_store`, new bars continued from the stored end states;
-- :mod:`.dataset`  datasets of part stores (a distributed build) read as one store; the package's
-  :func:`open_store` opens either.
+- :mod:`.writer`   shard, state and manifest writers and :func:`precompute`;
+- :mod:`.reader`   :func:`open_store` (a store or a dataset) and the :class:`Store` / :class:`Dataset` readers;
+- :mod:`.recovery` interrupted replaces put back, leftovers of killed writers found and removed;
+- :mod:`.stats`    the manifest's statistics, swing rates, split and window counts;
+- :mod:`.report`   what a write did (:class:`BuildReport`) and the one phase clock every writer uses;
+- :mod:`.format`   names, sizes, safetensors-header and manifest checks (trust nothing on disk).
 """
-from .append import OVERLAP_POLICIES, append_store
+from .append import append_store
+from .dataset import append_dataset
 from .format import CHECKPOINT_BARS, FORMAT, MANIFEST, SHARD_BARS, STATE_FILE, VERSION
-from .dataset import DATASET_MANIFEST, Dataset, append_dataset, is_dataset, open_store
-from .reader import Segment, Shard, Store
+from .reader import DATASET_MANIFEST, Dataset, Segment, Shard, Store, is_dataset, open_store
+from .report import BuildReport
 from .writer import precompute
 
-__all__ = ["CHECKPOINT_BARS", "DATASET_MANIFEST", "FORMAT", "MANIFEST", "OVERLAP_POLICIES", "SHARD_BARS", "STATE_FILE",
+__all__ = ["CHECKPOINT_BARS", "DATASET_MANIFEST", "FORMAT", "MANIFEST", "SHARD_BARS", "STATE_FILE", "BuildReport",
            "Dataset", "Segment", "Shard", "Store", "VERSION", "append_dataset", "append_store", "is_dataset",
            "open_store", "precompute"]

@@ -8,8 +8,9 @@ Layout: appended bars go into new shards after the old ones, one new series
 segment per symbol (``start_index`` = bars of that symbol before it), so a
 window never spans the seam between two appends. Overlap: bars at or before
 a symbol's last stored timestamp are refused, or with ``on_overlap="skip"``
-skipped after checking that they equal the stored source bars (timestamps and
-OHLC, re-derived from the manifest's sources).
+skipped after checking that they are identical to the stored source bars (the
+same time and bit-equal OHLC, :func:`~gpu_features.ingest.identical_bars`;
+re-derived from the manifest's sources).
 
 Splits: the boundary timestamps recorded at build time are kept, so no
 stored bar ever changes split; appended bars fall into the split their time
@@ -26,30 +27,28 @@ are removed by the next writer (:mod:`.recovery`).
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 
 from .. import engines
 from ..arrays import to_numpy
-from ..bars import Bars, check_bars, read_bars, read_kwargs
+from ..ingest import OVERLAP_POLICIES, Bars, ReadSpec, check_bars, identical_bars, read_bars
 from ..errors import StoreError
 from ..fileio import fault_point, fsync_dir, now_iso, writer_lock
 from ..progress import Progress, no_progress
 from ..splits import iso_time
 from .format import MANIFEST, SHARD_BARS
-from .reader import open_store
+from .reader import Dataset, Store, open_store
 from .recovery import clean
-from .writer import (checkpoint_positions, engine_record, host_moments, manifest_numbers, shard_ranges,
-                     source_record, write_manifest, write_shards, write_state)
-
-OVERLAP_POLICIES = ("error", "skip")
+from .report import EngineUse, PhaseClock
+from .writer import (checkpoint_positions, host_moments, manifest_numbers, shard_ranges, source_record, write_manifest,
+                     write_shards, write_state)
 
 
 def append_store(store_dir, bars_or_path, engine: str = "auto", on_bad_bars: str = "error",
                  on_overlap: str = "error", shard_bars: int = SHARD_BARS, progress: Progress | None = None,
-                 read_options: dict | None = None):
+                 spec: ReadSpec | None = None) -> Store:
     """Append newer bars to an existing store.
 
     Args:
@@ -60,16 +59,16 @@ def append_store(store_dir, bars_or_path, engine: str = "auto", on_bad_bars: str
         on_overlap: ``error`` (default) or ``skip`` (see module doc).
         shard_bars: bars per new shard.
         progress: optional ``callback(stage, done, total)``.
-        read_options: :func:`read_bars` keywords for the new file (default: how the store's first
-            file source was read, so a vendor layout and time zone carry over).
+        spec: how to read the new file (default: :func:`recorded_spec`, how the store's first file
+            source was read, so a vendor layout and time zone carry over).
 
     Returns:
-        The reopened, extended :class:`~gpu_features.store.Store`.
+        The reopened, extended :class:`~gpu_features.store.Store`; ``Store.report`` says what this append did.
     """
     progress = progress or no_progress
     if on_overlap not in OVERLAP_POLICIES:
         raise StoreError(f"on_overlap must be one of {', '.join(OVERLAP_POLICIES)}, got {on_overlap!r}.")
-    t0 = time.perf_counter()
+    clock = PhaseClock()
     # A missing or broken store is refused before reading or waiting for the lock; its sources say how
     # its files were read.
     current = open_store(store_dir, checksums=False)
@@ -78,33 +77,36 @@ def append_store(store_dir, bars_or_path, engine: str = "auto", on_bad_bars: str
         check_bars(bars_or_path)
         new = bars_or_path
     else:
-        if read_options is None:
-            first = next((s for s in current.sources if s.get("kind") in ("file", "files")), {})
-            read_options = read_kwargs(first.get("read"))
-        new = read_bars(bars_or_path, on_bad_bars=on_bad_bars, **read_options)
-    if len(set(new.symbols)) != len(new.symbols):
+        new = read_bars(bars_or_path, on_bad_bars=on_bad_bars, spec=spec or recorded_spec(current))
+    if len(set(new.segment_names)) != len(new.segment_names):
         raise StoreError(f"{_where(bars_or_path)}: the new bars cut a symbol at a roll; --append continues each "
                          "symbol's last segment, so rebuild the store with precompute to add a new contract segment.")
     progress("read", 1, 1)
-    t_read = time.perf_counter()
+    clock.lap("read")
     with writer_lock(store_dir, "the append"):
-        return _append_locked(Path(store_dir), new, bars_or_path, engine, on_overlap, shard_bars, progress,
-                              t0, t_read)
+        return _append_locked(Path(store_dir), new, bars_or_path, engine, on_overlap, shard_bars, progress, clock)
 
 
-def _append_locked(store_dir: Path, new: Bars, bars_or_path, engine, on_overlap, shard_bars, progress, t0, t_read):
+def recorded_spec(store: Store) -> ReadSpec:
+    """How the store's first file source was read (an append reads its new files the same way)."""
+    first = next((s for s in store.sources if s.get("kind") in ("file", "files")), {})
+    return ReadSpec.from_record(first.get("read"))
+
+
+def _append_locked(store_dir: Path, new: Bars, bars_or_path, engine, on_overlap, shard_bars, progress,
+                   clock: PhaseClock):
     """The append itself, under the store's writer lock (see :func:`append_store`)."""
     store = open_store(store_dir, checksums=True)
     clean(store.path, store.manifest)  # files of killed appends, stale temporaries
     m = store.manifest
     cfg = store.config
-    names = symbol_names(store, new, bars_or_path)
+    names = segment_symbols(store, new, bars_or_path)
     states = store.states()
     ts_old = store.timestamps()
 
     # Which new bars to take per symbol, and where each continues from.
     symbols = list(store.symbols)
-    bounds = new.series_bounds()
+    bounds = new.segment_bounds()
     pieces = []  # (name, first new bar in `new`, count, start_index, skipped)
     skipped_total = 0
     for s, name in enumerate(names):
@@ -153,7 +155,7 @@ def _append_locked(store_dir: Path, new: Bars, bars_or_path, engine, on_overlap,
     for k, p in enumerate(pieces):
         end_state[index[p[0]]] = ends[k]
     progress("compute", 1, 1)
-    t_compute = time.perf_counter()
+    clock.lap("compute")
 
     gen = len(store.appends) + 1
     source_index = len(store.sources)
@@ -172,7 +174,7 @@ def _append_locked(store_dir: Path, new: Bars, bars_or_path, engine, on_overlap,
         all_states = np.concatenate([states["checkpoint_state"], to_numpy(run.snapshots)])
         state_record = write_state(state_path, all_cps, all_states, end_state, every)
         fault_point("append.after_state")
-        t_files = time.perf_counter()
+        clock.lap("write")
 
         # Whole-store numbers: old arrays + new ones. The old bars' swing codes are not stored, so their
         # counts come from the manifest and the new bars' from the moments.
@@ -189,17 +191,14 @@ def _append_locked(store_dir: Path, new: Bars, bars_or_path, engine, on_overlap,
                                                engine=run.engine, atr_period=cfg.atr_period))
         split_record, stats = manifest_numbers(moments, valid_all, ts_all, series, symbols, store.splits,
                                                cfg.window_length, before)
-        t_stats = time.perf_counter()
+        clock.lap("stats")
         manifest = dict(m)
         manifest.update(
             n_bars=n_old + n_new, symbols=symbols, series=series, shards=m["shards"] + shard_records,
             sources=m["sources"] + [source_record(new)], state=state_record, splits=split_record, stats=stats,
             appends=store.appends + [{
                 "created": now_iso(), "source": source_index, "bars": n_new, "skipped_overlap": skipped_total,
-                "new_symbols": new_symbols, "engine": engine_record(run),
-                # Contiguous phases of this append: they add up to total_s.
-                "timings": {"read_s": t_read - t0, "compute_s": t_compute - t_read, "write_s": t_files - t_compute,
-                            "stats_s": t_stats - t_files, "total_s": t_stats - t0}}],
+                "new_symbols": new_symbols, "engine": EngineUse.of_run(run).record(), "timings": clock.record()}],
         )
         fsync_dir(root)
         fault_point("append.before_manifest")
@@ -219,20 +218,21 @@ def _where(bars_or_path) -> str:
     return str(bars_or_path) if not isinstance(bars_or_path, Bars) else "the new bars"
 
 
-def symbol_names(store, new: Bars, bars_or_path) -> list[str]:
-    """Store symbol of each new series: a file without a symbol column continues a one-symbol store
-    (or dataset: :func:`.dataset.append_dataset` asks the same)."""
+def segment_symbols(store: Store, new: Bars, bars_or_path) -> list[str]:
+    """The store symbol of each segment of the new bars: a file without a symbol column continues a one-symbol
+    store (or dataset: :func:`.dataset.append_dataset` asks the same)."""
     if new.ingest.get("symbol_column", True):
-        return list(new.symbols)
+        return list(new.segment_names)
     if len(store.symbols) != 1:
-        kind = "store" if getattr(store, "parts", None) is None else "dataset"
+        kind = "dataset" if isinstance(store, Dataset) else "store"
         raise StoreError(f"{_where(bars_or_path)} has no symbol column but the {kind} holds {len(store.symbols)} "
                          f"symbols ({', '.join(store.symbols)}); add a symbol column to say which bars are whose.")
-    return [store.symbols[0]] * new.n_series
+    return [store.symbols[0]] * new.n_segments
 
 
 def _check_overlap(store, name: str, new: Bars, a: int, b: int, bars_or_path) -> None:
-    """Refuse unless new bars ``a:b`` equal the stored source bars of ``name`` at the same timestamps."""
+    """Refuse unless new bars ``a:b`` are :func:`~gpu_features.ingest.identical_bars` to the stored source bars of
+    ``name`` at the same timestamps."""
     from ..sources import load_sources, store_bars
 
     loaded, why = load_sources(store)
@@ -243,11 +243,10 @@ def _check_overlap(store, name: str, new: Bars, a: int, b: int, bars_or_path) ->
     sel = np.repeat([g.name == name for g in store.segments], [g.count for g in store.segments])
     ts = old.timestamp[sel]
     pos = np.searchsorted(ts, new.timestamp[a:b])
-    found = (pos < len(ts)) & (ts[np.minimum(pos, len(ts) - 1)] == new.timestamp[a:b])
-    same = found.copy()
-    for key in ("open", "high", "low", "close"):
-        stored = getattr(old, key)[sel][np.minimum(pos, len(ts) - 1)]
-        same &= stored == getattr(new, key)[a:b]
+    at = np.minimum(pos, len(ts) - 1)
+    keys = ("open", "high", "low", "close", "timestamp")
+    same = (pos < len(ts)) & identical_bars({k: getattr(old, k)[sel][at] for k in keys},
+                                             {k: getattr(new, k)[a:b] for k in keys})
     if not same.all():
         first = int(np.flatnonzero(~same)[0]) + a
         raise StoreError(f"{_where(bars_or_path)}: {int((~same).sum())} overlapping bar(s) of {name} differ from the "

@@ -33,7 +33,7 @@ import numpy as np
 
 from .. import engines, splits as splits_mod
 from ..arrays import to_numpy
-from ..bars import Bars, check_bars, read_bars
+from ..ingest import Bars, ReadSpec, check_bars, read_bars
 from ..config import FEATURE_NAMES, FeatureConfig
 from ..errors import StoreError
 from ..fileio import fault_point, fsync_dir, now_iso, replace_dir, temp_sibling, write_json_atomic, writer_lock
@@ -42,6 +42,7 @@ from .format import (CHECKPOINT_BARS, FORMAT, MANIFEST, SHARD_BARS, STATE_FILE, 
                      shard_name)
 from .reader import Store, open_store
 from .recovery import clean, recover
+from .report import EngineUse, PhaseClock
 from .stats import split_counts, store_stats
 
 
@@ -185,15 +186,6 @@ def write_manifest(path: Path, manifest: dict) -> None:
     write_json_atomic(path, manifest)
 
 
-def engine_record(run) -> dict:
-    """The manifest ``engine`` record of an :class:`~gpu_features.engines.launch.EngineRun` (with the reason
-    when ``auto`` fell back to a slower engine)."""
-    record = {"name": run.engine, "chunks": run.chunks, "fixups": run.fixups, "kernel_seconds": run.kernel_seconds}
-    if run.note:
-        record["note"] = run.note
-    return record
-
-
 def source_record(bars: Bars) -> dict:
     """The manifest ``sources`` entry of some bars: where they came from and what ingest did."""
     return dict({"kind": "memory"}, **bars.source, ingest=bars.ingest)
@@ -231,7 +223,7 @@ def check_output(out: Path, overwrite: bool) -> None:
                 raise StoreError(f"{out}: {parent} is a file, not a folder, so no store can be made below it; "
                                  "choose another --output.")
             break
-    if out.exists() and not _is_store_or_empty(out):
+    if out.exists() and not is_store_or_empty(out):
         kind = "a file" if not out.is_dir() else "a folder that is not a gpu-features store"
         raise StoreError(f"{out} is {kind}; refusing to replace it (even with --overwrite), choose another --output.")
     if out.exists() and not overwrite:
@@ -239,7 +231,8 @@ def check_output(out: Path, overwrite: bool) -> None:
                          "new one is complete) or choose another --output.")
 
 
-def _is_store_or_empty(path: Path) -> bool:
+def is_store_or_empty(path: Path) -> bool:
+    """True for a missing path, an empty folder or a folder holding a store manifest."""
     if not path.exists():
         return True
     if not path.is_dir():
@@ -260,12 +253,12 @@ def _segments(bars: Bars, seg_bounds: np.ndarray, ends: np.ndarray):
     starts at 0, while ``source_first`` counts from the symbol's first bar in the source. The
     symbol's end state is its last segment's (``--append`` continues it).
     """
-    symbols = list(dict.fromkeys(bars.symbols))
+    symbols = list(dict.fromkeys(bars.segment_names))
     index = {name: k for k, name in enumerate(symbols)}
     series, before = [], {}
     last = np.zeros(len(symbols), dtype=np.int64)
-    for s in range(bars.n_series):
-        name = bars.symbols[s]
+    for s in range(bars.n_segments):
+        name = bars.segment_names[s]
         count = int(seg_bounds[s + 1] - seg_bounds[s])
         done = before.get(name, 0)
         rec = {"name": name, "first": int(seg_bounds[s]), "count": count, "start_index": 0, "source": 0,
@@ -281,7 +274,7 @@ def _segments(bars: Bars, seg_bounds: np.ndarray, ends: np.ndarray):
 def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engine: str = "auto",
                shard_bars: int = SHARD_BARS, splits=None, overwrite: bool = False, on_bad_bars: str = "error",
                checkpoint_every: int = CHECKPOINT_BARS, progress: Progress | None = None,
-               reader: str = "auto", read_options: dict | None = None) -> Store:
+               reader: str = "auto", spec: ReadSpec | None = None) -> Store:
     """Compute the features of some bars and write them as a new store.
 
     Args:
@@ -298,14 +291,14 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
             ``pyarrow`` or ``cudf`` (:func:`read_bars`); the store is the same whichever reads.
         checkpoint_every: bars between stored engine states.
         progress: optional ``callback(stage, done, total)``.
-        read_options: more :func:`read_bars` keywords (``format``, ``timezone``, ``roll_column``,
-            ``max_drop_fraction``...).
+        spec: how to read a path (:class:`~gpu_features.ingest.ReadSpec`: ``format``, ``timezone``,
+            ``roll_column``, ``max_drop_fraction``...).
 
     Returns:
-        The opened new :class:`Store`.
+        The opened new :class:`Store`; ``Store.report`` says what this build did.
     """
     progress = progress or no_progress
-    t_start = time.perf_counter()
+    clock = PhaseClock()
     out = Path(out_dir)
     if shard_bars < 1 or checkpoint_every < 1:
         raise StoreError(f"shard_bars and checkpoint_every must be >= 1, got {shard_bars} and {checkpoint_every}.")
@@ -317,11 +310,11 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
         check_bars(bars_or_path)
         read = bars_or_path
     else:
-        read = read_bars(bars_or_path, on_bad_bars, reader, **(read_options or {}))
+        read = read_bars(bars_or_path, on_bad_bars, reader, spec=spec)
     bars = read.on_host()  # timestamps and offsets for the store; the engine takes the prices where they were read
     progress("read", 1, 1)
-    t_read = time.perf_counter()
-    seg_bounds = bars.series_bounds()
+    clock.lap("read")
+    seg_bounds = bars.segment_bounds()
     shards = shard_ranges(0, bars.n, shard_bars)
     shard_bounds = np.array([a for a, _ in shards] + [bars.n], dtype=np.int64)
     cps = checkpoint_positions(seg_bounds, shard_bounds, checkpoint_every)
@@ -331,18 +324,18 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
     feats, valid = to_numpy(run.features), to_numpy(run.valid)
     snaps, ends = to_numpy(run.snapshots), to_numpy(run.end_states)
     progress("compute", 1, 1)
-    t_compute = time.perf_counter()
+    clock.lap("compute")
 
     # Statistics where the features are (the GPU engine's device, else the host), one small table back.
     moments = host_moments(engines.moments(run.features, run.valid, run.swing, offsets=bars.offsets,
                                            engine=run.engine, atr_period=cfg.atr_period))
-    engine = engine_record(run)
+    engine = EngineUse.of_run(run)
     del run  # the device copies go now
     symbols, series, ends = _segments(bars, seg_bounds, ends)
     split_record = splits_mod.resolve(splits, bars.timestamp)
     split_record, stats = manifest_numbers(moments, valid, bars.timestamp, series, symbols, split_record,
                                            cfg.window_length)
-    t_stats = time.perf_counter()
+    clock.lap("stats")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with writer_lock(out, "precompute"):
@@ -352,21 +345,17 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
         tmp.mkdir()
         try:
             fault_point("precompute.before_shards")
-            t_locked = time.perf_counter()
-            clock = WriteClock()
+            clock.lap("lock")
+            writing = WriteClock()
             shard_records = write_shards(tmp, 0, shards, 0, feats, valid, bars.timestamp, [], progress,
-                                         clock=clock)
+                                         clock=writing)
             t0 = time.perf_counter()
             state_record = write_state(tmp / STATE_FILE, cps, snaps, ends, checkpoint_every)
-            clock.write_s += time.perf_counter() - t0
+            writing.write_s += time.perf_counter() - t0
             fault_point("precompute.after_state")
-            t_files = time.perf_counter()
-            timings = {"read_s": t_read - t_start, "compute_s": t_compute - t_read, "stats_s": t_stats - t_compute,
-                       "lock_s": t_locked - t_stats, "serialize_s": clock.serialize_s, "hash_s": clock.hash_s,
-                       "write_s": clock.write_s}
-            # Thread start-up and the rest between the phases, so they add up to total_s.
-            timings["other_s"] = max(t_files - t_start - sum(timings.values()), 0.0)
-            timings["total_s"] = t_files - t_start
+            # Thread start-up and the rest between the writing stages is "other" (the manifest write and the
+            # swap after it take milliseconds).
+            clock.lap_parts({"serialize": writing.serialize_s, "hash": writing.hash_s, "write": writing.write_s})
             manifest = {
                 "format": FORMAT,
                 "version": VERSION,
@@ -380,9 +369,8 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
                 "shards": shard_records,
                 "state": state_record,
                 "splits": split_record,
-                "engine": engine,
-                # Phases that add up to total_s (the manifest write and the swap after it take milliseconds).
-                "timings": timings,
+                "engine": engine.record(),
+                "timings": clock.record(),
                 "stats": stats,
             }
             fsync_dir(tmp)
