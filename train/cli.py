@@ -8,20 +8,85 @@ Exit status: 0 done, 2 bad input or a stopped run (one line saying why), 3 inter
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
-from gpu_features.cli import guarded
 from gpu_features.errors import GpuFeaturesError
+from gpu_features.guard import guarded, make_console
 from gpu_features.windows import MASK_KINDS
+
+from .config import DEVICES, GRAPH_MODES, PROFILES, TrainConfig
 
 DEFAULT_STORE, DEFAULT_RUN = "data/features/demo", "runs/demo"
 
-# Flags that set TrainConfig fields (default None = "take the profile's value" / "keep the saved one").
-_CONFIG_FLAGS = ("epochs", "batch_size", "lr", "seed", "device", "max_train_windows", "max_val_windows",
-                 "max_final_windows", "stride", "min_valid_fraction", "mask", "mask_ratio", "patch_length", "patience",
-                 "hidden_size", "num_layers", "dropout", "weight_decay", "warmup_fraction", "grad_clip", "bf16",
-                 "position_channel", "window_length", "cuda_graphs")
+# What the flag of each TrainConfig field says; the flags themselves (name, type, choices, and the default in
+# brackets, per profile where the profiles differ) are generated from the dataclass and PROFILES. A help text
+# that ends in "]" states its own default.
+FLAG_HELP = {
+    "epochs": "planned epochs",
+    "batch_size": "windows per step",
+    "lr": "peak learning rate",
+    "weight_decay": "AdamW weight decay on matrices",
+    "warmup_fraction": "share of steps in the linear warm-up",
+    "grad_clip": "max gradient norm",
+    "seed": "seed of weights, shuffling, masks and dropout",
+    "device": "where to train",
+    "bf16": "bf16 autocast on the GPU (--no-bf16: fp32 there too)",
+    "stride": "keep every N-th usable window",
+    "min_valid_fraction": "least share of valid bars per window",
+    "max_train_windows": "evenly spaced training windows per epoch",
+    "max_val_windows": "validation windows per epoch",
+    "max_final_windows": "windows of the final val and test evaluation",
+    "mask": "masking",
+    "mask_ratio": "share of valid bars masked",
+    "patch_length": "bars per block of patch masks",
+    "patience": "epochs without a better val MAE before stopping",
+    "hidden_size": "LSTM units per direction",
+    "num_layers": "BiLSTM layers",
+    "dropout": "dropout between LSTM layers",
+    "position_channel": "add the input channel t/(K-1)",
+    "window_length": "bars per training window (the bars-since normalizer stays the store's) [the store's K]",
+    "cuda_graphs": "capture the training step once per epoch and replay it (auto: on CUDA in one process) "
+                   "[off: not yet run on a GPU]",
+}
+_CHOICES = {"device": DEVICES, "mask": MASK_KINDS, "cuda_graphs": GRAPH_MODES}
+_METAVARS = {"max_train_windows": "N", "max_val_windows": "N", "max_final_windows": "N", "window_length": "K"}
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def config_fields() -> list:
+    """The TrainConfig fields that are flags (``profile`` has its own flag, which also takes ``auto``)."""
+    return [f for f in dataclasses.fields(TrainConfig) if f.name != "profile"]
+
+
+def _shown(value) -> str:
+    if value is None:
+        return "all"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+def _default(f) -> str:
+    """``[value]``, or ``[small A, full B]`` where the profiles set the field differently."""
+    small, full = (PROFILES[p].get(f.name, f.default) for p in ("small", "full"))
+    return f"[small {_shown(small)}, full {_shown(full)}]" if small != full else f"[{_shown(f.default)}]"
+
+
+def add_config_arguments(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field (default None: take the profile's value, or keep the saved one on
+    --resume); a bool field is a ``--bf16`` / ``--no-bf16`` switch pair."""
+    for f in config_fields():
+        flag = "--" + f.name.replace("_", "-")
+        said = FLAG_HELP[f.name]
+        help_ = said if said.endswith("]") else f"{said} {_default(f)}"
+        kind = _TYPES[str(f.type).split(" |")[0]]
+        if kind is bool:
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
+        else:
+            p.add_argument(flag, dest=f.name, type=kind, default=None, choices=_CHOICES.get(f.name),
+                           metavar=_METAVARS.get(f.name), help=help_)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,37 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "settings; flags override it; RUN_DIR/config.json is one")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --run-dir")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --run-dir")
-    p.add_argument("--profile", choices=("auto", "small", "full"), default="auto",
+    p.add_argument("--profile", choices=("auto",) + tuple(PROFILES), default="auto",
                    help="defaults to fill in: small (CPU), full (GPU) [auto: by device]")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="[auto]")
-    p.add_argument("--epochs", type=int, help="planned epochs [small 4, full 10]")
-    p.add_argument("--batch-size", type=int, help="windows per step [small 128, full 256]")
-    p.add_argument("--lr", type=float, help="peak learning rate [small 2e-3, full 1e-3]")
-    p.add_argument("--seed", type=int, help="seed of weights, shuffling, masks and dropout [0]")
-    p.add_argument("--max-train-windows", type=int, metavar="N",
-                   help="evenly spaced training windows per epoch [small 16384, full all]")
-    p.add_argument("--max-val-windows", type=int, metavar="N", help="validation windows per epoch [small 4096, full all]")
-    p.add_argument("--max-final-windows", type=int, metavar="N",
-                   help="windows of the final val and test evaluation [small 8192, full all]")
-    p.add_argument("--stride", type=int, help="keep every N-th usable window [1]")
-    p.add_argument("--min-valid-fraction", type=float, help="least share of valid bars per window [1.0]")
-    p.add_argument("--mask", choices=MASK_KINDS, help="masking [random]")
-    p.add_argument("--mask-ratio", type=float, help="share of valid bars masked [0.15]")
-    p.add_argument("--patch-length", type=int, help="bars per block of patch masks [10]")
-    p.add_argument("--patience", type=int, help="epochs without a better val MAE before stopping [3]")
-    p.add_argument("--hidden-size", type=int, help="LSTM units per direction [small 64, full 128]")
-    p.add_argument("--num-layers", type=int, help="BiLSTM layers [2]")
-    p.add_argument("--dropout", type=float, help="dropout between LSTM layers [0.1]")
-    p.add_argument("--weight-decay", type=float, help="AdamW weight decay on matrices [0.01]")
-    p.add_argument("--warmup-fraction", type=float, help="share of steps in the linear warm-up [0.05]")
-    p.add_argument("--grad-clip", type=float, help="max gradient norm [1.0]")
-    p.add_argument("--no-bf16", dest="bf16", action="store_false", default=None, help="fp32 on the GPU too")
-    p.add_argument("--position-channel", action="store_true", default=None, help="add the input channel t/(K-1)")
-    p.add_argument("--window-length", type=int, metavar="K",
-                   help="bars per training window [the store's K]; the bars-since normalizer stays the store's")
-    p.add_argument("--cuda-graphs", choices=("auto", "on", "off"), default=None,
-                   help="capture the training step once per epoch and replay it (auto: on CUDA in one process) "
-                        "[off: not yet run on a GPU]")
+    add_config_arguments(p)
     p.add_argument("--tensorboard", action="store_true", default=None,
                    help="also log metrics to RUN_DIR/tensorboard (pip install 'gpu-features[tensorboard]')")
     p.add_argument("--allow-world-size-change", action="store_true",
@@ -101,9 +138,8 @@ def _stores(args) -> list[str]:
         return list(args.store)
     if args.resume:
         from .checkpoint import read_checkpoint_record
-        from .loop import saved_stores
 
-        return [s["path"] for s in saved_stores(read_checkpoint_record(Path(args.run_dir)))]
+        return [s["path"] for s in read_checkpoint_record(Path(args.run_dir))["stores"]]
     return [DEFAULT_STORE]
 
 
@@ -113,7 +149,7 @@ def _config(args):
     from .checkpoint import CHECKPOINT_JSON, read_checkpoint_record
     from .config import TrainConfig, TrainError, make_config
 
-    overrides = {k: getattr(args, k) for k in _CONFIG_FLAGS}
+    overrides = {f.name: getattr(args, f.name) for f in config_fields()}
     if args.resume:
         saved = read_checkpoint_record(Path(args.run_dir)).get("config")
         if not isinstance(saved, dict):
@@ -197,8 +233,6 @@ def cmd_plot(argv, console) -> int:
 
 
 def main(argv=None) -> int:
-    from gpu_features.cli import make_console
-
     console, err_console = make_console(), make_console(stderr=True)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "plot":

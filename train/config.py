@@ -1,6 +1,6 @@
 """TrainConfig: everything that decides a training run, frozen, validated, saved whole in its checkpoint.
 
-Two profiles fill what the user leaves unset: ``full`` (the issue's
+Two profiles fill what the user leaves unset: ``full`` (the reference
 configuration: Jade 2x128 BiLSTM, B = 256, every window of every split) on a
 GPU, and ``small`` on a CPU (hidden 64, a few epochs over an evenly spaced
 subset of windows) so ``make train`` finishes in under 3 minutes on 2 cores.
@@ -16,6 +16,7 @@ from gpu_features.errors import GpuFeaturesError
 from .jade import JadeConfig
 
 
+DEVICES = ("auto", "cpu", "cuda")
 GRAPH_MODES = ("auto", "on", "off")
 
 
@@ -92,7 +93,7 @@ class TrainConfig(FrozenConfig):
                   ("min_valid_fraction", 0 <= self.min_valid_fraction <= 1, "0 .. 1"),
                   ("mask_ratio", 0 < self.mask_ratio < 1, "0 < ratio < 1"),
                   ("patch_length", self.patch_length >= 1, ">= 1"), ("patience", self.patience >= 1, ">= 1"),
-                  ("device", self.device in ("auto", "cpu", "cuda"), "auto, cpu or cuda"),
+                  ("device", self.device in DEVICES, "auto, cpu or cuda"),
                   ("mask", self.mask in ("random", "patch"), "random or patch"),
                   ("profile", self.profile in ("small", "full"), "small or full"),
                   ("window_length", self.window_length is None or self.window_length >= 2, ">= 2 or unset"),

@@ -76,11 +76,6 @@ def store_identity(store) -> dict:
             "shards_sha256": [s.sha256 for s in store.shards]}
 
 
-def saved_stores(state: dict) -> list[dict]:
-    """The identities of the stores a checkpoint was trained on (older checkpoints hold one, as ``store``)."""
-    return state.get("stores") or [state["store"]]
-
-
 def deterministic_cublas() -> None:
     """Ask cuBLAS for the same reduction order in every run (exact resume on a GPU).
 
@@ -476,7 +471,7 @@ def prepare(store_path, run_dir, cfg: TrainConfig | None = None, resume: bool = 
         identities = [store_identity(s) for s in stores]
         if resume:
             state, tensors = load_checkpoint(run_dir)
-            was = saved_stores(state)
+            was = state["stores"]
             if [s["shards_sha256"] for s in was] != [s["shards_sha256"] for s in identities]:
                 raise TrainError(f"--resume: {run_dir} was trained on {', '.join(s['path'] for s in was)} "
                                  f"(created {', '.join(s['created'] for s in was)}), not on "
