@@ -111,7 +111,7 @@ def engines_report() -> dict:
     from .engines import gpu, host, resolve
 
     cxx = host.compiler()
-    version = (host._compiler_version(cxx).splitlines() or [None])[0] if cxx else None
+    version = (host.compiler_version(cxx).splitlines() or [None])[0] if cxx else None
     cache = host.cache_dir()
     writable = _writable(cache)
     if cxx is None:

@@ -117,7 +117,7 @@ def _build(atr_period: int) -> Path:
     flags = list(FLAGS) + [f"-DPF_ATR_PERIOD={atr_period}"]
     digest = abi.sources_digest()
     digest.update(" ".join([cxx] + flags).encode())
-    digest.update(_compiler_version(cxx).encode())
+    digest.update(compiler_version(cxx).encode())
     sources = digest.hexdigest()
     out = _private_cache() / f"pf-host-{sources[:20]}.so"
     if _trusted(out, sources):
@@ -147,7 +147,8 @@ def _build(atr_period: int) -> Path:
     return out
 
 
-def _compiler_version(cxx: str) -> str:
+def compiler_version(cxx: str) -> str:
+    """What ``cxx --version`` prints ("" when it cannot run): part of the kernel cache key, and shown by doctor."""
     try:
         return subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
     except OSError:
