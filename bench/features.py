@@ -1,6 +1,6 @@
 """Feature engines side by side, on the same synthetic bars, in one run.
 
-Measures (never asserted in tests; reported in the README and the issue notes):
+Measures (never asserted in tests; reported in the README's Performance section):
 
 - bars/s of the seed-style baseline (the old cost model: a per-bar Python loop
   that writes every bar into each of the K windows holding it, materializing
