@@ -7,6 +7,8 @@ differing rows before it fails.
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from gpu_features import engines
 from gpu_features.config import FEATURE_NAMES, FeatureConfig
@@ -94,3 +96,22 @@ def fail_on_call(fn, n: int, error: Exception):
         return fn(*args, **kw)
 
     return wrapper
+
+
+def write_parquet(path, bars, a=None, b=None, symbols=True):
+    """Bars a:b of every segment of :class:`~gpu_features.ingest.Bars` ``bars`` as one parquet file (with a symbol
+    column unless ``symbols`` is False)."""
+    cols = {k: [] for k in ("symbol", "timestamp", "open", "high", "low", "close")}
+    bounds = bars.segment_bounds()
+    for s, name in enumerate(bars.segment_names):
+        lo, hi = int(bounds[s]), int(bounds[s + 1])
+        sl = slice(lo + (a or 0), lo + (hi - lo if b is None else b))
+        cols["symbol"] += [name] * len(bars.close[sl])
+        cols["timestamp"].append(bars.timestamp[sl])
+        for k in ("open", "high", "low", "close"):
+            cols[k].append(getattr(bars, k)[sl])
+    tbl = {"symbol": cols["symbol"]} if symbols else {}
+    tbl.update({k: np.concatenate(cols[k]) for k in ("timestamp", "open", "high", "low", "close")})
+    tbl["timestamp"] = pa.array(tbl["timestamp"], pa.timestamp("ns", tz="UTC"))
+    pq.write_table(pa.table(tbl), path)
+    return path

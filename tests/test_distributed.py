@@ -28,7 +28,7 @@ from gpu_features.store import Dataset, append_dataset, open_store
 from gpu_features.store.dataset import select_symbols
 from gpu_features.verify import verify_store
 from tests.harness import STORE_ENGINE
-from tests.test_append import write_parquet
+from tests.harness import write_parquet
 
 distributed = pytest.importorskip("distributed", reason="Dask (extra 'distributed') is not installed; `make test` "
                                                         "installs it")
@@ -234,10 +234,10 @@ def test_many_small_symbols_are_packed_into_fewer_parts(client, tmp_path):
     used = ds.record["build"]["bars_per_task_used"]
     assert used == -(-bars.n // 4)  # all rows over twice the 2 worker threads, below the 1M default
     assert 4 <= len(ds.parts) < 12
-    sizes = {name: int(c) for name, c in zip(bars.symbols, np.diff(bars.series_bounds()))}
+    sizes = {name: int(c) for name, c in zip(bars.segment_names, np.diff(bars.segment_bounds()))}
     for part in ds.parts:  # whole symbols, in name order, each part within the packing limit (or one symbol)
         assert sum(sizes[name] for name in part.symbols) <= used or len(part.symbols) == 1
-    assert [name for p in ds.parts for name in p.symbols] == sorted(bars.symbols)
+    assert [name for p in ds.parts for name in p.symbols] == sorted(bars.segment_names)
     single = gf.precompute(write_parquet(tmp_path / "all.parquet", bars), tmp_path / "single", engine=STORE_ENGINE)
     assert_same_per_symbol(ds, single)
     assert ds.splits == single.splits
@@ -341,8 +341,8 @@ def test_append_to_a_dataset_goes_to_the_parts_of_its_symbols(client, tmp_path):
     assert len(got.parts) == 4 and got.parts[-1].symbols == ["U0005"]
     assert {p.path.name: p.symbols for p in got.parts[:3]} != before  # the two touched parts were replaced
     assert sorted(p.name for p in got.path.iterdir()) == sorted(["dataset.json"] + [p.path.name for p in got.parts])
-    bounds = full.series_bounds()
-    for s, name in enumerate(full.symbols):
+    bounds = full.segment_bounds()
+    for s, name in enumerate(full.segment_names):
         a, b = int(bounds[s]), int(bounds[s + 1])
         lo, hi = {"U0000": (a, b), "U0002": (a, b), "U0005": (a + cut, b)}.get(name, (a, a + cut))
         feats, valid = gf.compute_features(full.open[lo:hi], full.high[lo:hi], full.low[lo:hi], full.close[lo:hi],
@@ -370,7 +370,7 @@ def test_cli_builds_verifies_and_appends_a_dataset(universe, tmp_path, capsys):
     # 12,870 rows in all on 2 worker threads: no task is packed beyond 12,870 / 4 rows, so a task per file
     assert "wrote dataset" in said and "3 part(s)" in said and "3 input file(s) in 3 task(s) on LocalCluster" in said
     assert main(["verify", str(out), "--quiet"]) == 0
-    new = write_parquet(tmp_path / "new.parquet", dataclasses.replace(select_symbols(bars, ["U0001"]), symbols=("NEW",)))
+    new = write_parquet(tmp_path / "new.parquet", dataclasses.replace(select_symbols(bars, ["U0001"]), segment_names=("NEW",)))
     assert main(["precompute", "--append", str(new), "--output", str(out), "--engine", STORE_ENGINE, "--quiet"]) == 0
     said = " ".join(capsys.readouterr().out.split())
     assert "appended to" in said
@@ -492,7 +492,7 @@ def test_a_parquet_scan_keys_series_as_the_reader_does(tmp_path):
     pq.write_table(pa.table({"ticker": tickers, "window_start": t, **prices}), polygon)
     for path, want in ((generic, None), (polygon, ["AAA", "BBB"])):
         bars = gf.read_bars(path)
-        assert (sorted(set(bars.symbols)) if bars.ingest["symbol_column"] else None) == want
+        assert (sorted(set(bars.segment_names)) if bars.ingest["symbol_column"] else None) == want
         assert scan_file(str(path)) == {"path": str(path), "symbols": want, "rows": 2 * n}
 
 

@@ -2,15 +2,18 @@
 import sys
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 import gpu_features as gf
-from tests.harness import STORE_ENGINE
-from gpu_features import engines, reference, synthetic
-from gpu_features.store import append_store
+from gpu_features import reference, synthetic
 from gpu_features.cli import main
 from gpu_features.errors import GpuFeaturesError
+from gpu_features.ingest import ReadSpec
 from gpu_features.plot import chart_data, render
+from gpu_features.store import append_store, precompute
+from tests.harness import STORE_ENGINE
+from tests.ingest.samples import tbl, walk
 
 N = 6000
 
@@ -89,3 +92,25 @@ def test_cli_plot(store, tmp_path, capsys):
                  "--features", "range_z,body_pct"])
     assert code == 0 and (tmp_path / "p.png").stat().st_size > 10_000
     assert "120 bars" in capsys.readouterr().out
+
+
+def test_plot_swings_restart_at_a_roll(tmp_path):
+    from gpu_features import reference
+    from gpu_features.plot import chart_data
+
+    w = walk(1000, seed=3)
+    contract = np.where(np.arange(1000) < 600, "ESH4", "ESM4")
+    path = tmp_path / "es.parquet"
+    pq.write_table(tbl(w, contract=contract), path)
+    st = precompute(path, tmp_path / "s", engine="reference", spec=ReadSpec(roll_column="contract"))
+    want = []
+    for g in st.segments:
+        a, b = g.first, g.stop
+        events = []
+        n = b - a
+        reference.run_series(w["open"][a:b].tolist(), w["high"][a:b].tolist(), w["low"][a:b].tolist(),
+                             w["close"][a:b].tolist(), st.config, np.zeros(16 + st.config.atr_period),
+                             np.zeros((n, 10), np.float32), np.zeros(n, bool), np.zeros(n, np.int8), events=events)
+        want += [("high" if code == 1 else "low", int(ext_i) + a, float(p), a + j) for j, code, ext_i, p in events]
+    got = chart_data(tmp_path / "s", last=1000).swings
+    assert [(s.kind, s.extreme_bar, s.extreme_price, s.confirm_bar) for s in got] == want and len(want) > 4

@@ -1,7 +1,7 @@
 import numpy as np
 
 from gpu_features import engines, synthetic
-from gpu_features.bars import assemble
+from gpu_features.ingest import assemble
 
 
 def test_deterministic_and_seed_dependent():
@@ -9,8 +9,8 @@ def test_deterministic_and_seed_dependent():
     for k in ("open", "high", "low", "close", "timestamp", "offsets"):
         np.testing.assert_array_equal(getattr(a, k), getattr(b, k))
     assert not np.array_equal(a.close, synthetic.generate(5000, 2, seed=4).close)
-    assert a.symbols == ("SYN0", "SYN1") and a.offsets.tolist() == [0, 5000]
-    assert synthetic.generate(10).symbols == ("NQ",)
+    assert a.segment_names == ("SYN0", "SYN1") and a.offsets.tolist() == [0, 5000]
+    assert synthetic.generate(10).segment_names == ("NQ",)
 
 
 def test_bars_pass_every_ingest_rule_on_a_tick_grid():

@@ -9,9 +9,10 @@ from safetensors.numpy import load_file, save_file
 
 import gpu_features as gf
 from gpu_features import synthetic
+from gpu_features.cli import main
 from gpu_features.fileio import sha256_file
+from gpu_features.ingest import Bars
 from gpu_features.store.stats import feature_stats
-from gpu_features.bars import Bars
 from gpu_features.verify import verify_store
 
 N = 12_000
@@ -141,3 +142,18 @@ def test_no_valid_bars_is_degenerate(make_store, tmp_path):
 def test_a_broken_store_reports_structure(tmp_path):
     r = verify_store(tmp_path / "none")
     assert r.verdict == "FAILED" and r.checks[0].name == "structure"
+
+
+def test_verify_with_a_bad_source_file_is_one_sentence(tmp_path, capsys):
+    good = tmp_path / "good.csv"
+    good.write_text("timestamp,open,high,low,close\n" + "".join(
+        f"2024-01-01T00:{k:02d}:00Z,1,2,0.5,1.5\n" for k in range(60)))
+    assert main(["precompute", "--input", str(good), "--output", str(tmp_path / "s"), "--quiet"]) == 0
+    bad = tmp_path / "bad.csv"
+    bad.write_text(good.read_text().replace(",1.5\n", ",abc\n", 1))
+    capsys.readouterr()
+    # The source cannot be re-read: "not verified" (exit 1) with the one-sentence reason; the other checks still run.
+    assert main(["verify", str(tmp_path / "s"), "--source", str(bad), "--quiet"]) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "column 'close' row 0 (0-based data row) holds 'abc', which is not a number" in out
+    assert "checksums" in out and "Traceback" not in out

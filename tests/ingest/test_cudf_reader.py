@@ -10,13 +10,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from gpu_features import bars as bars_mod
-from gpu_features import engines, read_bars, readers
-from gpu_features.bars import PRICE_COLUMNS, assemble_clean
+from gpu_features import engines, read_bars
+from gpu_features.ingest import PRICE_COLUMNS, ReadSpec, file_digest
+from gpu_features.ingest.assemble import assemble_clean
+from gpu_features.ingest.cudf_reader import cudf_module
+from gpu_features.ingest.decode import decode_inputs
 from gpu_features.engines import gpu
 from gpu_features.errors import BarsError
 from tests.harness import assert_same_run
-from tests.test_bars import MIN, T0, table, write
+from tests.ingest.samples import MIN, T0, table, write
 
 CUDF_MISSING = "cudf does not import here (not installed, or no GPU): the cudf decode step is not run"
 
@@ -58,7 +60,7 @@ def broken_files():
 
 def host_columns(path):
     """The decoded columns of a file, as the cudf reader hands them to ``assemble_clean``."""
-    dec = readers.decode_inputs([path], readers.ReadOptions())
+    dec = decode_inputs([path], ReadSpec())
     return dec.prices, dec.timestamp, dec.symbol_codes, dec.symbol_names
 
 
@@ -66,7 +68,7 @@ def device_assemble(path, xp, policy="error"):
     prices, ts, codes, names = host_columns(path)
     prices = {k: xp.asarray(v) for k, v in prices.items()}
     codes = None if codes is None else xp.asarray(codes)
-    return assemble_clean(path, prices, xp.asarray(ts), codes, names, policy, bars_mod.file_digest(path), "pyarrow")
+    return assemble_clean(path, prices, xp.asarray(ts), codes, names, policy, file_digest(path), "pyarrow")
 
 
 def assert_same_bars(got, want):
@@ -74,7 +76,7 @@ def assert_same_bars(got, want):
     for k in PRICE_COLUMNS + ("timestamp", "offsets"):
         g, w = getattr(got, k), getattr(want, k)
         assert g.dtype == w.dtype and np.array_equal(g.view(np.uint8), w.view(np.uint8)), k
-    assert got.symbols == want.symbols and got.source == want.source and got.ingest == want.ingest
+    assert got.segment_names == want.segment_names and got.source == want.source and got.ingest == want.ingest
 
 
 def _xp_param(name):
@@ -130,7 +132,7 @@ def test_reader_choices(tmp_path):
     assert read_bars(csv, reader="auto").ingest["reader"] == "pyarrow"
 
 
-@pytest.mark.skipif(bars_mod._cudf() is not None, reason="cudf imports here; the refusal is for machines without it")
+@pytest.mark.skipif(cudf_module() is not None, reason="cudf imports here; the refusal is for machines without it")
 def test_cudf_reader_without_cudf_is_refused_and_auto_uses_pyarrow(tmp_path):
     path = write(tmp_path, table(5))
     with pytest.raises(BarsError, match="the cudf reader needs cudf and a CUDA GPU"):
@@ -141,7 +143,7 @@ def test_cudf_reader_without_cudf_is_refused_and_auto_uses_pyarrow(tmp_path):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(bars_mod._cudf() is None, reason=CUDF_MISSING)
+@pytest.mark.skipif(cudf_module() is None, reason=CUDF_MISSING)
 @pytest.mark.parametrize("what", list(clean_files()) + ["integer epoch seconds"])
 def test_cudf_reader_equals_pyarrow(tmp_path, what):
     files = dict(clean_files())
@@ -159,7 +161,7 @@ def test_cudf_reader_equals_pyarrow(tmp_path, what):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(bars_mod._cudf() is None, reason=CUDF_MISSING)
+@pytest.mark.skipif(cudf_module() is None, reason=CUDF_MISSING)
 @pytest.mark.parametrize("what", list(broken_files()))
 def test_cudf_reader_hands_broken_files_to_pyarrow(tmp_path, what):
     path = write(tmp_path, broken_files()[what])

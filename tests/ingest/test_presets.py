@@ -14,7 +14,8 @@ import pytest
 
 from gpu_features import read_bars
 from gpu_features.errors import BarsError
-from gpu_features.readers import SCID_EPOCH_DAYS, SCID_HEADER, SCID_RECORD
+from gpu_features.ingest.files import SCID_EPOCH_DAYS, SCID_HEADER, SCID_RECORD
+from tests.ingest.samples import refusal, table
 
 MIN = 60_000_000_000
 T0 = 1_704_205_800_000_000_000  # 2024-01-02T14:30:00Z = 09:30 in New York (EST, UTC-5)
@@ -33,7 +34,7 @@ def check(bars, ts=None, symbols=None, scale=1.0):
     for got, want in ((bars.open, O), (bars.high, H), (bars.low, L), (bars.close, C)):
         assert got.tolist() == (want * scale).tolist()
     if symbols is not None:
-        assert bars.symbols == tuple(symbols)
+        assert bars.segment_names == tuple(symbols)
 
 
 # --- Databento ---------------------------------------------------------------------------------
@@ -117,8 +118,8 @@ def test_polygon_flat_file_csv_gz(tmp_path):
         lines += [f"{sym},100,{O[k] + shift},{C[k] + shift},{H[k] + shift},{L[k] + shift},{T0 + k * MIN},7" for k in range(N)]
     path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
     bars = read_bars(path)
-    assert bars.symbols == ("AAPL", "X:BTCUSD")
-    one = bars.take(N, 2 * N, series=1)
+    assert bars.segment_names == ("AAPL", "X:BTCUSD")
+    one = bars.take(N, 2 * N, segment=1)
     check(one)
     assert bars.close[:N].tolist() == (C - 16600.0).tolist()
 
@@ -290,3 +291,48 @@ def test_bz2_csv_and_cli_flags_for_a_vendor_file(tmp_path, capsys):
     assert verify_store(out).ok  # re-read with the recorded format and zone
     assert main(["precompute", "--input", str(ninja), "--output", str(tmp_path / "t"), "--quiet"]) == 2
     assert "pass --timezone" in " ".join(capsys.readouterr().err.split())
+
+
+def test_columns_differing_only_in_case(tmp_path):
+    refusal(tmp_path, table().append_column("Close", pa.array(np.ones(5))), "'close' and 'Close' differ only in case")
+
+
+# --- the one series-key rule and the one --format override -------------------------------------------------
+
+
+def test_series_key_rule_symbol_column_then_symbol_then_the_vendors_fallback():
+    from gpu_features.ingest.presets import PRESETS, column_map, resolve_columns, series_key_column
+
+    def key(names, layout="generic", symbol_column=None, rename=None):
+        cols = resolve_columns("f", column_map("f", names), PRESETS[layout], rename, names)
+        return series_key_column(cols, PRESETS[layout], symbol_column)
+
+    assert key(["Symbol", "close"]) == "Symbol"
+    assert key(["symbol", "sym"], symbol_column="SYM") == "sym"  # the flag wins, any case
+    assert key(["symbol"], symbol_column="nope") is None        # the decoder refuses it, naming the columns
+    assert key(["ticker", "t"], "polygon") == "ticker"           # Polygon's ticker is its symbol
+    assert key(["ticker", "t"]) is None                          # ...only in the Polygon layout
+    assert key(["instrument_id", "ts_event"], "databento") == "instrument_id"
+    assert key(["instrument_id", "symbol"], "databento") == "symbol"
+    assert key(["id", "close"], rename={"id": "symbol"}) == "id"
+
+
+def test_forced_format_overrides_detection_and_detection_runs_only_without_one():
+    from gpu_features.ingest.presets import pick_layout
+
+    def never():
+        raise AssertionError("detection ran although --format forced the layout")
+
+    assert pick_layout("ib", never).name == "ib"
+    assert pick_layout("auto", lambda: "polygon").name == "polygon"
+    with pytest.raises(BarsError, match="unknown format 'metastock'"):
+        pick_layout("metastock", never)
+
+
+def test_series_key_of_a_files_column_names_follows_the_reader(tmp_path):
+    from gpu_features.ingest import ReadSpec, series_key_of
+
+    assert series_key_of("f", ["window_start", "ticker", "o"], ReadSpec()) == "ticker"
+    assert series_key_of("f", ["timestamp", "ticker"], ReadSpec()) is None
+    assert series_key_of("f", ["timestamp", "ticker"], ReadSpec(format="polygon")) == "ticker"
+    assert series_key_of("f", ["timestamp", "Contract"], ReadSpec(symbol_column="contract")) == "Contract"

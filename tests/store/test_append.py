@@ -8,32 +8,14 @@ import pytest
 
 import gpu_features as gf
 from gpu_features import synthetic
-from gpu_features.store import append as append_mod, writer as writer_mod
-from gpu_features.store import append_store
-from gpu_features.bars import Bars
 from gpu_features.errors import StoreError
+from gpu_features.ingest import Bars
+from gpu_features.store import append_store
+from gpu_features.store import writer as writer_mod
 from gpu_features.verify import verify_store
-from tests.harness import STORE_ENGINE, fail_on_call
+from tests.harness import STORE_ENGINE, fail_on_call, write_parquet
 
 N = 9_000
-
-
-def write_parquet(path, bars: Bars, a=None, b=None, symbols=True):
-    """Bars a:b of every series of ``bars`` as one parquet file (with a symbol column)."""
-    cols = {k: [] for k in ("symbol", "timestamp", "open", "high", "low", "close")}
-    bounds = bars.series_bounds()
-    for s, name in enumerate(bars.symbols):
-        lo, hi = int(bounds[s]), int(bounds[s + 1])
-        sl = slice(lo + (a or 0), lo + (hi - lo if b is None else b))
-        cols["symbol"] += [name] * len(bars.close[sl])
-        cols["timestamp"].append(bars.timestamp[sl])
-        for k in ("open", "high", "low", "close"):
-            cols[k].append(getattr(bars, k)[sl])
-    tbl = {"symbol": cols["symbol"]} if symbols else {}
-    tbl.update({k: np.concatenate(cols[k]) for k in ("timestamp", "open", "high", "low", "close")})
-    tbl["timestamp"] = pa.array(tbl["timestamp"], pa.timestamp("ns", tz="UTC"))
-    pq.write_table(pa.table(tbl), path)
-    return path
 
 
 def per_symbol(store, name, key):
@@ -158,3 +140,21 @@ def test_cli_append_refuses_flags_that_do_not_apply(tmp_path, capsys):
 
     code = main(["precompute", "--append", "x.parquet", "--output", str(tmp_path), "--zigzag-k", "2", "--overwrite"])
     assert code == 2 and "--zigzag-k, --overwrite cannot be used with it" in capsys.readouterr().err
+
+
+def test_append_argument_refusal(built):
+    from gpu_features.store import append_store
+
+    with pytest.raises(StoreError, match="on_overlap must be one of error, skip, got 'merge'"):
+        append_store(built, built, on_overlap="merge")
+
+
+def test_overlap_that_cannot_be_checked_is_refused(make_store, bars, tmp_path):
+    """A store built from bars in memory has no source to check overlapping new bars against."""
+    import dataclasses
+
+    from gpu_features.store import append_store
+
+    path = make_store(dataclasses.replace(bars.take(0, 6000), source={}), tmp_path / "mem").path
+    with pytest.raises(StoreError, match="cannot check the overlapping bars of SYN0 against the store"):
+        append_store(path, bars.take(5000, 7000), on_overlap="skip")

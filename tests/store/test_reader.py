@@ -1,38 +1,15 @@
-"""Store round trip, splits, atomic replacement, and every refusal of open_store."""
+"""open_store and the Store reader: round trip, typed accessors, splits and windows, and every refusal of a damaged store."""
 import json
-import shutil
 
 import numpy as np
 import pytest
 
 import gpu_features as gf
-from gpu_features import engines, synthetic
-from gpu_features.store import writer as store_mod
+from gpu_features import engines
 from gpu_features import state as S
 from gpu_features.errors import StoreError
 from gpu_features.window_index import usable_starts
-from tests.harness import fail_on_call
-
-N, SYMBOLS = 15_000, 2
-
-
-@pytest.fixture(scope="module")
-def bars():
-    return synthetic.generate(N, SYMBOLS, seed=11)
-
-
-@pytest.fixture(scope="module")
-def built(make_store, bars, tmp_path_factory):
-    path = tmp_path_factory.mktemp("stores") / "s"
-    make_store(bars, path, shard_bars=7000, checkpoint_every=1000)
-    return path
-
-
-@pytest.fixture
-def store_copy(built, tmp_path):
-    dst = tmp_path / "copy"
-    shutil.copytree(built, dst)
-    return dst
+from tests.store.conftest import N
 
 
 def test_round_trip_equals_the_engine(bars, built):
@@ -121,35 +98,6 @@ def test_split_dates(make_store, bars, tmp_path):
     cut1 = np.datetime64("2019-01-15", "ns").astype(np.int64)
     assert (ids[ts < cut1] == 0).all() and (ids[ts >= cut1] > 0).all()
     assert st.manifest["splits"]["method"] == "dates"
-
-
-def test_existing_store_needs_overwrite(make_store, bars, built):
-    with pytest.raises(StoreError, match="already exists; pass --overwrite"):
-        make_store(bars, built)
-
-
-def test_overwrite_refuses_a_directory_that_is_not_a_store(make_store, bars, tmp_path):
-    (tmp_path / "mine").mkdir()
-    (tmp_path / "mine" / "thesis.tex").write_text("precious")
-    with pytest.raises(StoreError, match="is not a gpu-features store; refusing to replace it"):
-        make_store(bars, tmp_path / "mine", overwrite=True)
-    assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
-
-
-def test_a_failure_midway_leaves_the_old_store_intact(make_store, bars, store_copy, monkeypatch):
-    before = (store_copy / "manifest.json").read_text()
-    monkeypatch.setattr(store_mod, "write_bytes", fail_on_call(store_mod.write_bytes, 2, OSError("disk full (injected)")))
-    with pytest.raises(OSError, match="injected"):
-        make_store(bars, store_copy, overwrite=True, shard_bars=7000)
-    assert (store_copy / "manifest.json").read_text() == before
-    gf.open_store(store_copy, checksums=True)
-    left = [p.name for p in store_copy.parent.iterdir() if p.name.startswith(".") and p.name != ".copy.lock"]
-    assert not left  # no temporary left (the empty lock file stays: see fileio.writer_lock)
-
-
-def test_overwrite_replaces_with_a_complete_store(make_store, bars, store_copy):
-    st = make_store(bars, store_copy, overwrite=True, shard_bars=20_000)
-    assert len(st.manifest["shards"]) == 2 and len(list(store_copy.glob("bars-*"))) == 2
 
 
 # --- refusals -------------------------------------------------------------------------------
@@ -330,26 +278,3 @@ def test_file_names_with_a_path(store_copy):
 def test_feature_names_that_differ(store_copy):
     edit_manifest(store_copy, lambda m: m["feature_names"].reverse())
     refused(store_copy, "feature names", "differ from", "; rebuild the store.")
-
-
-def test_precompute_argument_refusals(bars, tmp_path):
-    with pytest.raises(StoreError, match="shard_bars and checkpoint_every must be >= 1, got 0 and 4096"):
-        gf.precompute(bars, tmp_path / "x", engine="reference", shard_bars=0)
-
-
-def test_append_argument_refusal(built):
-    from gpu_features.store import append_store
-
-    with pytest.raises(StoreError, match="on_overlap must be one of error, skip, got 'merge'"):
-        append_store(built, built, on_overlap="merge")
-
-
-def test_overlap_that_cannot_be_checked_is_refused(make_store, bars, tmp_path):
-    """A store built from bars in memory has no source to check overlapping new bars against."""
-    import dataclasses
-
-    from gpu_features.store import append_store
-
-    path = make_store(dataclasses.replace(bars.take(0, 6000), source={}), tmp_path / "mem").path
-    with pytest.raises(StoreError, match="cannot check the overlapping bars of SYN0 against the store"):
-        append_store(path, bars.take(5000, 7000), on_overlap="skip")

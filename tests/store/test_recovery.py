@@ -25,8 +25,7 @@ from gpu_features.fileio import FAULT_ENV, LOCK_TIMEOUT_ENV, lock_path
 from gpu_features.store import append_store
 from gpu_features.store.recovery import leftovers
 from gpu_features.verify import verify_store
-from tests.harness import STORE_ENGINE
-from tests.test_append import write_parquet
+from tests.harness import STORE_ENGINE, write_parquet
 
 BARS, SHARD = 3000, 1000
 
@@ -224,7 +223,7 @@ def test_a_failure_after_the_append_commit_keeps_the_new_files(append_case, tmp_
 
 def _symbol_parquet(path, name, seed, t0):
     """500 bars of a new symbol ``name`` (timestamps from ``t0``) as a parquet with a symbol column."""
-    from gpu_features.bars import Bars
+    from gpu_features.ingest import Bars
 
     b = synthetic.generate(500, 1, seed)
     b = Bars(b.open, b.high, b.low, b.close, b.timestamp - b.timestamp[0] + t0, b.offsets, (name,), b.source,

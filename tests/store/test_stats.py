@@ -1,15 +1,16 @@
 """Manifest statistics: the block-moment kernel against its numpy reference, the merge against plain
 numpy, the lean window counting against the window-index rule, and shards written from memory."""
-import hashlib
 
 import numpy as np
 import pytest
 
 import gpu_features as gf
-from gpu_features import engines, reference, splits as splits_mod, synthetic
+from gpu_features import engines, reference
+from gpu_features import splits as splits_mod
+from gpu_features import synthetic
 from gpu_features.config import FEATURE_NAMES, N_FEATURES
 from gpu_features.engines import gpu, host, launch
-from gpu_features.store import format as format_mod, stats, writer
+from gpu_features.store import stats
 from gpu_features.window_index import usable_starts, window_counts
 
 needs_host = pytest.mark.skipif(not host.available(), reason="no C++ compiler for the host engine")
@@ -175,46 +176,6 @@ def test_split_boundaries_without_a_full_sort():
     ts = np.arange(100, dtype=np.int64) * 60
     rec = splits_mod.resolve(None, ts[::-1].copy())  # unsorted input: the same boundaries as sorted
     assert rec["boundaries"] == splits_mod.resolve(None, ts)["boundaries"]
-
-
-def test_shards_are_written_from_memory_deterministic_and_hashed_from_their_bytes(tmp_path):
-    from safetensors.numpy import load_file
-
-    feats, valid, _ = random_features(np.random.default_rng(10), 3000)
-    ts = np.arange(3000, dtype=np.int64) * 60_000_000_000
-    a = writer.write_shard(tmp_path / "a.safetensors", feats, valid, ts, 17)
-    b = writer.write_shard(tmp_path / "b.safetensors", feats, valid, ts, 17)
-    data = (tmp_path / "a.safetensors").read_bytes()
-    assert data == (tmp_path / "b.safetensors").read_bytes()
-    assert a["sha256"] == hashlib.sha256(data).hexdigest() and a["bytes"] == len(data)
-    assert {k: a[k] for k in ("first", "count")} == {"first": 17, "count": 3000}
-    back = load_file(tmp_path / "a.safetensors")
-    assert np.array_equal(back["features"], feats) and np.array_equal(back["valid"], valid)
-    assert np.array_equal(back["timestamp"], ts)
-    # The parallel, staged writer makes the same files as write_shard, in order.
-    ranges = writer.shard_ranges(100, 2900, 700)
-    clock, written = writer.WriteClock(), []
-    out = tmp_path / "many"
-    out.mkdir()
-    records = writer.write_shards(out, 3, ranges, 100, feats[100:], valid[100:], ts[100:], written,
-                                  lambda *a: None, clock=clock)
-    assert [p.name for p in written] == [r["file"] for r in records] == [format_mod.shard_name(k)
-                                                                         for k in range(3, 3 + len(ranges))]
-    for rec, (first, count) in zip(records, ranges):
-        single = writer.write_shard(tmp_path / "one.safetensors", feats[first:first + count],
-                                    valid[first:first + count], ts[first:first + count], first)
-        assert (out / rec["file"]).read_bytes() == (tmp_path / "one.safetensors").read_bytes()
-        assert rec == dict(single, file=rec["file"])
-    assert min(clock.serialize_s, clock.hash_s, clock.write_s) >= 0
-
-
-def test_precompute_phases_add_up_to_the_total(make_store, tmp_path):
-    st = make_store(synthetic.generate(6000, 3, seed=2), tmp_path / "s", shard_bars=1000)
-    t = st.timings
-    phases = [k for k in t if k != "total_s"]
-    assert phases == ["read_s", "compute_s", "stats_s", "lock_s", "serialize_s", "hash_s", "write_s", "other_s"]
-    assert sum(t[k] for k in phases) == pytest.approx(t["total_s"], rel=1e-9)
-    assert all(t[k] >= 0 for k in phases)
 
 
 @pytest.mark.gpu

@@ -1,4 +1,4 @@
-"""One rank of the 2-rank gloo tests (started by torch.multiprocessing.spawn from tests/test_ddp.py).
+"""One rank of the 2-rank gloo tests (started by torch.multiprocessing.spawn from tests/train/test_distributed.py).
 
 Each rank joins the process group from the variables torchrun would set, then
 runs, in one process group: a full run, a run interrupted in epoch 2, and its

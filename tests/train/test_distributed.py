@@ -1,4 +1,4 @@
-"""Jade past one process: rank shares of an epoch, 2-rank gloo runs, several stores, run files, K at training time."""
+"""Jade past one process: rank shares of an epoch, 2-rank gloo runs, several stores, K at training time."""
 import json
 import os
 import socket
@@ -14,30 +14,15 @@ torch = pytest.importorskip("torch")
 from gpu_features import synthetic  # noqa: E402
 from gpu_features.window_index import split_window_starts  # noqa: E402
 from gpu_features.windows import WindowError, WindowSource  # noqa: E402
-from train import cli  # noqa: E402
+from tests.train.conftest import DATES  # noqa: E402
+from tests.train.runs import untimed  # noqa: E402
 from train.config import TrainConfig, TrainError  # noqa: E402
-from train.config_file import load_run_file  # noqa: E402
-from train.loop import TIMING_FIELDS, train  # noqa: E402
+from train.loop import train  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-DATES = ["2019-01-10", "2019-01-10T15:00"]
+ROOT = Path(__file__).resolve().parents[2]
 # Tiny on purpose: two ranks share 2 cores in CI.
 TINY = dict(epochs=2, batch_size=8, lr=3e-3, hidden_size=8, num_layers=1, dropout=0.0, max_train_windows=64,
             max_val_windows=48, max_final_windows=48, device="cpu", seed=5, profile="small")
-
-
-@pytest.fixture(scope="module")
-def stores(make_store, tmp_path_factory):
-    """Two stores of one feature config split at the same dates, and one split by fractions."""
-    d = tmp_path_factory.mktemp("ddp")
-    a = make_store(synthetic.generate(6000, 1, 5), d / "a", splits={"dates": DATES})
-    b = make_store(synthetic.generate(6000, 1, 6), d / "b", splits={"dates": DATES})
-    f = make_store(synthetic.generate(6000, 1, 7), d / "f")
-    return a, b, f
-
-
-def _untimed(lines):
-    return [{k: v for k, v in line.items() if k not in TIMING_FIELDS} for line in lines]
 
 
 def _free_port() -> int:
@@ -105,7 +90,7 @@ def test_evaluation_shares_hold_every_window_once():
 def test_two_gloo_ranks_train_agree_write_once_and_resume_exactly(stores, tmp_path):
     import torch.multiprocessing as mp
 
-    from tests.ddp_worker import rank_main
+    from tests.train.ddp_worker import rank_main
 
     a, b, _ = stores
     paths = [str(a.path), str(b.path)]
@@ -113,7 +98,7 @@ def test_two_gloo_ranks_train_agree_write_once_and_resume_exactly(stores, tmp_pa
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     # both ranks report the same reduced metrics, for training, validation and the final evaluation
     for key in ("full", "resumed"):
-        assert _untimed(r0[key]["history"]) == _untimed(r1[key]["history"])
+        assert untimed(r0[key]["history"]) == untimed(r1[key]["history"])
         for split in ("val", "test"):
             assert r0[key]["summary"][split] == r1[key]["summary"][split]
     s = r0["full"]["summary"]
@@ -135,7 +120,7 @@ def test_two_gloo_ranks_train_agree_write_once_and_resume_exactly(stores, tmp_pa
     assert json.loads((full / "summary.json").read_text())["val"] == s["val"]
     # an interrupted 2-rank run resumes to the same metrics and weights
     assert r0["cut_epochs"] == r1["cut_epochs"] == 1
-    assert _untimed(r0["resumed"]["history"]) == _untimed(r0["full"]["history"])
+    assert untimed(r0["resumed"]["history"]) == untimed(r0["full"]["history"])
     assert r0["resumed"]["summary"]["val"] == s["val"] and r0["resumed"]["summary"]["test"] == s["test"]
     from safetensors.torch import load_file
 
@@ -184,7 +169,7 @@ def test_torchrun_runs_the_same_command_and_a_killed_run_resumes(stores, tmp_pat
     r = subprocess.run(_torchrun(a, cut, "--resume"), cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     lines = [[json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()] for d in (tmp_path / "full", cut)]
-    assert len(lines[0]) == 3 and _untimed(lines[0]) == _untimed(lines[1])
+    assert len(lines[0]) == 3 and untimed(lines[0]) == untimed(lines[1])
     s1, s2 = (json.loads((d / "summary.json").read_text()) for d in (tmp_path / "full", cut))
     assert s1["val"] == s2["val"] and s1["test"] == s2["test"]
 
@@ -242,51 +227,6 @@ def test_window_length_at_training_time_uses_the_stores_valid_mask(stores, tmp_p
 # --- run files, tensorboard, graphs option ------------------------------------------------------
 
 
-def test_run_file_round_trip_and_flags_override_it(stores, tmp_path, capsys):
-    a, _, _ = stores
-    f = tmp_path / "run.toml"
-    f.write_text(f'store = "{a.path}"\nprofile = "small"\nepochs = 1\nbatch_size = 8\nhidden_size = 8\n'
-                 'num_layers = 1\nmax_train_windows = 32\nmax_val_windows = 32\nmax_final_windows = 32\n'
-                 'device = "cpu"\nlr = 0.002\n')
-    run = tmp_path / "r"
-    assert cli.main(["--config", str(f), "--run-dir", str(run), "--lr", "0.004", "--quiet"]) == 0
-    written = json.loads((run / "config.json").read_text())
-    assert written["lr"] == 0.004 and written["epochs"] == 1 and written["store"] == [str(a.path)]
-    # the written file starts the same run again
-    assert cli.main(["--config", str(run / "config.json"), "--run-dir", str(tmp_path / "again"), "--quiet"]) == 0
-    m1 = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    m2 = [json.loads(x) for x in (tmp_path / "again" / "metrics.jsonl").read_text().splitlines()]
-    assert _untimed(m1) == _untimed(m2)
-    again = json.loads((tmp_path / "again" / "config.json").read_text())
-    assert again == written  # the resolved run file round-trips
-    # --resume without --store takes the stores the checkpoint names
-    assert cli.main(["--resume", "--run-dir", str(run), "--quiet"]) == 0
-    bad = tmp_path / "bad.toml"
-    bad.write_text("epochs = 1\nlearning_rate = 3\n")
-    with pytest.raises(TrainError, match="unknown key.*learning_rate; allowed keys are epochs, batch_size"):
-        load_run_file(bad)
-    (tmp_path / "bad.ini").write_text("x")
-    with pytest.raises(TrainError, match="unknown run file type '.ini'"):
-        load_run_file(tmp_path / "bad.ini")
-    (tmp_path / "bad.json").write_text('{"epochs": 0}')
-    assert cli.main(["--config", str(tmp_path / "bad.json"), "--run-dir", str(tmp_path / "x")]) == 2
-    assert "training option epochs = 0 is out of range" in " ".join(capsys.readouterr().err.split())
-
-
-def test_yaml_run_files_need_pyyaml(tmp_path, monkeypatch):
-    f = tmp_path / "run.yaml"
-    f.write_text("epochs: 2\nlr: 0.001\n")
-    monkeypatch.setitem(sys.modules, "yaml", None)
-    with pytest.raises(TrainError, match="YAML run files need PyYAML, which is not installed"):
-        load_run_file(f)
-    monkeypatch.undo()
-    try:
-        import yaml  # noqa: F401
-    except ImportError:
-        return
-    assert load_run_file(f) == {"epochs": 2, "lr": 0.001}
-
-
 def test_tensorboard_logs_the_metrics_or_says_what_is_missing(stores, tmp_path, monkeypatch):
     a, _, _ = stores
     cfg = TrainConfig.from_dict({**TINY, "epochs": 1})
@@ -299,7 +239,8 @@ def test_tensorboard_logs_the_metrics_or_says_what_is_missing(stores, tmp_path, 
         return
     train(a.path, tmp_path / "r", cfg, tensorboard=True)
     assert list((tmp_path / "r" / "tensorboard").glob("events.out.tfevents.*"))
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.backend.event_processing.event_accumulator import \
+        EventAccumulator
 
     acc = EventAccumulator(str(tmp_path / "r" / "tensorboard"))
     acc.Reload()

@@ -128,7 +128,7 @@ def test_torchrun_with_one_gpu_process(store, tmp_path):
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1", "-m", "train",
                         "--store", str(store.path), "--run-dir", str(tmp_path / "r"), "--device", "cuda", "--quiet",
                         "--epochs", "1", "--batch-size", "64", "--hidden-size", "32", "--max-train-windows", "512",

@@ -1,0 +1,121 @@
+"""precompute and the store writers: replacing only by a complete store, argument refusals, deterministic bytes, file permissions."""
+import hashlib
+import json
+import os
+import stat
+
+import numpy as np
+import pytest
+
+import gpu_features as gf
+from gpu_features import synthetic
+from gpu_features.errors import StoreError
+from gpu_features.store import format as format_mod
+from gpu_features.store import writer
+from gpu_features.store import writer as store_mod
+from tests.harness import STORE_ENGINE, fail_on_call
+from tests.store.test_format import N
+from tests.store.test_stats import random_features
+
+
+def test_existing_store_needs_overwrite(make_store, bars, built):
+    with pytest.raises(StoreError, match="already exists; pass --overwrite"):
+        make_store(bars, built)
+
+
+def test_overwrite_refuses_a_directory_that_is_not_a_store(make_store, bars, tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("precious")
+    with pytest.raises(StoreError, match="is not a gpu-features store; refusing to replace it"):
+        make_store(bars, tmp_path / "mine", overwrite=True)
+    assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
+
+
+def test_a_failure_midway_leaves_the_old_store_intact(make_store, bars, store_copy, monkeypatch):
+    before = (store_copy / "manifest.json").read_text()
+    monkeypatch.setattr(store_mod, "write_bytes", fail_on_call(store_mod.write_bytes, 2, OSError("disk full (injected)")))
+    with pytest.raises(OSError, match="injected"):
+        make_store(bars, store_copy, overwrite=True, shard_bars=7000)
+    assert (store_copy / "manifest.json").read_text() == before
+    gf.open_store(store_copy, checksums=True)
+    left = [p.name for p in store_copy.parent.iterdir() if p.name.startswith(".") and p.name != ".copy.lock"]
+    assert not left  # no temporary left (the empty lock file stays: see fileio.writer_lock)
+
+
+def test_overwrite_replaces_with_a_complete_store(make_store, bars, store_copy):
+    st = make_store(bars, store_copy, overwrite=True, shard_bars=20_000)
+    assert len(st.manifest["shards"]) == 2 and len(list(store_copy.glob("bars-*"))) == 2
+
+
+def test_precompute_argument_refusals(bars, tmp_path):
+    with pytest.raises(StoreError, match="shard_bars and checkpoint_every must be >= 1, got 0 and 4096"):
+        gf.precompute(bars, tmp_path / "x", engine="reference", shard_bars=0)
+
+
+def _without_times(manifest: dict) -> dict:
+    m = dict(manifest)
+    m.pop("created"), m.pop("timings")
+    m["engine"] = {k: v for k, v in m["engine"].items() if k != "kernel_seconds"}
+    return m
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_files_get_the_permissions_the_umask_gives(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        gf.precompute(synthetic.generate(N, 1, 3), tmp_path / "s", engine=STORE_ENGINE, shard_bars=1000)
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "s").iterdir()}
+    assert set(modes.values()) == {0o666 & ~umask}, modes
+
+
+def test_identical_builds_give_identical_bytes(tmp_path):
+    bars = synthetic.generate(N, 2, 4)
+    for name in ("a", "b"):
+        gf.precompute(bars, tmp_path / name, engine=STORE_ENGINE, shard_bars=1000)
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "b").iterdir())
+    for f in files:
+        if f != "manifest.json":
+            assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    ma, mb = (json.loads((tmp_path / n / "manifest.json").read_text()) for n in ("a", "b"))
+    assert _without_times(ma) == _without_times(mb)
+    assert list(ma) == list(mb)  # same key order, so the bytes differ only in times
+    text = [(tmp_path / n / "manifest.json").read_text() for n in ("a", "b")]
+    for m in (ma, mb):
+        for k in ("created", "timings"):
+            m[k] = None
+        m["engine"]["kernel_seconds"] = 0
+    assert json.dumps(ma, indent=1) == json.dumps(mb, indent=1) and len(text) == 2
+
+
+def test_shards_are_written_from_memory_deterministic_and_hashed_from_their_bytes(tmp_path):
+    from safetensors.numpy import load_file
+
+    feats, valid, _ = random_features(np.random.default_rng(10), 3000)
+    ts = np.arange(3000, dtype=np.int64) * 60_000_000_000
+    a = writer.write_shard(tmp_path / "a.safetensors", feats, valid, ts, 17)
+    b = writer.write_shard(tmp_path / "b.safetensors", feats, valid, ts, 17)
+    data = (tmp_path / "a.safetensors").read_bytes()
+    assert data == (tmp_path / "b.safetensors").read_bytes()
+    assert a["sha256"] == hashlib.sha256(data).hexdigest() and a["bytes"] == len(data)
+    assert {k: a[k] for k in ("first", "count")} == {"first": 17, "count": 3000}
+    back = load_file(tmp_path / "a.safetensors")
+    assert np.array_equal(back["features"], feats) and np.array_equal(back["valid"], valid)
+    assert np.array_equal(back["timestamp"], ts)
+    # The parallel, staged writer makes the same files as write_shard, in order.
+    ranges = writer.shard_ranges(100, 2900, 700)
+    clock, written = writer.WriteClock(), []
+    out = tmp_path / "many"
+    out.mkdir()
+    records = writer.write_shards(out, 3, ranges, 100, feats[100:], valid[100:], ts[100:], written,
+                                  lambda *a: None, clock=clock)
+    assert [p.name for p in written] == [r["file"] for r in records] == [format_mod.shard_name(k)
+                                                                         for k in range(3, 3 + len(ranges))]
+    for rec, (first, count) in zip(records, ranges):
+        single = writer.write_shard(tmp_path / "one.safetensors", feats[first:first + count],
+                                    valid[first:first + count], ts[first:first + count], first)
+        assert (out / rec["file"]).read_bytes() == (tmp_path / "one.safetensors").read_bytes()
+        assert rec == dict(single, file=rec["file"])
+    assert min(clock.serialize_s, clock.hash_s, clock.write_s) >= 0
