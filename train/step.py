@@ -19,7 +19,7 @@ A last partial batch runs eagerly. Graphs are used by one process on one GPU
 only (DDP's gradient hooks are not captured here).
 
 NOT YET RUN ON A GPU: this path was written without a device; the GPU tests in
-``tests/test_train_gpu.py`` (skipped elsewhere) check it against the eager step
+``tests/train/test_gpu.py`` (skipped elsewhere) check it against the eager step
 and check its exact resume.
 """
 from __future__ import annotations

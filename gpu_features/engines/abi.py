@@ -3,7 +3,7 @@
 Everything else is derived from :data:`KERNELS`: the argument kinds the host
 library's ctypes prototypes and CuPy's launches convert to, the order of the
 launch arguments (:func:`arguments` takes them by name), and the checks in
-tests/test_engines.py that compare this table with the parameter lists of the
+tests/engines/test_abi.py that compare this table with the parameter lists of the
 ``.cu`` kernels and of the host entry points in ``host_entry.cpp`` (so two
 swapped pointers of the same kind fail a test, not a result).
 

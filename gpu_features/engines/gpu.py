@@ -50,7 +50,7 @@ def nvrtc_program(atr_period: int) -> tuple[str, tuple[str, ...]]:
     CuPy's ``RawModule`` appends its own options after these (CuPy 14: ``-ftz=true``,
     ``--device-as-default-execution-space``, ``-arch=...``); the kernels are written so
     that none of them changes a result (portable.cuh ``pf_f32``), and
-    tests/test_engines.py compiles exactly this program with those options appended.
+    tests/engines/test_gpu.py compiles exactly this program with those options appended.
     """
     src_dir = abi.kernel_dir()
     includes = "".join(f'#include "{name}"\n' for name in abi.KERNEL_FILES)
