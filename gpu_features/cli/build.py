@@ -171,4 +171,3 @@ def add_parser(sub) -> None:
     pre.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_arguments(pre)
     pre.set_defaults(func=cmd_precompute)
-

@@ -215,4 +215,3 @@ class HostBackend:
 
     def timer(self):
         return _WallClock()
-

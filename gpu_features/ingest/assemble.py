@@ -210,4 +210,3 @@ def encode_symbols(symbol: np.ndarray) -> tuple[np.ndarray, tuple]:
 def ingest_record(on_bad_bars: str, rows: int, symbol_column: bool) -> dict[str, Any]:
     return {"policy": on_bad_bars, "rows_read": int(rows), "symbol_column": symbol_column,
             "dropped": {}, "repaired": {}}
-

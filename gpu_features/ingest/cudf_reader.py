@@ -84,4 +84,3 @@ def read_bars_cudf(path: Path, on_bad_bars: str) -> Bars | str:
         names = tuple(str(x) for x in uniques.to_arrow().to_pylist())
     bars = assemble_clean(path, prices, ts, codes, names, on_bad_bars, file_digest(path), "cudf")
     return bars if bars is not None else "some bars break an ingest rule"
-

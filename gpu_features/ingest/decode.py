@@ -129,7 +129,6 @@ def _concat(parts: list[Decoded]) -> Decoded:
         warnings=[w for p in parts for w in p.warnings], roll_names=tuple(roll_names))
 
 
-
 def decode_file(path: Path, opts: ReadSpec) -> Decoded:
     """Decode one file (kind chosen by its name; see :func:`.files.read_file`)."""
     table, fmt = read_file(path, opts)
@@ -253,4 +252,3 @@ def _series_key(where, table, cols: dict, opts: ReadSpec, preset) -> tuple:
     if name is None:
         return None, ()
     return _codes(where, table.column(name), name, "symbol")
-

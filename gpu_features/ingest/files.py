@@ -64,7 +64,6 @@ def _fail(path, err, what: str):
                     "file.") from None
 
 
-
 def _key_to_encode(names, spec: ReadSpec, layout: Preset | None) -> str | None:
     """The series-key column (:func:`.presets.series_key_column`) of a file's raw names, to read
     dictionary-encoded; None for an unknown ``--format`` (refused when the columns are decoded). A
@@ -174,7 +173,6 @@ def read_csv(path: Path, opts: ReadSpec, data: bytes | None = None, fmt: str | N
     return table, fmt
 
 
-
 def _read_dbn(path: Path):
     """A DBN file (plain or zstd) transcoded to CSV by databento-dbn: integer ns times, fixed-point prices."""
     import pyarrow as pa
@@ -266,4 +264,3 @@ def _read_polygon_json(path: Path):
     if doc.get("ticker") and "ticker" not in table.column_names:
         table = table.append_column("ticker", pa.array([str(doc["ticker"])] * table.num_rows).dictionary_encode())
     return table
-

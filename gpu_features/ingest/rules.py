@@ -206,4 +206,3 @@ def describe(rule: str, mask: np.ndarray, row: np.ndarray, label=None) -> str:
     r = record_rows(mask, row, label)
     rows = ", ".join(r.get("first_rows_named") or [str(x) for x in r["first_rows"]])
     return f"{r['count']} bar(s) break the rule '{rule}' (first data rows, 0-based: {rows})"
-

@@ -75,7 +75,6 @@ def parse_times(where, table, cols: dict, opts: ReadSpec, preset: Preset, codes,
     return _auto_time(where, table, col, time_name, tz, codes, cols, warnings)
 
 
-
 def _zone(where, name: str | None):
     if not name:
         return None
@@ -360,4 +359,3 @@ def _pandas_index_column(table) -> str | None:
         if isinstance(idx, str) and idx in table.column_names:
             return idx
     return None
-

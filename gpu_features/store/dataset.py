@@ -50,26 +50,6 @@ def part_name(index: int) -> str:
     return f"part-{index:05d}"
 
 
-
-
-# --- reading ---------------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-# --- writing ---------------------------------------------------------------------------------
-
-
 def check_output(out: Path, overwrite: bool) -> None:
     """Refuse to build over anything but an empty directory, a store or a dataset (those only with ``overwrite``)."""
     if out.exists() and not overwrite:
@@ -225,4 +205,3 @@ def _append_locked(path: Path, bars_or_path, engine, on_bad_bars, on_overlap, sh
             shutil.rmtree(path / entry["dir"], ignore_errors=True)
             lock_path(path / entry["dir"]).unlink(missing_ok=True)  # nobody writes a part no longer listed
     return open_dataset(path)
-
