@@ -14,7 +14,7 @@ def test_kernel_sources_ship_in_the_wheel(tmp_path):
     from pathlib import Path
 
     pytest.importorskip("wheel", reason="building a wheel needs the 'wheel' package (make test installs it)")
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[1]
     src = tmp_path / "src"  # build from a copy: setuptools leaves build/ and *.egg-info behind
     src.mkdir()
     for name in ("pyproject.toml", "README.md", "gpu_features", "kernels", "train"):
