@@ -200,7 +200,7 @@ def test_nvrtc_builds_the_gpu_program_exactly_as_cupy_would(nvrtc, atr_period):
     """The GPU engine's program through NVRTC with CuPy's own options appended, for sm_90.
 
     Checks what would otherwise first show on a GPU: NVRTC accepts the sources (no host
-    headers there), the four kernels exist with the argument kinds engines/abi.py
+    headers there), every kernel of engines/abi.py exists with the argument kinds it
     passes, no multiply-add was fused, and CuPy's -ftz=true flushed no float rounding.
     """
     result, log, ptx = nvrtc.compile_like_cupy(gpu.nvrtc_program(atr_period), "compute_90")
@@ -294,6 +294,7 @@ def test_kernel_signatures_match_the_abi_table(kernel):
 def test_abi_signatures_are_the_kinds_of_the_parameters():
     assert abi.SIGNATURES["pf_candle"] == "qppppdp"
     assert abi.SIGNATURES["pf_scan"] == "q" + "p" * 9 + "q" + "p" * 6 + "q" + "p"
+    assert abi.SIGNATURES["pf_advance"] == "q" + "p" * 10
     assert all(len(abi.SIGNATURES[k]) == len(abi.KERNELS[k]) for k in abi.KERNELS)
 
 
