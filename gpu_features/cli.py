@@ -1,4 +1,4 @@
-"""``gpu-features``: precompute | verify | inspect | export | plot | doctor: the command line over the library.
+"""``gpu-features``: precompute | verify | inspect | export | plot | doctor | stream: the command line over the library.
 
 Every command has ``--help``. Exit status: 0 success; 1 verification failed
 (only ``verify``); 2 bad input or environment (one line saying what, where,
@@ -26,7 +26,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import synthetic
+from . import stream_command, synthetic
 from .bars import DEFAULT_MAX_DROP_FRACTION, POLICIES, READERS
 from .config import FeatureConfig
 from .engines import ENGINE_CHOICES
@@ -528,6 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
     plt.add_argument("--out", default="chart.png", metavar="PNG", help="output file, .png [chart.png]")
     add_no_checksums(plt)
     plt.set_defaults(func=cmd_plot)
+
+    stream_command.add_parser(sub, HelpFormatter)  # gpu-features stream: live bars (gpu_features/stream_command.py)
 
     doc = sub.add_parser("doctor", help="interpreter, packages, CUDA device, engines that run here and why not",
                          description="Report what this interpreter can run: package versions (and the extra "

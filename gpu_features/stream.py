@@ -90,16 +90,30 @@ class StreamUpdate:
         valid: ``[n] bool`` (FEATURES.md validity); False for refused bars.
         accepted: ``[n] bool``, True for the bars the stream took.
         refusals: one :class:`Refusal` per refused bar, in row order.
+        time: ``[n] int64`` ns UTC of each bar as the stream read it.
     """
 
     features: np.ndarray
     valid: np.ndarray
     accepted: np.ndarray
     refusals: list
+    time: np.ndarray
+    _code: np.ndarray = dataclasses.field(repr=False, default=None)
+    _names: tuple = dataclasses.field(repr=False, default=())
 
     @property
     def n(self) -> int:
         return int(len(self.valid))
+
+    def symbol(self, row: int) -> str | None:
+        """The symbol of input row ``row`` (None when it had none)."""
+        code = int(self._code[row])
+        return self._names[code] if code >= 0 else None
+
+    @property
+    def symbols(self) -> list:
+        """The symbol of every row (None where a row had none)."""
+        return [self.symbol(r) for r in range(self.n)]
 
 
 @dataclasses.dataclass
@@ -195,19 +209,19 @@ class FeatureStream:
     # --- opening ------------------------------------------------------------------------------
     @classmethod
     def from_store(cls, store, engine: str = "auto", device=None, checksums: bool = True,
-                   keep_for_commit: bool = False) -> "FeatureStream":
+                   keep_for_commit: bool = False, read_options: Mapping | None = None) -> "FeatureStream":
         """Continue every symbol of a store (or dataset) from its stored end state.
 
-        The store's config, input read options and its last K bars of each symbol's series (for
-        :meth:`window`) come along. ``keep_for_commit`` keeps the accepted bars so that :meth:`commit`
-        can append them to the store.
+        The store's config, how its input file was read (as ``--append`` reads new bars; ``read_options``
+        replaces that) and the last K bars of each symbol's series (for :meth:`window`) come along.
+        ``keep_for_commit`` keeps the accepted bars so that :meth:`commit` can append them to the store.
         """
         from .store import Store, open_store
 
         store = store if isinstance(store, Store) else open_store(store, checksums=checksums)
         first = next((s for s in store.sources if s.get("kind") in ("file", "files")), {})
         kw = read_kwargs(first.get("read"))
-        stream = cls(store.config, engine, device, read_options=kw["options"],
+        stream = cls(store.config, engine, device, read_options=kw["options"] if read_options is None else read_options,
                      allow_nonpositive=kw.get("allow_nonpositive", False))
         stream._load(_store_state(store))
         if keep_for_commit:
@@ -287,7 +301,7 @@ class FeatureStream:
         feats = np.full((n, N_FEATURES), np.nan, dtype=np.float32)
         valid = np.zeros(n, dtype=np.bool_)
         if n == 0:
-            return StreamUpdate(feats, valid, np.zeros(0, dtype=np.bool_), [])
+            return StreamUpdate(feats, valid, np.zeros(0, dtype=np.bool_), [], rows.ts, rows.code, rows.names)
         slot = self._slots(rows)                     # known symbols: their slot; new ones: n_known + j; none: -1
         rule = np.full(n, -1, dtype=np.int64)        # index into `rules` of the first rule a bar breaks
         rules = [name for name, _ in rule_masks(rows.o[:0], rows.h[:0], rows.l[:0], rows.c[:0],
@@ -304,7 +318,7 @@ class FeatureStream:
                     for r in np.flatnonzero(~accepted)]
         take = order[accepted[order]]                # accepted rows grouped by symbol, each group in row order
         if len(take) == 0:
-            return StreamUpdate(feats, valid, accepted, refusals)
+            return StreamUpdate(feats, valid, accepted, refusals, rows.ts, rows.code, rows.names)
         group_slot, bounds = _groups(slot[take])
         start = self._start_states(group_slot, n_known)
         run = engines.advance(rows.o[take], rows.h[take], rows.l[take], rows.c[take], bounds, self.config,
@@ -313,7 +327,7 @@ class FeatureStream:
         valid[take] = to_numpy(run.valid)
         if commit:
             self._commit(rows, slot, take, group_slot, bounds, run, n_known)
-        return StreamUpdate(feats, valid, accepted, refusals)
+        return StreamUpdate(feats, valid, accepted, refusals, rows.ts, rows.code, rows.names)
 
     def _start_states(self, group_slot: np.ndarray, n_known: int):
         """``[G, D]`` states before each group's first bar: a symbol's own, the initial state for a new one."""
@@ -374,14 +388,14 @@ class FeatureStream:
         t = int(rows.ts[r])
         when = iso_time(t)
         if rule == _NO_SYMBOL_RULE:
-            msg = (f"the bar at {when} (row {r}) has no symbol; refused (the stream is unchanged by it): give every "
-                   "bar its symbol.")
+            msg = f"the bar at {when} has no symbol, so it was refused and changed nothing; give every bar its symbol."
         elif rule == _TIME_RULE:
-            msg = (f"{symbol} bar at {when} (row {r}) breaks the rule '{rule}' ({iso_time(after)}); refused, the "
-                   f"stream continues {symbol} from that bar: send each symbol's bars in increasing time, once.")
+            msg = (f"{symbol} bar at {when} breaks the rule '{rule}' (at {iso_time(after)}), so it was refused and "
+                   f"{symbol} goes on from its bar at {iso_time(after)}; send each symbol's bars once, in increasing "
+                   "time.")
         else:
-            msg = (f"{symbol} bar at {when} (row {r}) breaks the rule '{rule}'; refused, the stream continues "
-                   f"{symbol} from its last accepted bar: fix the bar's prices.")
+            msg = (f"{symbol} bar at {when} breaks the rule '{rule}', so it was refused and {symbol} goes on from "
+                   "its last accepted bar; fix the bar's prices.")
         return Refusal(r, symbol, t, rule, msg)
 
     # --- input --------------------------------------------------------------------------------
@@ -472,6 +486,13 @@ class FeatureStream:
         X[~xp.asarray(present)] = 0.0
         return X, valid
 
+    def states(self, symbols=None) -> np.ndarray:
+        """``[S, 16 + P] float64`` engine state of each symbol after its last bar, on the host (a copy).
+
+        ``symbols``: names (default: every symbol, in :attr:`symbols` order). gpu_features/state.py names the fields.
+        """
+        return to_numpy(self._states[self._xp.asarray(self._slot_list(symbols))]).copy()
+
     def state(self) -> StreamState:
         """The whole state, on the host (what :meth:`save` writes)."""
         X, valid = self._window(np.arange(len(self.symbols), dtype=np.int64))
@@ -517,11 +538,14 @@ class FeatureStream:
             raise StreamError("this stream keeps no bars to commit; open it with keep_for_commit=True "
                               "(FeatureStream.from_store or load).")
         store = open_store(store_path, checksums=False)
-        origin = self.origin or {}
-        if origin.get("kind") != "store" or {k: origin.get(k) for k in _store_mark(store)} != _store_mark(store):
-            raise StreamError(f"{store_path}: the stream was not opened from this store as it is now (it was opened "
-                              "from another, or the store changed since); open a new stream from the store and feed "
-                              "the bars again.")
+        origin, mark = self.origin, _store_mark(store)
+        if origin.get("kind") != "store" or origin.get("path") != str(Path(store.path).resolve()):
+            where = f"the store {origin.get('path')}" if origin.get("kind") == "store" else "a config"
+            raise StreamError(f"{store_path}: the stream was not opened from this store but from {where}; open a "
+                              "stream from this store to commit to it.")
+        if {k: origin.get(k) for k in mark} != mark:
+            raise StreamError(f"{store_path}: the store changed since the stream was opened from it (another append "
+                              "or a rebuild); open a new stream from the store and feed the bars again.")
         if origin.get("bars_after", 0) != self.pending_bars:
             raise StreamError(f"{store_path}: the stream took {origin.get('bars_after', 0) - self.pending_bars} bar(s) "
                               "beyond the store before it kept bars for a commit (a state saved ahead of the store); "
@@ -533,7 +557,7 @@ class FeatureStream:
         names = names[order]
         starts = np.flatnonzero(np.r_[True, names[1:] != names[:-1]]).astype(np.int64)
         bars = Bars(*(x[order] for x in (o, h, l, c, ts)), starts, tuple(str(names[s]) for s in starts),
-                    {"kind": "stream"}, {"policy": "error", "rows_read": int(len(ts)), "symbol_column": True,
+                    {"via": "gpu-features stream"}, {"policy": "error", "rows_read": int(len(ts)), "symbol_column": True,
                                          "dropped": {}, "repaired": {}, "bars": int(len(ts))})
         done = append_store(store_path, bars, engine=engine or self.engine)
         ends = done.states()["end_state"]
@@ -556,7 +580,7 @@ def _store_mark(store) -> dict:
 
 def _store_origin(store) -> dict:
     """The ``origin`` of a stream equal to ``store``; ``bars_after`` counts the bars it took since."""
-    return {"kind": "store", "path": str(store.path), **_store_mark(store), "bars_after": 0}
+    return {"kind": "store", "path": str(Path(store.path).resolve()), **_store_mark(store), "bars_after": 0}
 
 
 def _store_mark(store) -> dict:
