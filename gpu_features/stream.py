@@ -194,6 +194,9 @@ class FeatureStream:
         except TypeError as err:
             raise BarsError(f"read_options: {err}; see gpu_features.readers.ReadOptions.") from None
         self.allow_nonpositive = bool(allow_nonpositive)
+        e = np.zeros(0)
+        self._rules = [name for name, _ in rule_masks(e, e, e, e, self.allow_nonpositive)] + [_NO_SYMBOL_RULE,
+                                                                                            _TIME_RULE]
         K, D = self.config.window_length, S.state_dim(self.config.atr_period)
         self.symbols: list[str] = []
         self._index: dict[str, int] = {}
@@ -270,7 +273,7 @@ class FeatureStream:
         ring_f[rows, ring.ravel()] = st.window_features.reshape(n * K, N_FEATURES)
         ring_v[rows, ring.ravel()] = st.window_valid.ravel()
         self._ring_f, self._ring_v = xp.asarray(ring_f), xp.asarray(ring_v)
-        self.origin = st.origin
+        self.origin = dict(st.origin)
 
     # --- updating -----------------------------------------------------------------------------
     def update(self, bars) -> StreamUpdate:
@@ -298,35 +301,45 @@ class FeatureStream:
 
     def _apply(self, rows: _Rows, commit: bool) -> StreamUpdate:
         n, n_known = rows.n, len(self.symbols)
-        feats = np.full((n, N_FEATURES), np.nan, dtype=np.float32)
-        valid = np.zeros(n, dtype=np.bool_)
         if n == 0:
-            return StreamUpdate(feats, valid, np.zeros(0, dtype=np.bool_), [], rows.ts, rows.code, rows.names)
+            return StreamUpdate(np.zeros((0, N_FEATURES), np.float32), np.zeros(0, np.bool_), np.zeros(0, np.bool_), [],
+                                rows.ts, rows.code, rows.names)
         slot = self._slots(rows)                     # known symbols: their slot; new ones: n_known + j; none: -1
-        rule = np.full(n, -1, dtype=np.int64)        # index into `rules` of the first rule a bar breaks
-        rules = [name for name, _ in rule_masks(rows.o[:0], rows.h[:0], rows.l[:0], rows.c[:0],
-                                                 self.allow_nonpositive)] + [_NO_SYMBOL_RULE, _TIME_RULE]
+        rule = np.full(n, -1, dtype=np.int64)        # index into self._rules of the first rule a bar breaks
         for k, (_, mask) in reversed(list(enumerate(rule_masks(rows.o, rows.h, rows.l, rows.c,
                                                                self.allow_nonpositive)))):
-            rule[mask] = k
-        rule[slot < 0] = len(rules) - 2
-        last = np.concatenate([self._last_time, np.full(len(rows.names), NO_TIME, dtype=np.int64)])
+            if mask.any():
+                rule[mask] = k
+        no_symbol, late = len(self._rules) - 2, len(self._rules) - 1
+        rule[slot < 0] = no_symbol
+        last = self._last_time if slot.max() < n_known else \
+            np.concatenate([self._last_time, np.full(len(rows.names), NO_TIME, dtype=np.int64)])
         order, after = _time_rule(slot, rows.ts, rule < 0, last)
-        rule[(rule < 0) & (rows.ts <= after)] = len(rules) - 1
+        rule[(rule < 0) & (rows.ts <= after)] = late
         accepted = rule < 0
-        refusals = [self._refusal(int(r), rows, slot, rules[int(rule[r])], int(after[r]))
-                    for r in np.flatnonzero(~accepted)]
-        take = order[accepted[order]]                # accepted rows grouped by symbol, each group in row order
-        if len(take) == 0:
-            return StreamUpdate(feats, valid, accepted, refusals, rows.ts, rows.code, rows.names)
-        group_slot, bounds = _groups(slot[take])
-        start = self._start_states(group_slot, n_known)
-        run = engines.advance(rows.o[take], rows.h[take], rows.l[take], rows.c[take], bounds, self.config,
-                              self.engine, start, self._kernels)
-        feats[take] = to_numpy(run.features)
-        valid[take] = to_numpy(run.valid)
+        every = bool(accepted.all())
+        refusals = [] if every else [self._refusal(int(r), rows, self._rules[int(rule[r])], int(after[r]))
+                                     for r in np.flatnonzero(~accepted)]
+        if order is None:                            # at most one bar per symbol: each accepted bar is a series
+            take = None if every else np.flatnonzero(accepted)
+            group_slot = slot if every else slot[take]
+            bounds = np.arange(len(group_slot) + 1, dtype=np.int64)
+        else:                                        # accepted rows grouped by symbol, each group in row order
+            take = order[accepted[order]]
+            group_slot, bounds = _groups(slot[take])
+        if len(group_slot) == 0:
+            return StreamUpdate(np.full((n, N_FEATURES), np.nan, np.float32), np.zeros(n, np.bool_), accepted,
+                                refusals, rows.ts, rows.code, rows.names)
+        o, h, l, c = (x if take is None else x[take] for x in (rows.o, rows.h, rows.l, rows.c))
+        run = engines.advance(o, h, l, c, bounds, self.config, self.engine, self._start_states(group_slot, n_known),
+                              self._kernels)
+        if take is None:                             # the kernel's rows are the input's rows
+            feats, valid = to_numpy(run.features), to_numpy(run.valid)
+        else:
+            feats, valid = np.full((n, N_FEATURES), np.nan, np.float32), np.zeros(n, np.bool_)
+            feats[take], valid[take] = to_numpy(run.features), to_numpy(run.valid)
         if commit:
-            self._commit(rows, slot, take, group_slot, bounds, run, n_known)
+            self._commit(rows, np.arange(n) if take is None else take, group_slot, bounds, run, n_known)
         return StreamUpdate(feats, valid, accepted, refusals, rows.ts, rows.code, rows.names)
 
     def _start_states(self, group_slot: np.ndarray, n_known: int):
@@ -340,7 +353,7 @@ class FeatureStream:
             start[xp.asarray(np.flatnonzero(known))] = self._states[xp.asarray(group_slot[known])]
         return start
 
-    def _commit(self, rows: _Rows, slot, take, group_slot, bounds, run, n_known: int) -> None:
+    def _commit(self, rows: _Rows, take, group_slot, bounds, run, n_known: int) -> None:
         """Move the touched symbols past their accepted bars (everything computed first, then assigned)."""
         xp, K = self._xp, self.config.window_length
         new = group_slot >= n_known
@@ -354,22 +367,24 @@ class FeatureStream:
             group_slot[new] = final
             self._grow(names)
         counts = np.diff(bounds)
-        member = np.repeat(group_slot, counts)                     # slot of each accepted bar, grouped
-        local = np.repeat(self._bars[group_slot], counts) + (np.arange(len(take)) - np.repeat(bounds[:-1], counts))
-        recent = local >= np.repeat(self._bars[group_slot] + counts - K, counts)  # only the last K bars land
-        at = (xp.asarray(member[recent]), xp.asarray(local[recent] % K))
-        keep = xp.asarray(np.flatnonzero(recent))
-        self._ring_f[at] = run.features[keep]
-        self._ring_v[at] = run.valid[keep]
+        if len(group_slot) == len(take):                           # one bar per symbol
+            member, local, keep = group_slot, self._bars[group_slot], slice(None)
+        else:
+            member = np.repeat(group_slot, counts)                 # slot of each accepted bar, grouped
+            local = np.repeat(self._bars[group_slot], counts) + (np.arange(len(take)) - np.repeat(bounds[:-1], counts))
+            recent = local >= np.repeat(self._bars[group_slot] + counts - K, counts)  # only the last K bars land
+            member, local, keep = member[recent], local[recent], xp.asarray(np.flatnonzero(recent))
+        at = xp.asarray(member * K + local % K)                    # row of the flattened [S * K] ring
+        self._ring_f.reshape(-1, N_FEATURES)[at] = run.features[keep]
+        self._ring_v.reshape(-1)[at] = run.valid[keep]
         self._states[xp.asarray(group_slot)] = run.end_states
         self._bars[group_slot] += counts
         self._last_time[group_slot] = rows.ts[take[bounds[1:] - 1]]
         if self._pending is not None:
-            names = np.array(self.symbols, dtype=object)[member]
+            names = np.array(self.symbols, dtype=object)[np.repeat(group_slot, counts)]
             self._pending.append((names, rows.ts[take], rows.o[take], rows.h[take], rows.l[take], rows.c[take]))
         if self.origin.get("kind") == "store":
             self.origin = dict(self.origin, bars_after=self.origin.get("bars_after", 0) + len(take))
-        self._names_cache = ((), -1, None)
 
     def _grow(self, names: list[str]) -> None:
         xp, K, m = self._xp, self.config.window_length, len(names)
@@ -382,7 +397,7 @@ class FeatureStream:
             self._index[name] = len(self.symbols)
             self.symbols.append(name)
 
-    def _refusal(self, r: int, rows: _Rows, slot, rule: str, after: int) -> Refusal:
+    def _refusal(self, r: int, rows: _Rows, rule: str, after: int) -> Refusal:
         code = int(rows.code[r])
         symbol = rows.names[code] if code >= 0 else None
         t = int(rows.ts[r])
@@ -403,7 +418,7 @@ class FeatureStream:
         """Decode the input (see :meth:`update`) into :class:`_Rows`; raises BarsError when it cannot be read."""
         if isinstance(bars, Bars):
             b = bars.on_host()
-            if len(set(b.symbols)) != len(b.symbols):
+            if b.symbols is not self._names_cache[0] and len(set(b.symbols)) != len(b.symbols):
                 raise BarsError("the bars cut a symbol at a roll (a symbol has several segments); a stream continues "
                                 "each symbol's series, so give one segment per symbol.")
             code = np.repeat(np.arange(b.n_series, dtype=np.int64), np.diff(b.series_bounds()))
@@ -415,8 +430,9 @@ class FeatureStream:
             try:
                 bars = pa.table(dict(bars))
             except Exception as err:  # pyarrow says which column it could not convert
-                raise BarsError(f"the columns could not be made a table ({str(err).splitlines()[0]}); give equal-length "
-                                "columns time, symbol, open, high, low, close.") from None
+                first = str(err).splitlines()[0]
+                raise BarsError(f"the columns could not be made a table ({first}); give equal-length columns time, "
+                                "symbol, open, high, low, close.") from None
         if not is_table(bars):
             raise BarsError(f"a stream takes a pyarrow, pandas or polars table, a dict of columns or a Bars, got "
                             f"{type(bars).__name__}; give columns time, symbol, open, high, low, close.")
@@ -427,8 +443,8 @@ class FeatureStream:
         column = _symbol_column(table, self._read)
         if column is None:
             if len(self.symbols) != 1:
-                raise BarsError(f"the bars have no symbol column and the stream holds {len(self.symbols)} symbols; add a "
-                                "symbol column saying whose each bar is.")
+                raise BarsError(f"the bars have no symbol column and the stream holds {len(self.symbols)} symbols; "
+                                "add a symbol column saying whose each bar is.")
             code, names = np.zeros(table.num_rows, dtype=np.int64), (self.symbols[0],)
         else:
             code, names = _symbol_codes(table.column(column))
@@ -556,9 +572,10 @@ class FeatureStream:
         order = np.lexsort((np.arange(len(ts)), names.astype(str)))  # by symbol, each in arrival (= time) order
         names = names[order]
         starts = np.flatnonzero(np.r_[True, names[1:] != names[:-1]]).astype(np.int64)
+        ingest = {"policy": "error", "rows_read": int(len(ts)), "symbol_column": True, "dropped": {}, "repaired": {},
+                  "bars": int(len(ts))}
         bars = Bars(*(x[order] for x in (o, h, l, c, ts)), starts, tuple(str(names[s]) for s in starts),
-                    {"via": "gpu-features stream"}, {"policy": "error", "rows_read": int(len(ts)), "symbol_column": True,
-                                         "dropped": {}, "repaired": {}, "bars": int(len(ts))})
+                    {"via": "gpu-features stream"}, ingest)
         done = append_store(store_path, bars, engine=engine or self.engine)
         ends = done.states()["end_state"]
         index = {name: k for k, name in enumerate(done.symbols)}
@@ -610,19 +627,20 @@ def _time_rule(slot: np.ndarray, ts: np.ndarray, ok: np.ndarray, last: np.ndarra
         last: ``[slots]`` last accepted time of each slot before this call.
 
     Returns:
-        ``(order [n], after [n])``: the rows grouped by slot, each group in row order; and for each row the
-        time it must be after: the latest of its symbol's last time and the times of the earlier ``ok`` rows
-        of its symbol (a bar refused for its time is never later than that, so it moves nothing).
+        ``(order [n], after [n])``: the rows grouped by slot, each group in row order (None when no symbol has
+        two rows: the rows stay as they are); and for each row the time it must be after: the latest of its
+        symbol's last time and the times of the earlier ``ok`` rows of its symbol (a bar refused for its time
+        is never later than that, so it moves nothing).
     """
     n = len(ts)
+    last = np.append(last, NO_TIME)   # slot -1 (no symbol) reads this
+    if np.bincount(slot + 1)[1:].max(initial=0) <= 1:  # at most one bar per symbol: the common live case
+        return None, last[slot]
     order = np.argsort(slot, kind="stable")
     s = slot[order]
     first = np.r_[True, s[1:] != s[:-1]]
     after = np.empty(n, dtype=np.int64)
-    base = np.where(s >= 0, last[np.maximum(s, 0)], NO_TIME)
-    if first.all():  # one bar per symbol: the common live case
-        after[order] = base
-        return order, after
+    base = last[s]
     # Running maximum of the ok rows' times within each group, via dense ranks: group g's keys lie in
     # [g (U + 1), g (U + 1) + U], so the maximum never leaks across groups; key 0 of a group = no ok row yet.
     t = ts[order]
@@ -717,16 +735,18 @@ def read_state(path) -> StreamState:
         raise StreamError(f"{path}: no such stream state file; give a file written by --save (FeatureStream.save).") \
             from None
     except (SafetensorError, OSError, ValueError) as err:
-        raise StreamError(f"{path}: not a readable stream state ({str(err).splitlines()[0] if str(err) else 'unreadable'}); "
-                          "give a file written by --save (FeatureStream.save).") from None
+        why = str(err).splitlines()[0] if str(err) else "unreadable"
+        raise StreamError(f"{path}: not a readable stream state ({why}); give a file written by --save "
+                          "(FeatureStream.save).") from None
     if meta.get("format") != FORMAT or meta.get("version") != str(VERSION):
         raise StreamError(f"{path}: not a gpu-features stream state of version {VERSION} (format "
                           f"{meta.get('format')!r}, version {meta.get('version')!r}); give a file written by --save.")
     digest = sources_digest().hexdigest()
     if meta.get("kernel_sources") != digest:
-        raise StreamError(f"{path}: the stream state was saved with other kernel sources ({str(meta.get('kernel_sources'))[:12]} "
-                          f"..., these are {digest[:12]} ...), so it may not continue bit for bit; open the stream from "
-                          "the store again.")
+        saved = str(meta.get("kernel_sources"))[:12]
+        raise StreamError(f"{path}: the stream state was saved with other kernel sources ({saved} ..., these are "
+                          f"{digest[:12]} ...), so it may not continue bit for bit; open the stream from the store "
+                          "again.")
     try:
         config = FeatureConfig.from_json(meta.get("config", ""))
         symbols = tuple(json.loads(meta.get("symbols", "")))

@@ -60,10 +60,11 @@ def bits(a) -> bytes:
 
 def assert_bits(got, want, what: str) -> None:
     got, want = np.asarray(got), np.asarray(want)
-    assert got.shape == want.shape and got.dtype == want.dtype, f"{what}: {got.dtype}{got.shape} vs {want.dtype}{want.shape}"
+    assert got.shape == want.shape and got.dtype == want.dtype, \
+        f"{what}: {got.dtype}{got.shape} vs {want.dtype}{want.shape}"
     if bits(got) != bits(want):
-        rows = np.flatnonzero(np.any(got.reshape(len(got), -1).view(np.uint8) != want.reshape(len(want), -1).view(np.uint8),
-                                     axis=1)) if got.ndim else [0]
+        g, w = (x.reshape(len(x), -1).view(np.uint8) for x in (got, want))
+        rows = np.flatnonzero(np.any(g != w, axis=1))
         raise AssertionError(f"{what}: differs in {len(rows)} row(s), first {list(rows[:5])}: {got[rows[:2]]!r} vs "
                              f"{want[rows[:2]]!r}")
 
