@@ -354,7 +354,8 @@ class FeatureStream:
         return start
 
     def _commit(self, rows: _Rows, take, group_slot, bounds, run, n_known: int) -> None:
-        """Move the touched symbols past their accepted bars (everything computed first, then assigned)."""
+        """Move the touched symbols past their accepted bars: new symbols join, then states, windows and last
+        times are assigned (numpy/CuPy assignments of checked bars: nothing here depends on the input's validity)."""
         xp, K = self._xp, self.config.window_length
         new = group_slot >= n_known
         if new.any():  # symbols seen for the first time with an accepted bar, in order of first appearance
