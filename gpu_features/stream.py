@@ -343,11 +343,13 @@ class FeatureStream:
         return StreamUpdate(feats, valid, accepted, refusals, rows.ts, rows.code, rows.names)
 
     def _start_states(self, group_slot: np.ndarray, n_known: int):
-        """``[G, D]`` states before each group's first bar: a symbol's own, the initial state for a new one."""
+        """``[G, D]`` states before each group's first bar: a symbol's own, the initial state for a new one
+        (a view when the slots are a range: the engine copies what it is given)."""
         xp = self._xp
         known = group_slot < n_known
         if known.all():
-            return self._states[xp.asarray(group_slot)]
+            span = _span(group_slot)
+            return self._states[span] if span is not None else xp.take(self._states, xp.asarray(group_slot), axis=0)
         start = xp.zeros((len(group_slot), self._states.shape[1]), dtype=np.float64)
         if known.any():
             start[xp.asarray(np.flatnonzero(known))] = self._states[xp.asarray(group_slot[known])]
@@ -378,9 +380,10 @@ class FeatureStream:
         at = xp.asarray(member * K + local % K)                    # row of the flattened [S * K] ring
         self._ring_f.reshape(-1, N_FEATURES)[at] = run.features[keep]
         self._ring_v.reshape(-1)[at] = run.valid[keep]
-        self._states[xp.asarray(group_slot)] = run.end_states
-        self._bars[group_slot] += counts
-        self._last_time[group_slot] = rows.ts[take[bounds[1:] - 1]]
+        span = _span(group_slot)   # every symbol in the stream's order (a feed's usual call): slices, not gathers
+        self._states[span if span is not None else xp.asarray(group_slot)] = run.end_states
+        self._bars[span if span is not None else group_slot] += counts
+        self._last_time[span if span is not None else group_slot] = rows.ts[take[bounds[1:] - 1]]
         if self._pending is not None:
             names = np.array(self.symbols, dtype=object)[np.repeat(group_slot, counts)]
             self._pending.append((names, rows.ts[take], rows.o[take], rows.h[take], rows.l[take], rows.c[take]))
@@ -657,6 +660,14 @@ def _time_rule(slot: np.ndarray, ts: np.ndarray, ok: np.ndarray, last: np.ndarra
     in_call = np.where(before >= 0, uniq[np.maximum(before, 0)], NO_TIME)
     after[order] = np.maximum(base, in_call)
     return order, after
+
+
+def _span(slots: np.ndarray) -> slice | None:
+    """``slice(a, b)`` when ``slots`` are ``a, a + 1, ..., b - 1``, else None."""
+    a, n = int(slots[0]), len(slots)
+    if int(slots[-1]) != a + n - 1 or (n > 2 and not bool(np.all(np.diff(slots) == 1))):
+        return None
+    return slice(a, a + n)
 
 
 def _groups(sorted_slots: np.ndarray):
