@@ -207,7 +207,8 @@ class FeatureStream:
         self._ring_v = self._xp.zeros((0, K), dtype=np.bool_)
         self.origin: dict = {"kind": "config"}
         self._pending: list | None = None   # accepted bars kept for commit() (from_store(keep_for_commit=True))
-        self._names_cache: tuple = ((), 0, np.zeros(0, dtype=np.int64))
+        self._names_cache: tuple = ((), 0, np.zeros(0, dtype=np.int64))  # names -> slots of the last input
+        self._dictionary: list = [None, ()]                                  # its symbol dictionary (tables)
 
     # --- opening ------------------------------------------------------------------------------
     @classmethod
@@ -451,7 +452,7 @@ class FeatureStream:
                                 "add a symbol column saying whose each bar is.")
             code, names = np.zeros(table.num_rows, dtype=np.int64), (self.symbols[0],)
         else:
-            code, names = _symbol_codes(table.column(column))
+            code, names = _symbol_codes(table.column(column), self._dictionary)
             table = table.drop_columns([column])  # the stream maps symbols to its own slots (below)
         dec = decode_table("the bars", table, dataclasses.replace(self._read, symbol_column=None), {"kind": "memory"})
         p = dec.prices
@@ -688,8 +689,12 @@ def _symbol_column(table, opts: ReadOptions) -> str | None:
     return None
 
 
-def _symbol_codes(col) -> tuple[np.ndarray, tuple]:
-    """``(code [n] int64, names)``: each row's index into the distinct names in order of appearance, -1 if null."""
+def _symbol_codes(col, cache: list) -> tuple[np.ndarray, tuple]:
+    """``(code [n] int64, names)``: each row's index into the distinct names in order of appearance, -1 if null.
+
+    ``cache``: ``[dictionary, names]`` of the previous call; a feed that sends the same symbols in the same
+    order gets the same names tuple back without making Python strings of them again.
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -698,9 +703,10 @@ def _symbol_codes(col) -> tuple[np.ndarray, tuple]:
             col = pc.cast(col, pa.string())
         col = pc.dictionary_encode(col)
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    names = tuple(str(x) for x in arr.dictionary.cast(pa.string()).to_pylist())
-    code = arr.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-    return code, names
+    if cache[0] is None or not arr.dictionary.equals(cache[0]):
+        cache[:] = [arr.dictionary, tuple(str(x) for x in arr.dictionary.cast(pa.string()).to_pylist())]
+    indices = arr.indices.fill_null(-1) if arr.indices.null_count else arr.indices
+    return indices.to_numpy(zero_copy_only=False).astype(np.int64), cache[1]
 
 
 def _store_state(store) -> StreamState:

@@ -337,6 +337,17 @@ def test_input_that_cannot_be_read_is_refused_whole_and_changes_nothing(three):
     assert stream.update(pa.table({"time": pa.array([], pa.int64()), "symbol": pa.array([], pa.string())})).n == 0
 
 
+def test_the_symbols_of_each_table_are_read_afresh_when_they_change(three):
+    """The names of a table's symbol column are cached between calls; a new set or order is read anew."""
+    stream = FeatureStream(three.store.config, engine="reference")
+    for k, order in enumerate([["SYN0", "SYN1"], ["SYN0", "SYN1"], ["SYN1", "SYN0"], ["SYN2", None, "SYN1"]]):
+        out = stream.update({"time": [10**18 + k] * len(order), "symbol": order, "open": [1.0] * len(order),
+                             "high": [2.0] * len(order), "low": [0.5] * len(order), "close": [1.0] * len(order)})
+        assert out.symbols == order and out.accepted.tolist() == [s is not None for s in order]
+    assert stream.symbols == ["SYN0", "SYN1", "SYN2"]
+    assert stream.states(["SYN0", "SYN1", "SYN2"])[:, S.BARS].tolist() == [3, 4, 1]
+
+
 def test_one_symbol_tables_may_omit_the_symbol_column(three):
     stream = FeatureStream(three.store.config, engine="reference")
     with pytest.raises(BarsError, match="no symbol column and the stream holds 0 symbols"):
