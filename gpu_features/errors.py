@@ -29,5 +29,9 @@ class WindowError(GpuFeaturesError):
     """A window index or loader was asked for something it cannot do."""
 
 
+class StreamError(GpuFeaturesError):
+    """A live feature stream was misused, or its saved state is unreadable or does not belong here."""
+
+
 class LockError(GpuFeaturesError):
     """Another process is writing the same store or export and did not finish in time."""

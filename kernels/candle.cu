@@ -9,6 +9,7 @@
 //
 // GPU: NVRTC with --fmad=false, one thread per bar. Host: g++ -ffp-contract=off via
 // host_entry.cpp, which runs pf_candle_element as a plain OpenMP loop (PF_FOR_EACH).
+#pragma once  // advance.cu includes it too (pf_candle_element)
 #include "state.cuh"
 
 // Features 0..4 of bar j (nothing when j >= n): the body of pf_candle on both builds.

@@ -1,4 +1,4 @@
-// host_entry.cpp: the host build of the kernels. Compiles candle.cu, scan.cu and stats.cu
+// host_entry.cpp: the host build of the kernels. Compiles candle.cu, scan.cu, stats.cu and advance.cu
 // as plain C++ (see portable.cuh) and exports one launcher per kernel that
 // runs its grid as an OpenMP loop. Built by gpu_features/engines/host.py:
 //   g++ -O3 -ffp-contract=off -fopenmp -fPIC -shared -DPF_ATR_PERIOD=P host_entry.cpp
@@ -7,11 +7,16 @@
 #include "candle.cu"
 #include "scan.cu"
 #include "stats.cu"
+#include "advance.cu"
 
 // Host block size of chunk and series kernels: one per task, so few long chunks still
 // spread over cores. Elementwise kernels run their per-element body as a plain static
 // loop instead (PF_FOR_EACH): no per-element thread-index bookkeeping, so it vectorizes.
 #define PF_TASK_BLOCK 1
+// Series per host block of pf_advance: a live update of up to this many series runs on the calling
+// thread (a one-block grid wakes no OpenMP team, see PF_LAUNCH), so its latency never waits for
+// threads to wake on a busy machine; larger updates (backfills) share blocks among the cores.
+#define PF_ADVANCE_BLOCK 4096
 
 extern "C" {
 
@@ -51,6 +56,13 @@ void host_pf_moments(pf_i64 n_threads, pf_i64 n_blocks, const pf_i64* block_star
                      double* moments) {
   PF_LAUNCH(pf_moments, n_threads, PF_TASK_BLOCK, n_blocks, block_start, block_end, feats, valid, swing, counts,
             moments);
+}
+
+void host_pf_advance(pf_i64 n_threads, pf_i64 n_series, const pf_i64* series_bounds, const double* o,
+                      const double* h, const double* l, const double* c, const double* params, double* state,
+                      float* feats, unsigned char* valid, signed char* swing) {
+  PF_LAUNCH(pf_advance, n_threads, PF_ADVANCE_BLOCK, n_series, series_bounds, o, h, l, c, params, state, feats, valid,
+            swing);
 }
 
 int host_pf_state_dim(void) { return PF_STATE_DIM; }

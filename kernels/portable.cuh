@@ -45,13 +45,14 @@ PF_DEVICE float pf_f32(double x) { return (float)x; }  // no FTZ/DAZ: never buil
 // Run kernel(args...) for every thread of a 1-D grid of `block`-thread blocks: the
 // blocks are shared among OpenMP threads, the threads of a block run in order.
 // Elementwise kernels use large blocks (cheap iterations), chunk kernels blocks of 1
-// (each chunk is a task of its own).
+// (each chunk is a task of its own). A grid of one block runs on the calling thread alone
+// (the same work, by the same single thread, without waking an OpenMP team).
 #define PF_LAUNCH(kernel, n_threads, block, ...)                                   \
   do {                                                                            \
     const pf_i64 pf_n_ = (n_threads);                                             \
     const unsigned int pf_b_ = (block);                                           \
     const pf_i64 pf_grid_ = (pf_n_ + pf_b_ - 1) / pf_b_;                          \
-    _Pragma("omp parallel")                                                       \
+    _Pragma("omp parallel if (pf_grid_ > 1)")                                     \
     {                                                                             \
       blockDim.x = pf_b_; blockDim.y = blockDim.z = 1;                            \
       gridDim.x = (unsigned int)pf_grid_; gridDim.y = gridDim.z = 1;              \

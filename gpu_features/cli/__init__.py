@@ -1,8 +1,9 @@
-"""``gpu-features``: precompute | verify | inspect | export | plot | doctor: the command line over the library.
+"""``gpu-features``: precompute | verify | inspect | export | plot | doctor | stream: the command line over the library.
 
 One module per command group: :mod:`.build` (precompute, with :mod:`.summary`
 printing what a write did), :mod:`.check` (verify, inspect), :mod:`.output`
-(export, plot), :mod:`.doctor`; :mod:`.common` holds what they share.
+(export, plot), :mod:`.doctor`, :mod:`.stream` (live bars from standard input);
+:mod:`.common` holds what they share.
 
 Every command has ``--help``. Exit status: 0 success; 1 verification failed
 (only ``verify``); 2 bad input or environment (one line saying what, where,
@@ -18,7 +19,7 @@ from __future__ import annotations
 import argparse
 
 from ..guard import guarded
-from . import build, check, doctor, output
+from . import build, check, doctor, output, stream
 from .common import HelpFormatter, err_console
 
 
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_parser(sub)
     check.add_parsers(sub)
     output.add_parsers(sub)
+    stream.add_parser(sub)
     doctor.add_parser(sub)
     return p
 

@@ -116,6 +116,47 @@ def run(o, h, l, c, offsets=None, config: FeatureConfig | None = None, engine: s
     return run_chunked(backend, o, h, l, c, offsets, cfg, states, snaps, chunk, warm, poison)
 
 
+def backend(engine: str, atr_period: int):
+    """The kernel backend of ``host`` or ``gpu`` for ``atr_period`` (builds or loads the kernels once)."""
+    if engine == "host":
+        from . import host
+
+        return host.HostBackend(atr_period)
+    if engine == "gpu":
+        from . import gpu
+
+        return gpu.GpuBackend(atr_period)
+    raise EngineError(f"engine {engine!r} has no kernel backend; choose host or gpu.")
+
+
+def advance(o, h, l, c, series_bounds, config: FeatureConfig, engine: str, start_states, kernels=None) -> EngineRun:
+    """Continue S series from their states by a few new bars each: the live stream's step.
+
+    The same per-bar functions as :func:`run` (kernels/advance.cu: one thread per series, no chunks);
+    the reference engine continues through :func:`run` itself. Inputs are trusted (the caller checked
+    them), so this is the lean path a per-bar update can afford.
+
+    Args:
+        o, h, l, c: ``[n] float64`` new bars, series after series, each in time order (numpy; CuPy for gpu).
+        series_bounds: ``[S + 1] int64`` numpy, first 0, strictly increasing, last n.
+        config: the feature config.
+        engine: ``reference``, ``host`` or ``gpu`` (resolved, not ``auto``).
+        start_states: ``[S, 16 + P] float64`` state before each series' first new bar (numpy; CuPy for gpu);
+            never changed.
+        kernels: a :func:`backend` to reuse (default: made here).
+
+    Returns:
+        :class:`EngineRun` (features ``[n, 10]``, valid, swing, ``end_states [S, 16 + P]``) where the engine ran.
+    """
+    if engine == "reference":
+        return run(o, h, l, c, offsets=series_bounds[:-1], config=config, engine="reference",
+                   start_states=to_numpy(start_states))
+    from .launch import kernel_params, run_advance
+
+    kernels = kernels or backend(engine, config.atr_period)
+    return run_advance(kernels, o, h, l, c, series_bounds, kernel_params(config), start_states)
+
+
 def moments(feats, valid, swing, offsets=None, engine: str = "auto", atr_period: int | None = None) -> Moments:
     """Per-block partial statistics of features over valid bars, computed where the arrays are.
 

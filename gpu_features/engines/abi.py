@@ -18,9 +18,9 @@ from pathlib import Path
 
 from ..errors import EngineError
 
-KERNEL_SOURCES = ("portable.cuh", "state.cuh", "candle.cu", "scan.cu", "stats.cu", "host_entry.cpp")
+KERNEL_SOURCES = ("portable.cuh", "state.cuh", "candle.cu", "scan.cu", "stats.cu", "advance.cu", "host_entry.cpp")
 # The .cu files holding kernels (the GPU program includes them in this order).
-KERNEL_FILES = ("candle.cu", "scan.cu", "stats.cu")
+KERNEL_FILES = ("candle.cu", "scan.cu", "stats.cu", "advance.cu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +73,10 @@ KERNELS: dict[str, tuple[Param, ...]] = {
     "pf_moments": _params(
         "pf_i64 n_blocks value; const pf_i64* block_start in; const pf_i64* block_end in; const float* feats in;"
         "const unsigned char* valid in; const signed char* swing in; pf_i64* counts out; double* moments out"),
+    "pf_advance": _params(
+        "pf_i64 n_series value; const pf_i64* series_bounds in; const double* o in; const double* h in;"
+        "const double* l in; const double* c in; const double* params in; double* state inout; float* feats out;"
+        "unsigned char* valid out; signed char* swing out"),
 }
 
 # Argument kinds of each kernel after the thread count: what ctypes and CuPy convert to.

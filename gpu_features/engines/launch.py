@@ -13,6 +13,9 @@ table in :mod:`.abi`, by parameter name. Sequence:
 No host round trip between kernels; the one synchronisation is reading the
 fix-up count at the end.
 
+:func:`run_advance` launches ``pf_advance`` (kernels/advance.cu) alone: one thread per
+series continues it from its state by its new bars, the live stream's step.
+
 :func:`run_moments` launches ``pf_moments`` (kernels/stats.cu) over features where
 they are: per-block partial moments that ``store/stats.py`` combines on the host.
 """
@@ -154,6 +157,34 @@ def run_chunked(backend: Backend, o, h, l, c, offsets: np.ndarray, cfg: FeatureC
     return EngineRun(features=feats, valid=valid.view(xp.bool_), swing=swing,
                      end_states=end_states, snapshots=snap_state, engine=backend.name, chunks=n_chunks,
                      fixups=int(fixups.sum()), kernel_seconds=clock.seconds)
+
+
+def run_advance(backend: Backend, o, h, l, c, series_bounds: np.ndarray, params, states) -> EngineRun:
+    """Launch ``pf_advance``: each series continues from its state by its new bars (no chunks, no speculation).
+
+    Args:
+        backend: host or GPU backend.
+        o, h, l, c: ``[n] float64`` new bars, series after series (numpy, or on the backend's device).
+        series_bounds: ``[S + 1] int64`` numpy; series ``s`` owns bars ``series_bounds[s] : series_bounds[s + 1]``.
+        params: ``[8] float64`` :func:`kernel_params` (numpy, or already on the backend's device).
+        states: ``[S, 16 + P] float64`` state of each series before its first new bar; copied, never changed.
+
+    Returns:
+        :class:`EngineRun` on the backend's device: ``end_states`` ``[S, 16 + P]``, no snapshots.
+    """
+    xp = backend.xp
+    n, n_series = len(c), len(series_bounds) - 1
+    o, h, l, c = (xp.ascontiguousarray(xp.asarray(x), dtype=xp.float64) for x in (o, h, l, c))
+    state = xp.array(states, dtype=xp.float64, order="C")  # the kernel writes the end states into this copy
+    pool = dict(n_series=n_series, series_bounds=backend.asarray(np.ascontiguousarray(series_bounds, dtype=np.int64)),
+                o=o, h=h, l=l, c=c, params=xp.asarray(params), state=state,
+                feats=xp.empty((n, N_FEATURES), dtype=xp.float32), valid=xp.empty(n, dtype=xp.uint8),
+                swing=xp.empty(n, dtype=xp.int8))
+    with backend.timer() as clock:
+        backend.launch("pf_advance", n_series, arguments("pf_advance", pool))
+    return EngineRun(features=pool["feats"], valid=pool["valid"].view(xp.bool_), swing=pool["swing"], end_states=state,
+                     snapshots=xp.zeros((0, state.shape[1]), dtype=xp.float64), engine=backend.name,
+                     kernel_seconds=clock.seconds)
 
 
 @dataclasses.dataclass

@@ -42,4 +42,5 @@ def test_kernel_signatures_match_the_abi_table(kernel):
 def test_abi_signatures_are_the_kinds_of_the_parameters():
     assert abi.SIGNATURES["pf_candle"] == "qppppdp"
     assert abi.SIGNATURES["pf_scan"] == "q" + "p" * 9 + "q" + "p" * 6 + "q" + "p"
+    assert abi.SIGNATURES["pf_advance"] == "q" + "p" * 10
     assert all(len(abi.SIGNATURES[k]) == len(abi.KERNELS[k]) for k in abi.KERNELS)

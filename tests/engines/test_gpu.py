@@ -33,7 +33,7 @@ def test_nvrtc_builds_the_gpu_program_exactly_as_cupy_would(nvrtc, atr_period):
     """The GPU engine's program through NVRTC with CuPy's own options appended, for sm_90.
 
     Checks what would otherwise first show on a GPU: NVRTC accepts the sources (no host
-    headers there), the four kernels exist with the argument kinds engines/abi.py
+    headers there), every kernel of engines/abi.py exists with the argument kinds it
     passes, no multiply-add was fused, and CuPy's -ftz=true flushed no float rounding.
     """
     result, log, ptx = nvrtc.compile_like_cupy(gpu.nvrtc_program(atr_period), "compute_90")
