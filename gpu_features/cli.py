@@ -30,8 +30,9 @@ from . import synthetic
 from .bars import DEFAULT_MAX_DROP_FRACTION, POLICIES, READERS
 from .config import FeatureConfig
 from .engines import ENGINE_CHOICES
-from .errors import ConfigError, GpuFeaturesError
+from .errors import ConfigError, GpuFeaturesError, printable
 from .formats import FORMATS
+from .options import OneLineParser, count, number
 from .splits import SPLIT_NAMES, iso_time
 from .store import OVERLAP_POLICIES, SHARD_BARS
 
@@ -79,8 +80,8 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
                            help=f"turn {f.name.replace('_', ' ')} on or off [{'on' if f.default else 'off'}]")
         else:
             typ = int if f.type in (int, "int") else float
-            g.add_argument(flag, dest=f.name, type=typ, default=None, metavar=typ.__name__.upper(),
-                           help=f"[{f.default}]")
+            g.add_argument(flag, dest=f.name, type=count() if typ is int else number(), default=None,
+                           metavar=typ.__name__.upper(), help=f"[{f.default}]")
 
 
 def add_no_checksums(p: argparse.ArgumentParser) -> None:
@@ -91,21 +92,26 @@ def add_no_checksums(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args) -> FeatureConfig:
+    from .fileio import MAX_CONFIG_BYTES, read_json_file
+
     data = {}
     if args.config:
-        try:
-            data = json.loads(Path(args.config).read_text())
-        except OSError as err:
-            raise ConfigError(f"--config {args.config}: cannot read it ({err.strerror}).") from None
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"--config {args.config}: not valid JSON ({err}).") from None
+        data = read_json_file(args.config, "a FeatureConfig file", "give --config a JSON object of FeatureConfig "
+                              "fields.", ConfigError, MAX_CONFIG_BYTES, label=f"--config {args.config}")
         if not isinstance(data, dict):
             raise ConfigError(f"--config {args.config}: must hold a JSON object of FeatureConfig fields.")
+    given = {}
     for f in dataclasses.fields(FeatureConfig):
         value = getattr(args, f.name, None)
         if value is not None:
-            data[f.name] = value
-    return FeatureConfig.from_dict(data)
+            data[f.name] = given[f.name] = value
+    try:
+        return FeatureConfig.from_dict(data)
+    except ConfigError as err:  # name the flag that set the refused field
+        field = next((name for name in given if f"FeatureConfig.{name} " in str(err)), None)
+        if field is None:
+            raise
+        raise ConfigError(f"--{field.replace('_', '-')} {given[field]}: {err}") from None
 
 
 class RichProgress:
@@ -333,7 +339,7 @@ def cmd_verify(args) -> int:
     for w in report.warnings:
         console.print(f"[bold yellow]warning:[/] {escape(w)}", soft_wrap=True)
     colour = "green" if report.ok else "red"
-    console.print(f"[bold {colour}]{report.verdict}[/]: {report.bars_recomputed:,} bars recomputed bit for bit")
+    console.print(f"[bold {colour}]{escape(report.summary)}[/]")
     return EXIT_OK if report.ok else EXIT_VERIFY_FAILED
 
 
@@ -352,7 +358,7 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .seed import ExportError, export_seed, plan
+    from .seed import ExportError, check_output, export_seed, plan
     from .store import open_store
 
     if args.stride < 1:
@@ -365,6 +371,7 @@ def cmd_export(args) -> int:
         console.print(f"[bold green]wrote[/] {out}: {st.n_bars:,} bars x (timestamp, symbol, valid, 10 features)")
         return 0
     splits = tuple(s for s in SPLIT_NAMES if s in (args.split or SPLIT_NAMES))
+    check_output(args.output, args.overwrite, st)  # refused before the size is stated
     p = plan(st, splits, args.stride)
     console.print(f"export {st.path} -> {args.output} (layout {args.layout}): {p['n_windows']:,} windows of "
                   f"{p['K']} bars from {', '.join(splits)} = [bold]{p['bytes'] / 1e9:.2f} GB[/]")
@@ -414,7 +421,7 @@ def cmd_doctor(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .plot import MAX_PLOT_BARS
-    p = argparse.ArgumentParser(prog="gpu-features", formatter_class=HelpFormatter,
+    p = OneLineParser(prog="gpu-features", formatter_class=HelpFormatter,
                                 description="GPU-native relativity-10 features for intraday futures bars.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -430,13 +437,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="bad-bar policy [error]")
     pre.add_argument("--reader", choices=READERS, default=None,
                      help="how --input is read [auto: cudf for parquet where cudf imports, else pyarrow]")
-    pre.add_argument("--shard-bars", type=int, default=SHARD_BARS, metavar="N", help=f"bars per shard [{SHARD_BARS}]")
+    pre.add_argument("--shard-bars", type=count(1), default=SHARD_BARS, metavar="N", help=f"bars per shard [{SHARD_BARS}]")
     pre.add_argument("--split-fractions", metavar="A,B,C", help="chronological train,val,test fractions [0.9,0.05,0.05]")
     pre.add_argument("--split-dates", metavar="VAL,TEST", help="chronological split dates (UTC): val start, test start")
-    pre.add_argument("--synthetic-bars", type=int, default=synthetic.DEFAULT_BARS, metavar="N",
+    pre.add_argument("--synthetic-bars", type=count(1), default=synthetic.DEFAULT_BARS, metavar="N",
                      help=f"bars per symbol of the synthetic set [{synthetic.DEFAULT_BARS}]")
-    pre.add_argument("--symbols", type=int, default=1, metavar="N", help="symbols of the synthetic set [1]")
-    pre.add_argument("--seed", type=int, default=0, help="seed of the synthetic set [0]")
+    pre.add_argument("--symbols", type=count(1), default=1, metavar="N", help="symbols of the synthetic set [1]")
+    pre.add_argument("--seed", type=count(0, synthetic.MAX_SEED), default=0, help="seed of the synthetic set [0]")
     pre.add_argument("--append", metavar="FILE", help="append newer bars from FILE to the store at --output")
     pre.add_argument("--on-overlap", choices=OVERLAP_POLICIES, default="error",
                      help="bars at or before a series' last bar (stored, with --append; of an earlier input file): "
@@ -454,21 +461,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--delimiter", metavar="CHAR", help="CSV delimiter [sniffed]")
     g.add_argument("--no-header", action="store_true", help="the CSV has no header line (see --columns)")
     g.add_argument("--columns", metavar="A,B", help="column names of a headerless CSV [time,open,high,low,close,volume]")
-    g.add_argument("--price-scale", type=float, metavar="X", help="multiply prices by X (1e-9: fixed-point prices)")
+    g.add_argument("--price-scale", type=number(1e-12, 1e12), metavar="X", help="multiply prices by X (1e-9: fixed-point prices)")
     g.add_argument("--allow-nonpositive-prices", action="store_true",
                    help="accept prices <= 0 (back-adjusted continuous futures)")
-    g.add_argument("--max-drop-fraction", type=float, default=None, metavar="F",
+    g.add_argument("--max-drop-fraction", type=number(0.0, 1.0), default=None, metavar="F",
                    help=f"--on-bad-bars drop refuses to drop more than this share of rows [{DEFAULT_MAX_DROP_FRACTION}]")
     dist = pre.add_argument_group("many machines (needs the 'distributed' extra: Dask)")
     dist.add_argument("--distributed", action="store_true",
                       help="build a dataset of part stores on a Dask cluster, one task per symbol group; --input "
                            "takes globs ('data/**/*.parquet') and directories")
-    dist.add_argument("--workers", type=int, metavar="N", help="local cluster of N worker processes [one per core]")
+    dist.add_argument("--workers", type=count(), metavar="N", help="local cluster of N worker processes [one per core]")
     dist.add_argument("--scheduler", metavar="ADDRESS", help="use the running Dask scheduler at ADDRESS "
                                                              "(tcp://host:8786) instead of a local cluster")
-    dist.add_argument("--symbols-per-task", type=int, metavar="N",
+    dist.add_argument("--symbols-per-task", type=count(), metavar="N",
                       help="cut a file group of more symbols into tasks of N symbols [whole groups]")
-    dist.add_argument("--bars-per-task", type=int, metavar="N", default=None,
+    dist.add_argument("--bars-per-task", type=count(), metavar="N", default=None,
                       help="pack small symbol groups into tasks of at most N input rows (and all rows / 2 per worker "
                            "thread); 0: a task per group "
                            "[1000000]")
@@ -483,8 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("store", nargs="?", default=DEFAULT_STORE, help=f"store directory [{DEFAULT_STORE}]")
     ver.add_argument("--source", action="append", metavar="FILE",
                      help="bar file(s) to use instead of the manifest's sources, in order")
-    ver.add_argument("--sample-bars", type=int, default=10_000, metavar="N", help="least bars to recompute [10000]")
-    ver.add_argument("--seed", type=int, default=0, help="seed of the sampled intervals [0]")
+    ver.add_argument("--sample-bars", type=count(0), default=10_000, metavar="N", help="least bars to recompute [10000]")
+    ver.add_argument("--seed", type=count(0), default=0, help="seed of the sampled intervals [0]")
     ver.add_argument("--quiet", action="store_true", help="no progress bars")
     ver.set_defaults(func=cmd_verify)
 
@@ -506,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--output", required=True, metavar="PATH", help="new directory (seed) or .parquet file")
     exp.add_argument("--split", action="append", choices=SPLIT_NAMES,
                      help="export only this split (repeatable) [all three]")
-    exp.add_argument("--stride", type=int, default=1, metavar="N", help="every N-th usable window [1]")
+    exp.add_argument("--stride", type=count(), default=1, metavar="N", help="every N-th usable window [1]")
     exp.add_argument("--yes", action="store_true", help="confirm an export above 1 GB")
     exp.add_argument("--overwrite", action="store_true", help="replace an existing seed-layout export at --output")
     exp.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -521,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     plt.add_argument("--symbol", help="which symbol [the first]")
     plt.add_argument("--start", metavar="TIME", help="first time shown (ISO 8601, UTC)")
     plt.add_argument("--end", metavar="TIME", help="time after the last bar shown (ISO 8601, UTC)")
-    plt.add_argument("--last", type=int, metavar="N", help=f"the last N bars, 1 .. {MAX_PLOT_BARS} [300 when no --start/--end]")
+    plt.add_argument("--last", type=count(), metavar="N", help=f"the last N bars, 1 .. {MAX_PLOT_BARS} [300 when no --start/--end]")
     plt.add_argument("--features", metavar="A,B", help="feature panels [range_z,dist_to_prev_SH,dist_to_prev_SL,"
                                                        "bars_since_SH_norm]")
     plt.add_argument("--source", action="append", metavar="FILE", help="bar file(s) replacing the manifest's sources")
@@ -558,9 +565,15 @@ def guarded(call, err_console, interrupted: str) -> int:
     except OSError as err:  # the environment: disk full, permissions, a file in the way
         say(err_console, os_error_sentence(err))
         return EXIT_BAD_INPUT
+    except MemoryError:  # the environment too: what was asked for does not fit this machine
+        say(err_console, OUT_OF_MEMORY)
+        return EXIT_BAD_INPUT
     except Exception as err:  # noqa: BLE001 - the one place a bug becomes a report instead of a traceback
         if _disk_full(err):
             say(err_console, os_error_sentence(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))))
+            return EXIT_BAD_INPUT
+        if _out_of_memory(err):
+            say(err_console, OUT_OF_MEMORY)
             return EXIT_BAD_INPUT
         where = _write_traceback()
         say(err_console, f"internal error: {type(err).__name__}: {err}; this is a bug in gpu-features, please "
@@ -569,10 +582,12 @@ def guarded(call, err_console, interrupted: str) -> int:
 
 
 def say(err_console, sentence: str, label: str = "error") -> None:
-    """Print one refusal line; markup in the sentence (like ``gpu-features[plot]``) is printed as is."""
+    """Print one refusal line; markup in the sentence (like ``gpu-features[plot]``) is printed as is, and
+    control characters (data quoted in a message: symbol names, a file's bytes) escaped
+    (:func:`~gpu_features.errors.printable`)."""
     if sentence.startswith(label + ": "):
         sentence = sentence[len(label) + 2:]
-    err_console.print(f"[bold red]{label}:[/] {escape(sentence)}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]{label}:[/] {escape(printable(sentence))}", highlight=False, soft_wrap=True)
 
 
 def os_error_sentence(err: OSError) -> str:
@@ -587,6 +602,16 @@ def os_error_sentence(err: OSError) -> str:
     if isinstance(err, (FileExistsError, NotADirectoryError)):
         return f"a file is in the way{where}: a folder was expected there; choose another --output or move the file."
     return f"{err.strerror or err}{where}; check the path and run the command again."
+
+
+OUT_OF_MEMORY = ("out of memory: this machine cannot hold what the command was asked to build; ask for less (fewer "
+                 "bars or symbols, a smaller batch or model) or use a machine with more memory; nothing was committed.")
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    """torch and CuPy report an allocation that failed as their own error types, with these words inside."""
+    text = str(err)
+    return "out of memory" in text.lower() or "can't allocate memory" in text or "OutOfMemory" in type(err).__name__
 
 
 def _disk_full(err: BaseException) -> bool:

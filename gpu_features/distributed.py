@@ -302,8 +302,8 @@ def build_dataset(inputs, out_dir, config: FeatureConfig | None = None, engine: 
     progress = progress or no_progress
     t0 = time.perf_counter()
     distributed = require_dask()
-    out = Path(out_dir).resolve()
-    check_output(out, overwrite)
+    out = check_output(Path(out_dir).resolve(), overwrite, list(inputs) if isinstance(inputs, (list, tuple))
+                       else [inputs])
     cfg = config or FeatureConfig()
     if symbols_per_task is not None and symbols_per_task < 1:
         raise GpuFeaturesError(f"--symbols-per-task must be >= 1, got {symbols_per_task}.")
@@ -372,7 +372,7 @@ def build_dataset(inputs, out_dir, config: FeatureConfig | None = None, engine: 
                           build)
             (tmp / _LIVE).unlink()
             with writer_lock(out, "precompute --distributed"):
-                check_output(out, overwrite)  # again, under the lock: another writer may have been first
+                check_output(out, overwrite, files)  # again, under the lock: another writer may have been first
                 replace_dir(tmp, out)
         except distributed.KilledWorker as err:
             _cancel(cl, futures, tmp)

@@ -22,7 +22,7 @@ from . import reference
 from .config import FEATURE_NAMES
 from .errors import GpuFeaturesError, StoreError
 from .sources import load_sources, store_bars
-from .splits import parse_dates
+from .splits import parse_time
 from .store import open_store
 
 DEFAULT_FEATURES = ("range_z", "dist_to_prev_SH", "dist_to_prev_SL", "bars_since_SH_norm")
@@ -78,8 +78,10 @@ def _parse_time(flag: str, text: str) -> int:
     from .splits import SplitError
 
     try:
-        return parse_dates([text, "9999-01-01"])[0] if flag == "--start" else parse_dates(["0001-01-01", text])[1]
-    except SplitError:
+        return parse_time(text, flag)
+    except SplitError as err:
+        if "outside" in str(err):  # an ISO time, but past what a store holds: that sentence says so
+            raise GpuFeaturesError(str(err)) from None
         raise GpuFeaturesError(f"{flag} {text!r} is not an ISO 8601 time (UTC), like 2024-03-01 or "
                                "2024-03-01T14:30.") from None
 

@@ -8,11 +8,13 @@ Exit status: 0 done, 2 bad input or a stopped run (one line saying why), 3 inter
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
 from gpu_features.cli import guarded
 from gpu_features.errors import GpuFeaturesError
+from gpu_features.options import OneLineParser, count, number
 from gpu_features.windows import MASK_KINDS
 
 DEFAULT_STORE, DEFAULT_RUN = "data/features/demo", "runs/demo"
@@ -25,7 +27,7 @@ _CONFIG_FLAGS = ("epochs", "batch_size", "lr", "seed", "device", "max_train_wind
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m train",
         description="Pretrain the Jade BiLSTM masked autoencoder on a gpu-features store. On a CPU the "
                     "'small' profile trains a reduced model on a subset of windows (minutes); on a GPU the "
@@ -44,30 +46,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", choices=("auto", "small", "full"), default="auto",
                    help="defaults to fill in: small (CPU), full (GPU) [auto: by device]")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="[auto]")
-    p.add_argument("--epochs", type=int, help="planned epochs [small 4, full 10]")
-    p.add_argument("--batch-size", type=int, help="windows per step [small 128, full 256]")
-    p.add_argument("--lr", type=float, help="peak learning rate [small 2e-3, full 1e-3]")
-    p.add_argument("--seed", type=int, help="seed of weights, shuffling, masks and dropout [0]")
-    p.add_argument("--max-train-windows", type=int, metavar="N",
+    p.add_argument("--epochs", type=count(), help="planned epochs [small 4, full 10]")
+    p.add_argument("--batch-size", type=count(), help="windows per step [small 128, full 256]")
+    p.add_argument("--lr", type=number(), help="peak learning rate [small 2e-3, full 1e-3]")
+    p.add_argument("--seed", type=count(), help="seed of weights, shuffling, masks and dropout [0]")
+    p.add_argument("--max-train-windows", type=count(), metavar="N",
                    help="evenly spaced training windows per epoch [small 16384, full all]")
-    p.add_argument("--max-val-windows", type=int, metavar="N", help="validation windows per epoch [small 4096, full all]")
-    p.add_argument("--max-final-windows", type=int, metavar="N",
+    p.add_argument("--max-val-windows", type=count(), metavar="N", help="validation windows per epoch [small 4096, full all]")
+    p.add_argument("--max-final-windows", type=count(), metavar="N",
                    help="windows of the final val and test evaluation [small 8192, full all]")
-    p.add_argument("--stride", type=int, help="keep every N-th usable window [1]")
-    p.add_argument("--min-valid-fraction", type=float, help="least share of valid bars per window [1.0]")
+    p.add_argument("--stride", type=count(), help="keep every N-th usable window [1]")
+    p.add_argument("--min-valid-fraction", type=number(), help="least share of valid bars per window [1.0]")
     p.add_argument("--mask", choices=MASK_KINDS, help="masking [random]")
-    p.add_argument("--mask-ratio", type=float, help="share of valid bars masked [0.15]")
-    p.add_argument("--patch-length", type=int, help="bars per block of patch masks [10]")
-    p.add_argument("--patience", type=int, help="epochs without a better val MAE before stopping [3]")
-    p.add_argument("--hidden-size", type=int, help="LSTM units per direction [small 64, full 128]")
-    p.add_argument("--num-layers", type=int, help="BiLSTM layers [2]")
-    p.add_argument("--dropout", type=float, help="dropout between LSTM layers [0.1]")
-    p.add_argument("--weight-decay", type=float, help="AdamW weight decay on matrices [0.01]")
-    p.add_argument("--warmup-fraction", type=float, help="share of steps in the linear warm-up [0.05]")
-    p.add_argument("--grad-clip", type=float, help="max gradient norm [1.0]")
+    p.add_argument("--mask-ratio", type=number(), help="share of valid bars masked [0.15]")
+    p.add_argument("--patch-length", type=count(), help="bars per block of patch masks [10]")
+    p.add_argument("--patience", type=count(), help="epochs without a better val MAE before stopping [3]")
+    p.add_argument("--hidden-size", type=count(), help="LSTM units per direction [small 64, full 128]")
+    p.add_argument("--num-layers", type=count(), help="BiLSTM layers [2]")
+    p.add_argument("--dropout", type=number(), help="dropout between LSTM layers [0.1]")
+    p.add_argument("--weight-decay", type=number(), help="AdamW weight decay on matrices [0.01]")
+    p.add_argument("--warmup-fraction", type=number(), help="share of steps in the linear warm-up [0.05]")
+    p.add_argument("--grad-clip", type=number(), help="max gradient norm [1.0]")
     p.add_argument("--no-bf16", dest="bf16", action="store_false", default=None, help="fp32 on the GPU too")
     p.add_argument("--position-channel", action="store_true", default=None, help="add the input channel t/(K-1)")
-    p.add_argument("--window-length", type=int, metavar="K",
+    p.add_argument("--window-length", type=count(), metavar="K",
                    help="bars per training window [the store's K]; the bars-since normalizer stays the store's")
     p.add_argument("--cuda-graphs", choices=("auto", "on", "off"), default=None,
                    help="capture the training step once per epoch and replay it (auto: on CUDA in one process) "
@@ -83,8 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _apply_run_file(args) -> None:
     """Fill what the flags left unset from ``--config`` (flags win), and the plain defaults after that."""
     from .config_file import load_run_file
+    from .rundir import read_config_json
 
     data = load_run_file(args.config) if args.config else {}
+    if args.resume and not args.config:
+        # A resumed run's own config.json: its stores (the same bars moved elsewhere) and tensorboard are honoured;
+        # its settings are checked against the checkpoint when the run is prepared (train.rundir).
+        own = read_config_json(args.run_dir or DEFAULT_RUN) or {}
+        data = {k: v for k, v in own.items() if k in ("store", "tensorboard")}
     for key, value in data.items():
         if key == "profile":
             if args.profile == "auto":
@@ -132,15 +140,21 @@ def _config(args):
 
 
 def cmd_train(args, console, err_console) -> int:
-    from . import distributed
     from .loop import prepare
-    from .report import print_report
 
     _apply_run_file(args)
     stores = _stores(args)
     cfg = _config(args)
     run = prepare(stores, args.run_dir, cfg, resume=args.resume, overwrite=args.overwrite, console=err_console,
                   quiet=args.quiet, tensorboard=args.tensorboard, allow_world_size_change=args.allow_world_size_change)
+    with contextlib.closing(run):  # the run directory's lock is held until everything is written
+        return _train(run, args, stores, console, err_console)
+
+
+def _train(run, args, stores, console, err_console) -> int:
+    from . import distributed
+    from .report import print_report
+
     c, W = run.cfg, run.dist.world_size
     out = console if run.is_main else None
     verb = "resuming" if args.resume else "training"
@@ -176,12 +190,12 @@ def cmd_train(args, console, err_console) -> int:
 
 
 def plot_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m train plot",
+    p = OneLineParser(prog="python -m train plot",
                                 description="Draw a run's losses and its per-feature masked MAE against the "
                                             "mean and interpolation baselines (PNG, matplotlib Agg).")
     p.add_argument("run_dir", nargs="?", default=DEFAULT_RUN, help=f"run directory [{DEFAULT_RUN}]")
     p.add_argument("--out", default=None, help="PNG file [RUN_DIR/curves.png]")
-    p.add_argument("--dpi", type=int, default=100, help="[100]")
+    p.add_argument("--dpi", type=count(1, 1000), default=100, help="[100]")
     return p
 
 

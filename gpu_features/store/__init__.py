@@ -12,11 +12,11 @@ One module per concern, each importing only those listed before it (pyproject's 
   :func:`open_store` opens either.
 """
 from .append import OVERLAP_POLICIES, append_store
-from .format import CHECKPOINT_BARS, FORMAT, MANIFEST, SHARD_BARS, STATE_FILE, VERSION
+from .format import CHECKPOINT_BARS, FORMAT, MANIFEST, SHARD_BARS, STATE_FILE, VERSION, enclosing_artifact
 from .dataset import DATASET_MANIFEST, Dataset, append_dataset, is_dataset, open_store
 from .reader import Segment, Shard, Store
 from .writer import precompute
 
 __all__ = ["CHECKPOINT_BARS", "DATASET_MANIFEST", "FORMAT", "MANIFEST", "OVERLAP_POLICIES", "SHARD_BARS", "STATE_FILE",
-           "Dataset", "Segment", "Shard", "Store", "VERSION", "append_dataset", "append_store", "is_dataset",
-           "open_store", "precompute"]
+           "Dataset", "Segment", "Shard", "Store", "VERSION", "append_dataset", "append_store", "enclosing_artifact",
+           "is_dataset", "open_store", "precompute"]

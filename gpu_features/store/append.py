@@ -35,10 +35,10 @@ from .. import engines
 from ..arrays import to_numpy
 from ..bars import Bars, check_bars, read_bars, read_kwargs
 from ..errors import StoreError
-from ..fileio import fault_point, fsync_dir, now_iso, writer_lock
+from ..fileio import absolute, fault_point, fsync_dir, now_iso, writer_lock
 from ..progress import Progress, no_progress
 from ..splits import iso_time
-from .format import MANIFEST, SHARD_BARS
+from .format import MANIFEST, SHARD_BARS, check_before_commit, check_inputs_outside, input_paths
 from .reader import open_store
 from .recovery import clean
 from .writer import (checkpoint_positions, engine_record, host_moments, manifest_numbers, shard_ranges,
@@ -70,6 +70,8 @@ def append_store(store_dir, bars_or_path, engine: str = "auto", on_bad_bars: str
     if on_overlap not in OVERLAP_POLICIES:
         raise StoreError(f"on_overlap must be one of {', '.join(OVERLAP_POLICIES)}, got {on_overlap!r}.")
     t0 = time.perf_counter()
+    store_dir = absolute(store_dir)  # `--output .` has a name (and a lock beside it) from here on
+    check_inputs_outside(store_dir, input_paths(bars_or_path))
     # A missing or broken store is refused before reading or waiting for the lock; its sources say how
     # its files were read.
     current = open_store(store_dir, checksums=False)
@@ -201,6 +203,7 @@ def _append_locked(store_dir: Path, new: Bars, bars_or_path, engine, on_overlap,
                 "timings": {"read_s": t_read - t0, "compute_s": t_compute - t_read, "write_s": t_files - t_compute,
                             "stats_s": t_stats - t_files, "total_s": t_stats - t0}}],
         )
+        check_before_commit(root, manifest, root, all_cps)  # what every reader checks, before the commit
         fsync_dir(root)
         fault_point("append.before_manifest")
         write_manifest(root / MANIFEST, manifest)  # the commit point

@@ -43,18 +43,16 @@ from .. import splits as splits_mod
 from ..bars import Bars, read_bars, read_kwargs
 from ..config import FEATURE_NAMES, FeatureConfig
 from ..errors import ConfigError, StoreError
-from ..fileio import lock_path, now_iso, sha256_file, write_json_atomic, writer_lock
+from ..fileio import absolute, lock_path, now_iso, sha256_file, write_json_atomic, writer_lock
 from ..progress import Progress, no_progress
 from . import reader
 from .append import append_store, symbol_names
-from .format import MANIFEST, SHARD_BARS, check_file, check_schema, read_json_record
+from .format import (DATASET_FORMAT, DATASET_MANIFEST, DATASET_VERSION, MANIFEST, SHARD_BARS, check_file,
+                     check_inputs_outside, check_output, check_schema, input_paths, read_json_record)
 from .reader import Store
 from .stats import merge_stat_records, split_counts
-from .writer import _is_store_or_empty, precompute, write_manifest
+from .writer import precompute, write_manifest
 
-DATASET_FORMAT = "gpu-features-dataset"
-DATASET_VERSION = 1
-DATASET_MANIFEST = "dataset.json"
 
 _DATASET_SCHEMA = {"format": str, "version": int, "created": str, "config": dict, "splits": dict, "parts": list,
                    "build": dict}
@@ -218,16 +216,6 @@ def combine_stats(parts: list[dict]) -> dict:
 # --- writing ---------------------------------------------------------------------------------
 
 
-def check_output(out: Path, overwrite: bool) -> None:
-    """Refuse to build over anything but an empty directory, a store or a dataset (those only with ``overwrite``)."""
-    if out.exists() and not overwrite:
-        raise StoreError(f"{out} already exists; pass --overwrite to replace it (the old one stays until the new "
-                         "dataset is complete) or choose another --output.")
-    if not (is_dataset(out) or _is_store_or_empty(out)):
-        raise StoreError(f"{out} exists and is not a gpu-features store or dataset; refusing to replace it, "
-                         "choose another --output.")
-
-
 def select_symbols(bars: Bars, names) -> Bars:
     """The series of ``bars`` named in ``names`` (every segment of each), in their order; source record kept.
 
@@ -297,7 +285,8 @@ def append_dataset(path, bars_or_path, engine: str = "auto", on_bad_bars: str = 
     Returns:
         The reopened :class:`Dataset`.
     """
-    path = Path(path)
+    path = absolute(path)
+    check_inputs_outside(path, input_paths(bars_or_path), "dataset")
     with writer_lock(path, "precompute --append"):
         return _append_locked(path, bars_or_path, engine, on_bad_bars, on_overlap, shard_bars,
                               progress or no_progress, read_options)
