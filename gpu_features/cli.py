@@ -22,7 +22,7 @@ import traceback
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
+from rich.markup import escape as escape_markup
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -53,6 +53,12 @@ def make_console(stderr: bool = False) -> Console:
 
 console = make_console()
 err_console = make_console(stderr=True)
+
+
+def escape(text) -> str:
+    """Text from data or a library (paths, symbols, messages) for a rich console: control characters escaped
+    (:func:`~gpu_features.errors.printable`), markup brackets kept literal."""
+    return escape_markup(printable(text))
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -368,17 +374,17 @@ def cmd_export(args) -> int:
         from .arrow_export import write_parquet
 
         out = write_parquet(st, args.output, overwrite=args.overwrite)
-        console.print(f"[bold green]wrote[/] {out}: {st.n_bars:,} bars x (timestamp, symbol, valid, 10 features)")
+        console.print(f"[bold green]wrote[/] {escape(out)}: {st.n_bars:,} bars x (timestamp, symbol, valid, 10 features)")
         return 0
     splits = tuple(s for s in SPLIT_NAMES if s in (args.split or SPLIT_NAMES))
     check_output(args.output, args.overwrite, st)  # refused before the size is stated
     p = plan(st, splits, args.stride)
-    console.print(f"export {st.path} -> {args.output} (layout {args.layout}): {p['n_windows']:,} windows of "
+    console.print(f"export {escape(st.path)} -> {escape(args.output)} (layout {args.layout}): {p['n_windows']:,} windows of "
                   f"{p['K']} bars from {', '.join(splits)} = [bold]{p['bytes'] / 1e9:.2f} GB[/]")
     with progress_bars(args.quiet, console) as prog:
         meta = export_seed(st, args.output, splits, args.stride, yes=args.yes, overwrite=args.overwrite,
                            progress=RichProgress(prog))
-    console.print(f"[bold green]wrote[/] {args.output}: features_10d.npy [{meta['n_windows']}, {meta['window_length']}, "
+    console.print(f"[bold green]wrote[/] {escape(args.output)}: features_10d.npy [{meta['n_windows']}, {meta['window_length']}, "
                   f"10], valid_mask.npy, metadata.json, splits.json "
                   f"({', '.join(f'{k} {v:,}' for k, v in meta['windows'].items())})")
     return 0
@@ -395,7 +401,7 @@ def cmd_plot(args) -> int:
     data = chart_data(args.store, symbol=args.symbol, start=args.start, end=args.end, last=args.last,
                       features=features, sources=args.source, checksums=not args.no_checksums)
     out = render(data, args.out)
-    console.print(f"[bold green]wrote[/] {out}: {data.symbol}, {len(data.bars)} bars, {len(data.swings)} confirmed "
+    console.print(f"[bold green]wrote[/] {escape(out)}: {escape(data.symbol)}, {len(data.bars)} bars, {len(data.swings)} confirmed "
                   f"swings, {int((~data.valid).sum())} invalid bars, panels {', '.join(features)}")
     return 0
 
@@ -587,7 +593,7 @@ def say(err_console, sentence: str, label: str = "error") -> None:
     (:func:`~gpu_features.errors.printable`)."""
     if sentence.startswith(label + ": "):
         sentence = sentence[len(label) + 2:]
-    err_console.print(f"[bold red]{label}:[/] {escape(printable(sentence))}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]{label}:[/] {escape(sentence)}", highlight=False, soft_wrap=True)
 
 
 def os_error_sentence(err: OSError) -> str:

@@ -12,7 +12,7 @@ import contextlib
 import sys
 from pathlib import Path
 
-from gpu_features.cli import guarded
+from gpu_features.cli import escape, guarded
 from gpu_features.errors import GpuFeaturesError
 from gpu_features.options import OneLineParser, count, number
 from gpu_features.windows import MASK_KINDS
@@ -160,7 +160,7 @@ def _train(run, args, stores, console, err_console) -> int:
     verb = "resuming" if args.resume else "training"
     ranks = f", {W} processes x B={c.batch_size} = {W * c.batch_size} windows per step" if W > 1 else f", B={c.batch_size}"
     if out is not None:
-        out.print(f"[bold]{verb}[/] Jade on {', '.join(stores)} -> {args.run_dir}: device {run.device}"
+        out.print(f"[bold]{verb}[/] Jade on {escape(', '.join(stores))} -> {escape(args.run_dir)}: device {run.device}"
                   f"{' bf16' if run.use_bf16 else ''}{' cuda-graphs' if run.step.graphs else ''}, profile {c.profile}, "
                   f"{c.num_layers}x{c.hidden_size} BiLSTM{ranks}, lr {c.lr:g}, K={run.src.window_length}, "
                   f"{c.epochs} epochs of {run.train_loader.n_windows:,} windows ({len(run.train_loader)} steps), "
@@ -176,9 +176,9 @@ def _train(run, args, stores, console, err_console) -> int:
                 err_console.print(f"interrupted; the checkpoint of epoch {done} is kept; continue with "
                                   f"`python -m train --resume {again} --run-dir {args.run_dir}`", soft_wrap=True)
             else:  # no checkpoint yet: --resume would fail, so say how to start again
+                again = f"--config {Path(args.run_dir) / 'config.json'} --run-dir {args.run_dir}"  # the same settings
                 err_console.print(f"interrupted in epoch 1, before any checkpoint, so there is nothing to resume; "
-                                  f"start again with `python -m train {again} --run-dir {args.run_dir} --overwrite`",
-                                  soft_wrap=True)
+                                  f"start again with `python -m train {escape(again)} --overwrite`", soft_wrap=True)
         return 130
     summary = run.finish()
     distributed.shutdown(run.dist)
@@ -205,7 +205,7 @@ def cmd_plot(argv, console) -> int:
     args = plot_parser().parse_args(argv)
     out = Path(args.out) if args.out else Path(args.run_dir) / "curves.png"
     data = plot_run(args.run_dir, out, dpi=args.dpi)
-    console.print(f"wrote {out} ({data['width']}x{data['height']} px): {len(data['epochs'])} epoch(s), "
+    console.print(f"wrote {escape(out)} ({data['width']}x{data['height']} px): {len(data['epochs'])} epoch(s), "
                   f"per-feature MAE on {data['split']}")
     return 0
 
