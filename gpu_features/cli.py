@@ -476,12 +476,12 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument("--distributed", action="store_true",
                       help="build a dataset of part stores on a Dask cluster, one task per symbol group; --input "
                            "takes globs ('data/**/*.parquet') and directories")
-    dist.add_argument("--workers", type=count(), metavar="N", help="local cluster of N worker processes [one per core]")
+    dist.add_argument("--workers", type=count(1, 1024), metavar="N", help="local cluster of N worker processes [one per core]")
     dist.add_argument("--scheduler", metavar="ADDRESS", help="use the running Dask scheduler at ADDRESS "
                                                              "(tcp://host:8786) instead of a local cluster")
-    dist.add_argument("--symbols-per-task", type=count(), metavar="N",
+    dist.add_argument("--symbols-per-task", type=count(1), metavar="N",
                       help="cut a file group of more symbols into tasks of N symbols [whole groups]")
-    dist.add_argument("--bars-per-task", type=count(), metavar="N", default=None,
+    dist.add_argument("--bars-per-task", type=count(0), metavar="N", default=None,
                       help="pack small symbol groups into tasks of at most N input rows (and all rows / 2 per worker "
                            "thread); 0: a task per group "
                            "[1000000]")

@@ -507,16 +507,18 @@ def prepare(store_path, run_dir, cfg: TrainConfig | None = None, resume: bool = 
         error = err if isinstance(err, TrainError) else TrainError(str(err))
     try:
         _start_or_refuse(dist, error)
+        try:  # windows, loaders and model before the run directory is touched: a refusal here leaves it as it was
+            src = WindowSource.from_stores(stores, dist.device, run_cfg.window_length)
+            del stores  # the source holds the one host copy; the stores' own arrays can go
+            run = Run(src, identities, run_dir, run_cfg, state, tensors, console, quiet, dist, tensorboard=False)
+        except GpuFeaturesError as err:
+            raise (err if isinstance(err, TrainError) else TrainError(str(err))) from None
         dist.barrier()  # every rank has looked at the run directory before rank 0 changes it
         if dist.is_main:
             rundir.start(run_dir, RUN_FILES, resolved(run_cfg, paths, tensorboard), fresh=not resume)
         dist.barrier()
-        try:
-            src = WindowSource.from_stores(stores, dist.device, run_cfg.window_length)
-        except GpuFeaturesError as err:
-            raise TrainError(str(err)) from None
-        del stores  # the source holds the one host copy; the stores' own arrays can go
-        run = Run(src, identities, run_dir, run_cfg, state, tensors, console, quiet, dist, tensorboard)
+        if tensorboard and run.is_main:
+            run.tb = run._tensorboard()  # its folder goes into the run directory, so after run.json
     except BaseException:
         held.close()
         raise
