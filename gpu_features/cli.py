@@ -115,9 +115,11 @@ def config_from_args(args) -> FeatureConfig:
         return FeatureConfig.from_dict(data)
     except ConfigError as err:  # name the flag that set the refused field
         field = next((name for name in given if f"FeatureConfig.{name} " in str(err)), None)
-        if field is None:
-            raise
-        raise ConfigError(f"--{field.replace('_', '-')} {given[field]}: {err}") from None
+        if field is not None:
+            raise ConfigError(f"--{field.replace('_', '-')} {given[field]}: {err}") from None
+        if args.config:  # the file set it
+            raise ConfigError(f"--config {args.config}: {err}") from None
+        raise
 
 
 class RichProgress:

@@ -63,7 +63,8 @@ def _load_one(rec: dict, override):
         return None, "the store was built from bars in memory, so there is no file to re-read; pass one with --source"
     path = Path(override) if override is not None else Path(rec["path"])
     if not path.is_file():
-        return None, f"source {path} is missing; pass it with --source"
+        return None, (f"source {path} is not a file; pass the bar file with --source" if path.exists()
+                      else f"source {path} is missing; pass it with --source")
     if rec.get("kind") == "file" and override is None and file_digest(path)["sha256"] != rec.get("sha256"):
         return None, f"source {path} changed since the store was built (SHA-256 differs); pass the original with --source"
     policy = rec.get("ingest", {}).get("policy", "error")

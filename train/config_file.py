@@ -83,7 +83,8 @@ def load_run_file(path) -> dict:
     """
     path = Path(path)
     if not path.is_file():
-        raise TrainError(f"--config {path}: no such file.")
+        raise TrainError(f"--config {path}: " + ("not a regular file; give a run file (.toml, .json, .yaml)."
+                                                 if path.exists() else "no such file."))
     data = _parse(path)
     if not isinstance(data, dict):
         raise TrainError(f"{path}: a run file holds a table of settings (key = value), got {type(data).__name__}.")

@@ -109,6 +109,13 @@ def check_resume(run_dir) -> Path:
     if not path.exists():
         raise TrainError(f"{run_dir}: no such run directory, so there is no {CHECKPOINT_JSON} to resume from; start a "
                          "new run without --resume.")
+    if not path.is_dir():
+        raise TrainError(f"--run-dir {run_dir} is a file, not a run directory, so there is nothing to resume; choose "
+                         "the run's directory.")
+    names = folder_entries(path)
+    if names:
+        raise TrainError(f"--run-dir {run_dir} is not a run directory (it holds {describe_entries(path, names)}, which "
+                         f"no run wrote), so there is no {CHECKPOINT_JSON} to resume from; give the run's directory.")
     raise TrainError(f"{run_dir}: no {CHECKPOINT_JSON} to resume from; start a new run without --resume.")
 
 

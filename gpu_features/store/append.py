@@ -71,10 +71,10 @@ def append_store(store_dir, bars_or_path, engine: str = "auto", on_bad_bars: str
         raise StoreError(f"on_overlap must be one of {', '.join(OVERLAP_POLICIES)}, got {on_overlap!r}.")
     t0 = time.perf_counter()
     store_dir = absolute(store_dir)  # `--output .` has a name (and a lock beside it) from here on
-    check_inputs_outside(store_dir, input_paths(bars_or_path))
     # A missing or broken store is refused before reading or waiting for the lock; its sources say how
     # its files were read.
     current = open_store(store_dir, checksums=False)
+    check_inputs_outside(store_dir, input_paths(bars_or_path))
     progress("read", 0, 1)
     if isinstance(bars_or_path, Bars):
         check_bars(bars_or_path)

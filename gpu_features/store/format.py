@@ -229,6 +229,10 @@ def read_manifest(path: Path) -> dict:
     if not path.is_dir():
         raise StoreError(f"{path}: no such store directory; build one with `gpu-features precompute`.")
     if not mpath.is_file():
+        names = folder_entries(path)
+        if any(not _STORE_NAMES.fullmatch(n) for n in names):  # not a store whose manifest is missing: say what it is
+            raise StoreError(f"{path}: no {MANIFEST} (it holds {describe_entries(path, names)}), so this is not a "
+                             "gpu-features store; give a store's folder.")
         raise StoreError(f"{path}: no {MANIFEST}, so this is not a complete gpu-features store; rebuild it.")
     manifest = read_json_record(mpath, FORMAT, VERSION, "store", "manifest")
     check_manifest(manifest, mpath)
@@ -526,6 +530,10 @@ def check_output(out, overwrite: bool, inputs=(), option: str = "--output") -> P
         if inside(item, out):
             raise StoreError(f"the input {item} lies inside {option} {given}; replacing that folder would delete "
                              f"it, so move the input out or choose another {option}.")
+    holder = enclosing_artifact(out.parent)
+    if holder is not None and not (holder == (out.parent, "dataset") and _PART_DIR.fullmatch(out.name)):
+        raise StoreError(f"{option} {given} lies inside the {holder[1]} {holder[0]}; a {holder[1]}'s folder holds only "
+                         f"its own files, so choose an {option} outside it.")
     if not out.exists() and not out.is_symlink():
         return out
     if not out.is_dir() or out.is_symlink():
