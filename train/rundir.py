@@ -124,7 +124,7 @@ def lock(run_dir):
     """Hold the run directory's writer lock (the parent folder is made first: the lock lives beside it)."""
     path = absolute(run_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with writer_lock(path, "the training run"):
+    with writer_lock(path, "python -m train"):
         yield
 
 
