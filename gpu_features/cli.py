@@ -32,7 +32,7 @@ from .config import FeatureConfig
 from .engines import ENGINE_CHOICES
 from .errors import ConfigError, GpuFeaturesError, printable
 from .formats import FORMATS
-from .options import OneLineParser, count, number
+from .options import OneLineParser, character, count, number
 from .splits import SPLIT_NAMES, iso_time
 from .store import OVERLAP_POLICIES, SHARD_BARS
 
@@ -466,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--roll-column", metavar="COL",
                    help="contract column (e.g. instrument_id): a series is cut into segments where it changes")
     g.add_argument("--rename", metavar="THEIRS=OURS", action="append", help="map a column, e.g. Last=close")
-    g.add_argument("--delimiter", metavar="CHAR", help="CSV delimiter [sniffed]")
+    g.add_argument("--delimiter", metavar="CHAR", type=character, help="CSV delimiter [sniffed]")
     g.add_argument("--no-header", action="store_true", help="the CSV has no header line (see --columns)")
     g.add_argument("--columns", metavar="A,B", help="column names of a headerless CSV [time,open,high,low,close,volume]")
     g.add_argument("--price-scale", type=number(1e-12, 1e12), metavar="X", help="multiply prices by X (1e-9: fixed-point prices)")

@@ -6,6 +6,7 @@ file, or fail later as a traceback) and an empty value never silently means the 
 
 - :func:`count` integers in a range (``1e6`` is accepted where it is a whole number);
 - :func:`number` finite floats in a range (``nan``, ``inf`` and values outside it refused);
+- :func:`character` one character (a CSV delimiter);
 
 Text values need no hook: :class:`OneLineParser` refuses an empty value of any option after
 parsing (so a new text option is covered without a row of code), and prints argparse's refusals
@@ -106,4 +107,14 @@ def number(lo: float | None = None, hi: float | None = None, lo_open: bool = Fal
     return parse
 
 
-__all__ = ["INT64_MAX", "OneLineParser", "count", "number"]
+def character(value: str) -> str:
+    """A ``type=`` hook: exactly one character (a CSV delimiter: ``;``, ``|``, a tab typed as ``$'\\t'``)."""
+    if not str(value).strip():
+        raise argparse.ArgumentTypeError("an empty value is not allowed (it would not mean the default); give a "
+                                         "value or leave the option out")
+    if len(value) != 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not one character; give one, like ';' or '|'")
+    return value
+
+
+__all__ = ["INT64_MAX", "OneLineParser", "character", "count", "number"]
