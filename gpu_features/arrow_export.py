@@ -65,7 +65,8 @@ def write_parquet(store, out, overwrite: bool = False) -> Path:
         raise GpuFeaturesError(f"--output {given} is the filesystem root; --layout parquet writes one file, e.g. "
                                "--output features.parquet.")
     if out.is_dir():
-        raise GpuFeaturesError(f"{given} is a directory; --layout parquet writes one file, e.g. --output features.parquet.")
+        raise GpuFeaturesError(f"{given} is a directory; --layout parquet writes one file, e.g. --output "
+                               "features.parquet.")
     if inside(out, store.path):
         raise GpuFeaturesError(f"--output {given} lies inside the store {store.path} it exports; an export is written "
                                "outside the store, so choose another --output.")

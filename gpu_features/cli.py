@@ -19,7 +19,6 @@ import os
 import sys
 import tempfile
 import traceback
-from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape as escape_markup
@@ -376,18 +375,20 @@ def cmd_export(args) -> int:
         from .arrow_export import write_parquet
 
         out = write_parquet(st, args.output, overwrite=args.overwrite)
-        console.print(f"[bold green]wrote[/] {escape(out)}: {st.n_bars:,} bars x (timestamp, symbol, valid, 10 features)")
+        console.print(f"[bold green]wrote[/] {escape(out)}: {st.n_bars:,} bars x (timestamp, symbol, valid, "
+                      "10 features)")
         return 0
     splits = tuple(s for s in SPLIT_NAMES if s in (args.split or SPLIT_NAMES))
     check_output(args.output, args.overwrite, st)  # refused before the size is stated
     p = plan(st, splits, args.stride)
-    console.print(f"export {escape(st.path)} -> {escape(args.output)} (layout {args.layout}): {p['n_windows']:,} windows of "
-                  f"{p['K']} bars from {', '.join(splits)} = [bold]{p['bytes'] / 1e9:.2f} GB[/]")
+    console.print(f"export {escape(st.path)} -> {escape(args.output)} (layout {args.layout}): "
+                  f"{p['n_windows']:,} windows of {p['K']} bars from {', '.join(splits)} = "
+                  f"[bold]{p['bytes'] / 1e9:.2f} GB[/]")
     with progress_bars(args.quiet, console) as prog:
         meta = export_seed(st, args.output, splits, args.stride, yes=args.yes, overwrite=args.overwrite,
                            progress=RichProgress(prog))
-    console.print(f"[bold green]wrote[/] {escape(args.output)}: features_10d.npy [{meta['n_windows']}, {meta['window_length']}, "
-                  f"10], valid_mask.npy, metadata.json, splits.json "
+    console.print(f"[bold green]wrote[/] {escape(args.output)}: features_10d.npy [{meta['n_windows']}, "
+                  f"{meta['window_length']}, 10], valid_mask.npy, metadata.json, splits.json "
                   f"({', '.join(f'{k} {v:,}' for k, v in meta['windows'].items())})")
     return 0
 
@@ -403,8 +404,9 @@ def cmd_plot(args) -> int:
     data = chart_data(args.store, symbol=args.symbol, start=args.start, end=args.end, last=args.last,
                       features=features, sources=args.source, checksums=not args.no_checksums)
     out = render(data, args.out)
-    console.print(f"[bold green]wrote[/] {escape(out)}: {escape(data.symbol)}, {len(data.bars)} bars, {len(data.swings)} confirmed "
-                  f"swings, {int((~data.valid).sum())} invalid bars, panels {', '.join(features)}")
+    console.print(f"[bold green]wrote[/] {escape(out)}: {escape(data.symbol)}, {len(data.bars)} bars, "
+                  f"{len(data.swings)} confirmed swings, {int((~data.valid).sum())} invalid bars, panels "
+                  f"{', '.join(features)}")
     return 0
 
 
@@ -430,7 +432,7 @@ def cmd_doctor(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .plot import MAX_PLOT_BARS
     p = OneLineParser(prog="gpu-features", formatter_class=HelpFormatter,
-                                description="GPU-native relativity-10 features for intraday futures bars.")
+                      description="GPU-native relativity-10 features for intraday futures bars.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     pre = sub.add_parser("precompute", formatter_class=HelpFormatter, help="compute features of bars and write a store",
@@ -445,7 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="bad-bar policy [error]")
     pre.add_argument("--reader", choices=READERS, default=None,
                      help="how --input is read [auto: cudf for parquet where cudf imports, else pyarrow]")
-    pre.add_argument("--shard-bars", type=count(1), default=SHARD_BARS, metavar="N", help=f"bars per shard [{SHARD_BARS}]")
+    pre.add_argument("--shard-bars", type=count(1), default=SHARD_BARS, metavar="N",
+                     help=f"bars per shard [{SHARD_BARS}]")
     pre.add_argument("--split-fractions", metavar="A,B,C", help="chronological train,val,test fractions [0.9,0.05,0.05]")
     pre.add_argument("--split-dates", metavar="VAL,TEST", help="chronological split dates (UTC): val start, test start")
     pre.add_argument("--synthetic-bars", type=count(1), default=synthetic.DEFAULT_BARS, metavar="N",
@@ -469,7 +472,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--delimiter", metavar="CHAR", type=character, help="CSV delimiter [sniffed]")
     g.add_argument("--no-header", action="store_true", help="the CSV has no header line (see --columns)")
     g.add_argument("--columns", metavar="A,B", help="column names of a headerless CSV [time,open,high,low,close,volume]")
-    g.add_argument("--price-scale", type=number(1e-12, 1e12), metavar="X", help="multiply prices by X (1e-9: fixed-point prices)")
+    g.add_argument("--price-scale", type=number(1e-12, 1e12), metavar="X",
+                   help="multiply prices by X (1e-9: fixed-point prices)")
     g.add_argument("--allow-nonpositive-prices", action="store_true",
                    help="accept prices <= 0 (back-adjusted continuous futures)")
     g.add_argument("--max-drop-fraction", type=number(0.0, 1.0), default=None, metavar="F",
@@ -478,7 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument("--distributed", action="store_true",
                       help="build a dataset of part stores on a Dask cluster, one task per symbol group; --input "
                            "takes globs ('data/**/*.parquet') and directories")
-    dist.add_argument("--workers", type=count(1, 1024), metavar="N", help="local cluster of N worker processes [one per core]")
+    dist.add_argument("--workers", type=count(1, 1024), metavar="N",
+                      help="local cluster of N worker processes [one per core]")
     dist.add_argument("--scheduler", metavar="ADDRESS", help="use the running Dask scheduler at ADDRESS "
                                                              "(tcp://host:8786) instead of a local cluster")
     dist.add_argument("--symbols-per-task", type=count(1), metavar="N",

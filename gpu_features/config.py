@@ -141,7 +141,7 @@ class FeatureConfig(FrozenConfig):
         self._check(self.zigzag_k > 0, "zigzag_k", "> 0")
         self._check(self.hybrid_lookback >= 0, "hybrid_lookback", ">= 0")
         self._check(self.hybrid_min_retrace_atr >= 0, "hybrid_min_retrace_atr", ">= 0")
-        self._check(2 <= self.window_length <= MAX_WINDOW_LENGTH, "window_length", f"2 .. {MAX_WINDOW_LENGTH}")
+        self._check(2 <= self.window_length <= MAX_WINDOW_LENGTH, "window_length", f">= 2 and <= {MAX_WINDOW_LENGTH}")
         self._check(self.warmup_bars >= 0, "warmup_bars", ">= 0")
 
     @property

@@ -55,7 +55,8 @@ from .formats import detect_from_columns
 from .progress import Progress, no_progress
 from .readers import expand_inputs
 from .store import SHARD_BARS, Dataset, precompute
-from .store.dataset import check_output, open_dataset, part_name, select_symbols, set_part_splits, write_dataset
+from .store.dataset import open_dataset, part_name, select_symbols, set_part_splits, write_dataset
+from .store.format import check_output
 
 INSTALL_HINT = "pip install 'gpu-features[distributed]'"
 _NO_SYMBOL = "\x00no symbol column"  # the group key of files without a symbol column

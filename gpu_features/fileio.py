@@ -284,7 +284,7 @@ def read_json_file(path, what: str, fix: str, error: type | None = None, max_byt
     try:
         return json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as err:
-        raise error(f"{label}: not UTF-8 text (byte {err.start}), so it is not {what}; {fix}") from None
+        raise error(f"{label}: not valid JSON (not UTF-8 text, byte {err.start}), so it is not {what}; {fix}") from None
     except json.JSONDecodeError as err:
         raise error(f"{label}: not valid JSON ({err}), so it is not {what}; {fix}") from None
     except RecursionError:

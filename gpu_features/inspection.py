@@ -55,7 +55,8 @@ def inspect_store(path, symbol: str | None = None, checksums: bool = True) -> di
     """
     store = open_store(path, checksums=checksums)
     if symbol is not None and symbol not in store.stats["per_symbol"]:
-        shown = ", ".join(store.symbols[:20]) + (f" and {len(store.symbols) - 20:,} more" if len(store.symbols) > 20 else "")
+        more = len(store.symbols) - 20
+        shown = ", ".join(store.symbols[:20]) + (f" and {more:,} more" if more > 0 else "")
         raise StoreError(f"{path}: no symbol {symbol!r}; the store holds {shown}.")
     symbols = [symbol] if symbol else store.symbols
     ts = store.timestamps()

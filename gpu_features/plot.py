@@ -115,8 +115,8 @@ def check_png(out, option: str = "--out") -> Path:
         raise GpuFeaturesError(f"{option} {out} lies inside the feature {holder[1]} {holder[0]}; its folder holds only "
                                f"the {holder[1]}'s files, so write the chart elsewhere.")
     if (path.exists() or path.is_symlink()) and not (png_software(path) or "").startswith(PNG_SOFTWARE):
-        raise GpuFeaturesError(f"{option} {out} already exists and is not a chart gpu-features drew; refusing to replace "
-                               "it, so choose another name (or move the file away).")
+        raise GpuFeaturesError(f"{option} {out} already exists and is not a chart gpu-features drew; refusing to "
+                               "replace it, so choose another name (or move the file away).")
     return path
 
 

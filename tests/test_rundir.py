@@ -6,6 +6,7 @@ runs never interleave; a run killed in its first epoch is named the same way by 
 honoured (a moved store), never ignored; a store that changed under a run is named as appended to or
 rebuilt.
 """
+import contextlib
 import json
 import os
 import shutil
@@ -151,7 +152,8 @@ def test_a_run_of_an_older_version_is_still_a_run(trained, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("edit, words", [
-    (lambda text: text.replace('"lr": 0.002', '"lr": 0.5'), "was edited after the run started: lr 0.5 (the run: 0.002)"),
+    (lambda text: text.replace('"lr": 0.002', '"lr": 0.5'),
+     "was edited after the run started: lr 0.5 (the run: 0.002)"),
     (lambda text: text.replace('"hidden_size": 8', '"hidden_size": 32'), "hidden_size 32 (the run: 8)"),
     (lambda text: "{{{", "no longer reads as the run's settings"),
     (lambda text: "[" * 100_000 + "]" * 100_000, "nested too deeply"),
@@ -213,3 +215,29 @@ def test_resume_says_what_changed_in_the_store(make_store, tmp_path, capsys, cha
     assert code == 2 and words in err, err
     assert "not on" in err if change == "another" else "start a new run on the stores as they are now" in err
     assert "--overwrite" in err
+
+
+def test_a_run_left_open_in_this_process_hands_its_lock_to_the_next(trained, tmp_path, monkeypatch):
+    """A prepared run interrupted by an exception and never closed does not block its own resume."""
+    from train.config import TrainConfig
+    from train.loop import prepare
+
+    monkeypatch.setenv(LOCK_TIMEOUT_ENV, "0.5")  # a wait would fail fast
+    cfg = TrainConfig.from_dict({"epochs": 2, "batch_size": 32, "hidden_size": 8, "max_train_windows": 64,
+                                 "max_val_windows": 32, "max_final_windows": 32, "device": "cpu", "profile": "small"})
+    run = prepare(trained / "s", tmp_path / "r", cfg, quiet=True)
+
+    def interrupt(epoch, i, batch, model):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run.fit(interrupt)
+    resumed = prepare(trained / "s", tmp_path / "r", None, resume=True, quiet=True)  # `run` is still alive
+    with contextlib.closing(resumed):
+        resumed.fit()
+        assert resumed.finish()["epochs_run"] == 2
+    holder = _subprocess("from gpu_features.fileio import writer_lock\n"
+                         f"with writer_lock({str(tmp_path / 'r')!r}, 'test'):\n    print('free')\n",
+                         env={LOCK_TIMEOUT_ENV: "5"})
+    assert holder.wait(timeout=60) == 0 and holder.stdout.read().strip() == "free"  # released by the close

@@ -29,7 +29,8 @@ def _parse(path: Path) -> object:
     same limits, every failure one sentence naming the file."""
     suffix = path.suffix.lower()
     if suffix == ".json":
-        return read_json_file(path, "a run file", "fix the file.", TrainError, MAX_CONFIG_BYTES, label=f"--config {path}")
+        return read_json_file(path, "a run file", "fix the file.", TrainError, MAX_CONFIG_BYTES,
+                              label=f"--config {path}")
     size = path.stat().st_size
     if size > MAX_CONFIG_BYTES:
         raise TrainError(f"--config {path}: {size:,} bytes is far too large for a run file (at most "

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from gpu_features.errors import GpuFeaturesError
 from gpu_features.fileio import (MAX_CONFIG_BYTES, absolute, describe_entries, folder_entries, now_iso,
                                  read_json_file, write_json_atomic, writer_lock)
 from gpu_features.store import enclosing_artifact
@@ -119,13 +118,31 @@ def check_resume(run_dir) -> Path:
     raise TrainError(f"{run_dir}: no {CHECKPOINT_JSON} to resume from; start a new run without --resume.")
 
 
+_HELD: dict[Path, contextlib.ExitStack] = {}  # run directories whose lock this process holds, and how to let go
+
+
 @contextlib.contextmanager
 def lock(run_dir):
-    """Hold the run directory's writer lock (the parent folder is made first: the lock lives beside it)."""
+    """Hold the run directory's writer lock (the parent folder is made first: the lock lives beside it).
+
+    Another process waits, then is refused. Within this process, a run that was never closed (a
+    ``prepare``d run interrupted by an exception, then prepared again to resume) gives the lock over
+    to the new one: runs of one process are sequential, and the old one can no longer write.
+    """
     path = absolute(run_dir)
+    earlier = _HELD.pop(path, None)
+    if earlier is not None:
+        earlier.close()
     path.parent.mkdir(parents=True, exist_ok=True)
-    with writer_lock(path, "python -m train"):
+    stack = contextlib.ExitStack()
+    stack.enter_context(writer_lock(path, "python -m train"))
+    _HELD[path] = stack
+    try:
         yield
+    finally:
+        if _HELD.get(path) is stack:
+            del _HELD[path]
+        stack.close()
 
 
 def start(run_dir, run_files, resolved_run: dict, fresh: bool) -> None:
@@ -191,10 +208,11 @@ def check_same_stores(run_dir, was: list[dict], now: list[dict]) -> None:
     """
     if [s["shards_sha256"] for s in was] == [s["shards_sha256"] for s in now]:
         return
-    fresh = f"start a new run on the stores as they are now with --overwrite (or another --run-dir)"
+    fresh = "start a new run on the stores as they are now with --overwrite (or another --run-dir)"
     if len(was) != len(now):
-        raise TrainError(f"--resume: {run_dir} was trained on {len(was)} store(s) ({', '.join(s['path'] for s in was)}) "
-                         f"and {len(now)} are given ({', '.join(s['path'] for s in now)}); pass the run's stores with "
+        raise TrainError(f"--resume: {run_dir} was trained on {len(was)} store(s) "
+                         f"({', '.join(s['path'] for s in was)}) and {len(now)} are given "
+                         f"({', '.join(s['path'] for s in now)}); pass the run's stores with "
                          f"--store, in that order, or {fresh}.")
     for a, b in zip(was, now):
         if a["shards_sha256"] == b["shards_sha256"]:

@@ -48,7 +48,7 @@ from ..progress import Progress, no_progress
 from . import reader
 from .append import append_store, symbol_names
 from .format import (DATASET_FORMAT, DATASET_MANIFEST, DATASET_VERSION, MANIFEST, SHARD_BARS, check_file,
-                     check_inputs_outside, check_output, check_schema, input_paths, read_json_record)
+                     check_inputs_outside, check_schema, input_paths, read_json_record)
 from .reader import Store
 from .stats import merge_stat_records, split_counts
 from .writer import precompute, write_manifest
