@@ -466,8 +466,7 @@ def prepare(store_path, run_dir, cfg: TrainConfig | None = None, resume: bool = 
     paths = _store_paths(store_path)
     saved = None
     if resume:
-        rundir.check_resume(run_dir)
-        record = read_checkpoint_record(run_dir)
+        record = read_checkpoint_record(run_dir)  # refuses, saying why, where there is nothing to resume
         saved = TrainConfig.from_dict(record["config"])
         if cfg is not None and cfg != saved:
             diff = [f"{k} {v!r} (saved {saved.to_dict()[k]!r})" for k, v in cfg.to_dict().items()

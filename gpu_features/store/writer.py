@@ -35,7 +35,8 @@ from ..arrays import to_numpy
 from ..bars import Bars, check_bars, read_bars
 from ..config import FEATURE_NAMES, FeatureConfig
 from ..errors import StoreError
-from ..fileio import fault_point, fsync_dir, now_iso, replace_dir, temp_sibling, write_json_atomic, writer_lock
+from ..fileio import (absolute, fault_point, fsync_dir, now_iso, replace_dir, temp_sibling, write_json_atomic,
+                      writer_lock)
 from ..progress import Progress, no_progress
 from .format import (CHECKPOINT_BARS, FORMAT, MANIFEST, SHARD_BARS, STATE_FILE, VERSION, canonical_safetensors,
                      check_before_commit, check_output, input_paths, shard_name)
@@ -278,8 +279,9 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
     if shard_bars < 1 or checkpoint_every < 1:
         raise StoreError(f"shard_bars and checkpoint_every must be >= 1, got {shard_bars} and {checkpoint_every}.")
     inputs = input_paths(bars_or_path)
+    if absolute(out_dir).name:
+        recover(absolute(out_dir))  # a replace cut between its renames is put right first, never built over
     out = check_output(out_dir, overwrite, inputs)  # early, so a refusal costs no compute; again under the lock
-    recover(out)  # a replace cut between its renames is put right first, never built over
     cfg = config or FeatureConfig()
     progress("read", 0, 1)
     if isinstance(bars_or_path, Bars):
