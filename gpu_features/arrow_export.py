@@ -14,7 +14,7 @@ import numpy as np
 
 from .config import FEATURE_NAMES
 from .errors import GpuFeaturesError
-from .fileio import fsync_file, temp_sibling
+from .fileio import absolute, check_writable, fsync_file, inside, temp_sibling
 
 
 def store_to_arrow(store):
@@ -32,21 +32,59 @@ def store_to_arrow(store):
     return pa.table(cols)
 
 
+PARQUET_KEY = b"gpu_features"  # schema metadata key of our parquet exports: how one is recognised
+PARQUET_FORMAT = "gpu-features parquet export"
+
+
+def is_parquet_export(path) -> bool:
+    """True when ``path`` is a parquet file this package wrote (its schema metadata says so)."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_schema(path).metadata or {}
+        return json.loads(meta.get(PARQUET_KEY, b"{}")).get("format") == PARQUET_FORMAT
+    except Exception:  # not parquet, unreadable, not our JSON: not ours
+        return False
+
+
 def write_parquet(store, out, overwrite: bool = False) -> Path:
-    """Write :func:`store_to_arrow` to the parquet file ``out`` (a temporary sibling, flushed, renamed into place)."""
+    """Write :func:`store_to_arrow` to the parquet file ``out`` (a temporary sibling, flushed, renamed into place).
+
+    The file's schema metadata marks it as ours (``gpu_features``: format, source store), and only such a
+    file is ever replaced (with ``overwrite``); an ``out`` inside the store being read is refused.
+    """
+    import json
     import os
 
     import pyarrow.parquet as pq
 
-    out = Path(out)
+    given, out = out, absolute(out)
+    if not out.name:
+        raise GpuFeaturesError(f"--output {given} is the filesystem root; --layout parquet writes one file, e.g. "
+                               "--output features.parquet.")
     if out.is_dir():
-        raise GpuFeaturesError(f"{out} is a directory; --layout parquet writes one file, e.g. --output features.parquet.")
-    if out.exists() and not overwrite:
-        raise GpuFeaturesError(f"{out} already exists; pass --overwrite to replace it or choose another --output.")
+        raise GpuFeaturesError(f"{given} is a directory; --layout parquet writes one file, e.g. --output "
+                               "features.parquet.")
+    if inside(out, store.path):
+        raise GpuFeaturesError(f"--output {given} lies inside the store {store.path} it exports; an export is written "
+                               "outside the store, so choose another --output.")
+    if out.exists() or out.is_symlink():
+        if not is_parquet_export(out):
+            raise GpuFeaturesError(f"{given} already exists and is not a gpu-features parquet export; refusing to "
+                                   "replace it (even with --overwrite), choose another --output.")
+        if not overwrite:
+            raise GpuFeaturesError(f"{given} already exists (a gpu-features parquet export); pass --overwrite to "
+                                   "replace it or choose another --output.")
     out.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(out.parent, "--output")  # a read-only target is not a full disk
+    table = store_to_arrow(store)
+    mark = json.dumps({"format": PARQUET_FORMAT, "store": str(store.path), "store_created": store.created})
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), PARQUET_KEY: mark.encode()})
     tmp = temp_sibling(out, "tmp")
     try:
-        pq.write_table(store_to_arrow(store), tmp)
+        pq.write_table(table, tmp)
         fsync_file(tmp)  # the bytes are on disk before the name points at them, as for every other artifact
         os.replace(tmp, out)
     finally:

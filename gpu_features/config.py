@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any, Mapping
 
 from .errors import ConfigError
@@ -35,6 +36,8 @@ FEATURE_RANGES = {
 # The kernels keep the true-range window in a fixed-size array (registers on
 # the GPU); a longer period is refused by the config rather than truncated.
 MAX_ATR_PERIOD = 64
+# Bars per window: a store's reader refuses more (store/format.py), so the config does too, before a build.
+MAX_WINDOW_LENGTH = 1 << 16
 
 
 class FrozenConfig:
@@ -60,10 +63,18 @@ class FrozenConfig:
             if optional and value is None:
                 continue
             if want is float and isinstance(value, int) and not isinstance(value, bool):
-                object.__setattr__(self, f.name, float(value))
+                try:
+                    object.__setattr__(self, f.name, float(value))
+                except OverflowError:
+                    raise self._error(f"{self._name(f.name)} = {value} is too large for a float; "
+                                      "give a finite number.") from None
             elif not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
                 raise self._error(f"{self._name(f.name)} must be {want.__name__}, "
                                   f"got {type(value).__name__} {value!r}.")
+            # NaN passes no range check and infinity passes "> 0": neither is a setting.
+            if want is float and not math.isfinite(getattr(self, f.name)):
+                raise self._error(f"{self._name(f.name)} = {getattr(self, f.name)!r} is not a finite number; "
+                                  "give a finite value.")
 
     def _check(self, ok: bool, name: str, allowed: str) -> None:
         if not ok:
@@ -130,7 +141,7 @@ class FeatureConfig(FrozenConfig):
         self._check(self.zigzag_k > 0, "zigzag_k", "> 0")
         self._check(self.hybrid_lookback >= 0, "hybrid_lookback", ">= 0")
         self._check(self.hybrid_min_retrace_atr >= 0, "hybrid_min_retrace_atr", ">= 0")
-        self._check(self.window_length >= 2, "window_length", ">= 2")
+        self._check(2 <= self.window_length <= MAX_WINDOW_LENGTH, "window_length", f">= 2 and <= {MAX_WINDOW_LENGTH}")
         self._check(self.warmup_bars >= 0, "warmup_bars", ">= 0")
 
     @property

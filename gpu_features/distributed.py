@@ -53,7 +53,8 @@ from .fileio import replace_dir, temp_sibling, writer_lock
 from .ingest import ReadSpec, expand_inputs, read_bars, series_key_of
 from .progress import Progress, no_progress
 from .store import SHARD_BARS, Dataset, open_store, precompute
-from .store.dataset import check_output, part_name, select_symbols, set_part_splits, write_dataset
+from .store.dataset import part_name, select_symbols, set_part_splits, write_dataset
+from .store.format import check_output
 from .store.report import TASK_WORK, PhaseClock
 
 INSTALL_HINT = "pip install 'gpu-features[distributed]'"
@@ -303,8 +304,8 @@ def build_dataset(inputs, out_dir, config: FeatureConfig | None = None, engine: 
     progress = progress or no_progress
     clock = PhaseClock()
     distributed = require_dask()
-    out = Path(out_dir).resolve()
-    check_output(out, overwrite)
+    out = check_output(Path(out_dir).resolve(), overwrite, list(inputs) if isinstance(inputs, (list, tuple))
+                       else [inputs])
     cfg = config or FeatureConfig()
     if symbols_per_task is not None and symbols_per_task < 1:
         raise GpuFeaturesError(f"--symbols-per-task must be >= 1, got {symbols_per_task}.")
@@ -374,7 +375,7 @@ def build_dataset(inputs, out_dir, config: FeatureConfig | None = None, engine: 
                           build)
             (tmp / _LIVE).unlink()
             with writer_lock(out, "precompute --distributed"):
-                check_output(out, overwrite)  # again, under the lock: another writer may have been first
+                check_output(out, overwrite, files)  # again, under the lock: another writer may have been first
                 replace_dir(tmp, out)
         except distributed.KilledWorker as err:
             _cancel(cl, futures, tmp)

@@ -8,8 +8,13 @@
   replaced by a rename, after an fsync; a directory is swapped with its replacement
   in one ``renameat2(RENAME_EXCHANGE)`` on Linux, so there is no moment without it.
 - :func:`fsync_file`, :func:`fsync_dir`: durability.
-- :func:`writer_lock`: the one lock a writer of a store or export holds (``filelock``).
+- :func:`writer_lock`: the one lock a writer of a store, export or run directory holds (``filelock``).
 - :func:`fault_point`: named steps where the fault-injection tests kill a writer.
+- :func:`read_json_file`: the one guarded reader of a JSON file a user or a disk hands us
+  (manifests, config files): size-limited, UTF-8, nesting depth bounded, one sentence on failure.
+- :func:`absolute`, :func:`check_parents`, :func:`inside`, :func:`folder_entries`,
+  :func:`describe_entries`, :func:`check_writable`: the path facts every "only our own files" check
+  (stores, datasets, exports, run directories) is built from.
 """
 from __future__ import annotations
 
@@ -204,9 +209,15 @@ LOCK_TIMEOUT_S = 30.0
 
 
 def lock_path(target) -> Path:
-    """The lock file of a store or export directory: ``.NAME.lock`` beside it (the directory itself is
-    replaced by writers, so the lock cannot live inside it)."""
-    target = Path(target)
+    """The lock file of a store, export or run directory: ``.NAME.lock`` beside it (the directory itself
+    is replaced by writers, so the lock cannot live inside it). The filesystem root has no such place
+    and is refused (:func:`absolute` callers refuse it first, naming their option)."""
+    from .errors import GpuFeaturesError
+
+    target = absolute(target)
+    if not target.name:
+        raise GpuFeaturesError(f"{target} is the filesystem root; nothing of gpu-features is written there, so "
+                               "choose a folder below it.")
     return target.with_name(f".{target.name}.lock")
 
 
@@ -238,3 +249,111 @@ def writer_lock(target, what: str):
         yield
     finally:
         lock.release()
+
+
+# --- guarded JSON ---------------------------------------------------------------------------
+
+MAX_JSON_BYTES = 1 << 30  # manifests of very large stores stay far below this
+MAX_CONFIG_BYTES = 16 << 20  # a config file is a few hundred bytes
+
+
+def read_json_file(path, what: str, fix: str, error: type | None = None, max_bytes: int = MAX_JSON_BYTES,
+                   label: str | None = None):
+    """Parse the JSON file ``path``, trusting nothing: returns the parsed value.
+
+    Refused in one sentence starting with ``label`` (default: the path; ``--config FILE`` names the
+    option) and saying ``what`` the file should be, ending with ``fix`` (how to put it right), as
+    ``error`` (default :class:`~gpu_features.errors.GpuFeaturesError`): missing or unreadable,
+    larger than ``max_bytes``, not UTF-8, not JSON, or nested deeper than the parser recurses (a
+    crafted file would otherwise end in a RecursionError).
+    """
+    from .errors import GpuFeaturesError
+
+    error = error or GpuFeaturesError
+    path = Path(path)
+    label = label or str(path)
+    try:
+        size = path.stat().st_size
+        if not path.is_file():
+            raise error(f"{label}: not a regular file, so it cannot be {what}; {fix}")
+        if size > max_bytes:
+            raise error(f"{label}: {size:,} bytes is far too large for {what} (at most {max_bytes:,}); {fix}")
+        raw = path.read_bytes()
+    except OSError as err:
+        raise error(f"{label}: cannot be read ({err.strerror or err}); {fix}") from None
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise error(f"{label}: not valid JSON (not UTF-8 text, byte {err.start}), so it is not {what}; {fix}") from None
+    except json.JSONDecodeError as err:
+        raise error(f"{label}: not valid JSON ({err}), so it is not {what}; {fix}") from None
+    except RecursionError:
+        raise error(f"{label}: JSON nested too deeply to be {what} (corrupt or crafted); {fix}") from None
+
+
+# --- path facts for "only our own files" ----------------------------------------------------
+
+
+def absolute(path) -> Path:
+    """``path`` made absolute and normalised (``.`` and ``..`` resolved by name, links kept), so that
+    ``--output .`` has a name and a parent like any other path."""
+    return Path(os.path.abspath(os.fspath(path)))
+
+
+def check_parents(path, option: str, error: type | None = None) -> None:
+    """Refuse ``path`` when an existing ancestor is a file: nothing can be made below a file."""
+    from .errors import GpuFeaturesError
+
+    for parent in absolute(path).parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise (error or GpuFeaturesError)(
+                    f"{option} {path}: {parent} is a file, not a folder, so nothing can be made below it; "
+                    f"choose another {option}.")
+            return
+
+
+def inside(path, folder) -> bool:
+    """True when ``path`` is ``folder`` or lies below it (links resolved, so a second name is caught)."""
+    try:
+        p, f = Path(path).resolve(), Path(folder).resolve()
+    except (OSError, RuntimeError):
+        return False
+    return p == f or f in p.parents
+
+
+def folder_entries(folder) -> list[str]:
+    """Names in ``folder`` (sorted; an unreadable folder gives ``[]``: callers then refuse by kind)."""
+    try:
+        return sorted(os.listdir(folder))
+    except OSError:
+        return []
+
+
+def describe_entries(folder, names, limit: int = 3) -> str:
+    """``notes.txt, runs/ and 4 more``: the first ``limit`` of ``names`` in ``folder`` (``/`` marks a folder)."""
+    names = sorted(names, key=lambda n: (n.startswith("."), n))  # what a user sees in `ls` first
+    shown = [n + ("/" if (Path(folder) / n).is_dir() else "") for n in names[:limit]]
+    rest = len(names) - len(shown)
+    return ", ".join(shown) + (f" and {rest} more" if rest > 0 else "")
+
+
+def check_writable(folder, option: str, error: type | None = None) -> None:
+    """Refuse a ``folder`` that exists but cannot be written: on a read-only file system, or not writable
+    by this user (said as such, never as a full disk)."""
+    from .errors import GpuFeaturesError
+
+    error = error or GpuFeaturesError
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    try:
+        readonly = bool(os.statvfs(folder).f_flag & getattr(os, "ST_RDONLY", 1))
+    except (OSError, AttributeError):
+        readonly = False
+    if readonly:
+        raise error(f"{folder} is on a read-only file system, so {option} cannot be written there; choose "
+                    f"another {option}.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise error(f"permission denied ({folder}): this user may not write there; choose another {option} or "
+                    "fix the folder's permissions.")

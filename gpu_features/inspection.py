@@ -3,20 +3,26 @@
 Summary of the manifest, per-feature statistics over valid bars, swing
 confirmation rates, time gaps per symbol, and warnings that name the setting
 to try. Everything is computed from the manifest and the stored timestamps;
-nothing is recomputed (that is ``verify``'s job).
+nothing is recomputed (that is ``verify``'s job). The work is linear in the
+store's segments and symbols, and the printed per-symbol table and warnings
+are capped (:data:`MAX_SYMBOL_ROWS`, :data:`MAX_WARNING_LINES`; ``--symbol``
+shows any one), so a store of 100,000 symbols inspects in seconds. Text from
+the data (symbol names, source paths) is printed with control characters escaped.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .config import FEATURE_NAMES, FEATURE_RANGES
-from .errors import StoreError
+from .errors import StoreError, printable
 from .store import Store, open_store
 
 NEARLY_CONSTANT_STD = 0.01    # std below 1% of the feature's clip range
 FAST_SWINGS_BARS = 3.0        # fewer bars than this per confirmed swing
 LOW_VALID_SHARE = 0.5
 SESSION_GAP_MINUTES = 30      # a gap longer than this is a session break, shorter ones are missing minutes
+MAX_SYMBOL_ROWS = 50          # per-symbol rows printed (the result holds every symbol)
+MAX_WARNING_LINES = 50        # warnings printed (the result holds every warning)
 
 
 def time_gaps(ts: np.ndarray) -> dict:
@@ -48,14 +54,19 @@ def inspect_store(path, symbol: str | None = None, checksums: bool = True) -> di
         ``{"path", "summary", "features", "swings", "per_symbol", "warnings"}``.
     """
     store = open_store(path, checksums=checksums)
-    if symbol is not None and symbol not in store.symbols:
-        raise StoreError(f"{path}: no symbol {symbol!r}; the store holds {', '.join(store.symbols)}.")
+    if symbol is not None and symbol not in store.stats["per_symbol"]:
+        more = len(store.symbols) - 20
+        shown = ", ".join(store.symbols[:20]) + (f" and {more:,} more" if more > 0 else "")
+        raise StoreError(f"{path}: no symbol {symbol!r}; the store holds {shown}.")
     symbols = [symbol] if symbol else store.symbols
     ts = store.timestamps()
+    spans: dict[str, list[tuple[int, int]]] = {}  # one pass over the segments, not one per symbol
+    for seg in store.segments:
+        spans.setdefault(seg.name, []).append((seg.first, seg.stop))
     per_symbol = []
     for name in symbols:
         st = store.stats["per_symbol"][name]
-        parts = [ts[s.first: s.stop] for s in store.segments if s.name == name]
+        parts = [ts[a:b] for a, b in spans[name]]
         gaps = time_gaps(np.concatenate(parts))
         per_symbol.append({"symbol": name, "bars": st["bars"], "valid_bars": st["valid_bars"],
                            "valid_share": st["valid_bars"] / max(st["bars"], 1), "swings": st["swings"],
@@ -118,18 +129,28 @@ def _warnings(store: Store, result: dict) -> list[str]:
     return out
 
 
+def _shown(text) -> str:
+    """Data text for a rich console: control characters escaped, markup brackets kept literal."""
+    from rich.markup import escape
+
+    return escape(printable(text))
+
+
 def render(result: dict, console) -> None:
-    """Print an inspection with rich tables."""
+    """Print an inspection with rich tables (at most :data:`MAX_SYMBOL_ROWS` symbols and
+    :data:`MAX_WARNING_LINES` warnings; a line says how many more there are)."""
     from rich.table import Table
 
     from .splits import SPLIT_NAMES
 
     s = result["summary"]
     eng = s["engine"]
-    console.print(f"[bold]{result['path']}[/]: {s['bars']:,} bars, {s['symbols']} symbol(s), {s['shards']} shard(s), "
-                  f"{s['bytes'] / 1e6:.1f} MB; {s['valid_bars']:,} valid bars; engine {eng['name']} "
-                  f"({eng['fixups']} fix-ups); created {s['created']}")
-    console.print("source: " + "; ".join(map(str, s["sources"])))
+    console.print(f"[bold]{_shown(result['path'])}[/]: {s['bars']:,} bars, {s['symbols']:,} symbol(s), "
+                  f"{s['shards']} shard(s), {s['bytes'] / 1e6:.1f} MB; {s['valid_bars']:,} valid bars; engine "
+                  f"{_shown(eng['name'])} ({eng['fixups']} fix-ups); created {_shown(s['created'])}", highlight=False)
+    sources = s["sources"]
+    console.print("source: " + "; ".join(_shown(x) for x in sources[:10])
+                  + (f"; and {len(sources) - 10:,} more" if len(sources) > 10 else ""), highlight=False)
     console.print("config: " + ", ".join(f"{k}={v}" for k, v in s["config"].items()))
     sp = Table(title="splits")
     for col in ("split", "bars", "windows"):
@@ -149,18 +170,27 @@ def render(result: dict, console) -> None:
         ft.add_row(name, f"{f['min']:.3f}", f"{f['max']:.3f}", f"{f['mean']:.4f}", f"{f['std']:.4f}",
                    f"{f['nonzero']:.1%}")
     console.print(ft)
-    st = Table(title="per symbol")
+    rows = result["per_symbol"]
+    st = Table(title="per symbol" + (f" (the first {MAX_SYMBOL_ROWS} of {len(rows):,})" if len(rows) > MAX_SYMBOL_ROWS
+                                     else ""))
     for col in ("symbol", "bars", "valid", "swing highs", "swing lows", "bars/swing", "sessions", "missing bars"):
         st.add_column(col, justify="right" if col != "symbol" else "left")
-    for p in result["per_symbol"]:
+    for p in rows[:MAX_SYMBOL_ROWS]:
         w = p["swings"]
-        st.add_row(p["symbol"], f"{p['bars']:,}", f"{p['valid_share']:.1%}", f"{w['highs']:,}", f"{w['lows']:,}",
-                   f"{w['bars_per_swing']:.2f}" if w["bars_per_swing"] else "-",
+        st.add_row(_shown(p["symbol"]), f"{p['bars']:,}", f"{p['valid_share']:.1%}", f"{w['highs']:,}",
+                   f"{w['lows']:,}", f"{w['bars_per_swing']:.2f}" if w["bars_per_swing"] else "-",
                    f"{p['gaps']['session_breaks'] + 1:,}", f"{p['gaps']['missing_bars']:,}")
     console.print(st)
-    if result["warnings"]:
+    if len(rows) > MAX_SYMBOL_ROWS:
+        console.print(f"{len(rows) - MAX_SYMBOL_ROWS:,} more symbol(s) not shown; `gpu-features inspect STORE --symbol "
+                      "NAME` shows any one.")
+    warnings = result["warnings"]
+    if warnings:
         console.print("[bold yellow]warnings[/]")
-        for w in result["warnings"]:
-            console.print(f"  [yellow]![/] {w}", highlight=False)
+        for w in warnings[:MAX_WARNING_LINES]:
+            console.print(f"  [yellow]![/] {_shown(w)}", highlight=False)
+        if len(warnings) > MAX_WARNING_LINES:
+            console.print(f"  [yellow]![/] and {len(warnings) - MAX_WARNING_LINES:,} more warning(s) of the same "
+                          "kinds; `--symbol NAME` shows one symbol's.", highlight=False)
     else:
         console.print("[green]no warnings[/]")

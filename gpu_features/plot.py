@@ -21,8 +21,9 @@ import numpy as np
 from . import reference
 from .config import FEATURE_NAMES
 from .errors import GpuFeaturesError, StoreError
+from .fileio import absolute, temp_sibling
 from .sources import load_sources, store_bars
-from .splits import parse_dates
+from .splits import parse_time
 from .store import open_store
 
 DEFAULT_FEATURES = ("range_z", "dist_to_prev_SH", "dist_to_prev_SL", "bars_since_SH_norm")
@@ -68,18 +69,81 @@ class ChartData:
     size_px: tuple
 
 
-def check_png(out) -> None:
-    """Refuse an output name that is not a ``.png`` file (matplotlib would pick a format from the suffix)."""
+PNG_SOFTWARE = "gpu-features"  # the PNG "Software" text of every chart drawn here: how one is recognised
+
+
+def png_software(path) -> str | None:
+    """The ``Software`` text a PNG file carries (None for anything else: not a PNG, no such text)."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            if f.read(8) != b"\x89PNG\r\n\x1a\n":
+                return None
+            while True:
+                head = f.read(8)
+                if len(head) < 8:
+                    return None
+                length, kind = struct.unpack(">I4s", head)
+                if kind in (b"IDAT", b"IEND") or length > 1 << 20:
+                    return None
+                data = f.read(length)
+                f.read(4)  # CRC
+                if kind == b"tEXt" and data.split(b"\0", 1)[0] == b"Software":
+                    return data.split(b"\0", 1)[1].decode("latin-1")
+    except OSError:
+        return None
+
+
+def check_png(out, option: str = "--out") -> Path:
+    """Refuse an output a chart may not be written to; returns it as an absolute path.
+
+    Refused: a name without ``.png`` (matplotlib would pick another format from the suffix), a folder,
+    a path inside a feature store or dataset (its folder holds only its own files), and an existing
+    file that is not a chart this package drew (its PNG ``Software`` text says so): only our own files
+    are replaced.
+    """
+    from .store import enclosing_artifact
+
     if Path(out).suffix.lower() != ".png":
-        raise GpuFeaturesError(f"--out {out}: plot writes PNG files, so the name must end in .png (like chart.png).")
+        raise GpuFeaturesError(f"{option} {out}: plot writes PNG files, so the name must end in .png (like chart.png).")
+    path = absolute(out)
+    if path.is_dir():
+        raise GpuFeaturesError(f"{option} {out} is a folder; give a file name like chart.png.")
+    holder = enclosing_artifact(path.parent)
+    if holder is not None:
+        raise GpuFeaturesError(f"{option} {out} lies inside the feature {holder[1]} {holder[0]}; its folder holds only "
+                               f"the {holder[1]}'s files, so write the chart elsewhere.")
+    if (path.exists() or path.is_symlink()) and not (png_software(path) or "").startswith(PNG_SOFTWARE):
+        raise GpuFeaturesError(f"{option} {out} already exists and is not a chart gpu-features drew; refusing to "
+                               "replace it, so choose another name (or move the file away).")
+    return path
+
+
+def save_png(fig, out, dpi: int) -> Path:
+    """Write a matplotlib figure as the PNG ``out``, marked as ours, through a temporary sibling and a rename
+    (a reader never sees half a chart; call :func:`check_png` first)."""
+    import os
+
+    out = absolute(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(out, "tmp")
+    try:
+        fig.savefig(tmp, dpi=dpi, format="png", metadata={"Software": PNG_SOFTWARE})
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
 
 
 def _parse_time(flag: str, text: str) -> int:
     from .splits import SplitError
 
     try:
-        return parse_dates([text, "9999-01-01"])[0] if flag == "--start" else parse_dates(["0001-01-01", text])[1]
-    except SplitError:
+        return parse_time(text, flag)
+    except SplitError as err:
+        if "outside" in str(err):  # an ISO time, but past what a store holds: that sentence says so
+            raise GpuFeaturesError(str(err)) from None
         raise GpuFeaturesError(f"{flag} {text!r} is not an ISO 8601 time (UTC), like 2024-03-01 or "
                                "2024-03-01T14:30.") from None
 
@@ -213,9 +277,7 @@ def render(data: ChartData, out) -> Path:
     axes[-1].set_xticklabels(labels, fontsize=7)
     ax.tick_params(labelsize=7)
     fig.subplots_adjust(left=0.13, right=0.99, top=0.95, bottom=0.08, hspace=0.08)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=DPI)
+    out = save_png(fig, out, DPI)
     plt.close(fig)
     return out
 

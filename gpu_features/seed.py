@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import GpuFeaturesError, WindowError
-from .fileio import fsync_dir, fsync_file, now_iso, replace_dir, temp_sibling, writer_lock
+from .fileio import (absolute, check_writable, describe_entries, folder_entries, fsync_dir, fsync_file, inside, now_iso,
+                     read_json_file, replace_dir, temp_sibling, writer_lock)
 from .progress import Progress, no_progress
 from .splits import SPLIT_NAMES
 from .store import MANIFEST, Store, is_dataset, open_store
@@ -60,13 +61,20 @@ def plan(store, splits=SPLIT_NAMES, stride: int = 1) -> dict:
     return {"starts": starts, "n_windows": n, "K": K, "bytes": seed_layout_bytes(n, K)}
 
 
-def _is_seed_export_or_empty(path: Path) -> bool:
-    if not path.exists():
-        return True
-    if not path.is_dir():
+SEED_FORMAT = "gpu-features seed-layout export"  # metadata.json's "format": how an export is recognised
+
+
+def is_seed_export(path: Path) -> bool:
+    """True when the folder ``path`` is an export this package wrote, whole: nothing but the seed-layout
+    files, and a ``metadata.json`` that names the format."""
+    names = folder_entries(path)
+    if not names or not set(names) <= set(SEED_FILES) or "metadata.json" not in names:
         return False
-    names = {p.name for p in path.iterdir()}
-    return not names or names == set(SEED_FILES)
+    try:
+        meta = read_json_file(path / "metadata.json", "an export's metadata", "", ExportError, 1 << 20)
+    except ExportError:
+        return False
+    return isinstance(meta, dict) and meta.get("format") == SEED_FORMAT
 
 
 def export_seed(store, out_dir, splits=SPLIT_NAMES, stride: int = 1, yes: bool = False, overwrite: bool = False,
@@ -90,7 +98,7 @@ def export_seed(store, out_dir, splits=SPLIT_NAMES, stride: int = 1, yes: bool =
         ExportError: too large without ``yes``, not enough disk, or ``out_dir`` in the way.
     """
     st = store if isinstance(store, Store) else open_store(store)
-    out = Path(out_dir)
+    out = check_output(out_dir, overwrite, st)  # before the plan: a refusal costs nothing
     p = plan(st, splits, stride)
     n, K, size = p["n_windows"], p["K"], p["bytes"]
     if n == 0:
@@ -98,23 +106,44 @@ def export_seed(store, out_dir, splits=SPLIT_NAMES, stride: int = 1, yes: bool =
     if size > (CONFIRM_ABOVE_BYTES if confirm_above is None else confirm_above) and not yes:
         raise ExportError(f"the seed layout of {st.path} is {size / 1e9:.2f} GB ({n:,} windows x {K} bars x 44 bytes); "
                           f"pass --yes to write it, or export less with --stride N or --split.")
-    _check_output(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(out.parent, "--output", ExportError)  # a read-only target is not a full disk
     free = shutil.disk_usage(out.parent).free
     if free < size:
         raise ExportError(f"{out.parent} has {free / 1e9:.2f} GB free but the export needs {size / 1e9:.2f} GB; "
                           "free space, choose another --output, or export less with --stride N.")
     with writer_lock(out, "the export"):
-        _check_output(out, overwrite)  # again: another export may have finished while this one waited
+        check_output(out, overwrite, st)  # again: another export may have finished while this one waited
         clean(out, None)  # .NAME.tmp-* / .NAME.old-* of killed exports
         return _write_export(st, out, p, stride, progress)
 
 
-def _check_output(out: Path, overwrite: bool) -> None:
-    if out.exists() and not (overwrite and _is_seed_export_or_empty(out)):
-        what = "a seed-layout export" if _is_seed_export_or_empty(out) else "not a seed-layout export"
-        hint = "pass --overwrite to replace it" if what == "a seed-layout export" else "refusing to touch it"
-        raise ExportError(f"{out} already exists and is {what}; {hint}, or choose another --output.")
+def check_output(out_dir, overwrite: bool, st: Store) -> Path:
+    """Only our own files: a new path, an empty folder, or (with ``overwrite``) a whole seed-layout export;
+    never the store being read, a folder inside it, or a folder holding it. Returns the absolute path."""
+    given, out = out_dir, absolute(out_dir)
+    if not out.name:
+        raise ExportError(f"--output {out} is the filesystem root; an export is a folder of its own, so choose a new "
+                          "folder below it.")
+    if inside(out, st.path) or inside(st.path, out):
+        where = ("is" if inside(st.path, out) else "lies inside") if inside(out, st.path) else "holds"
+        raise ExportError(f"--output {given} {where} the store {st.path} it exports; an export is written outside the "
+                          "store, so choose another --output.")
+    if not out.exists() and not out.is_symlink():
+        return out
+    if not out.is_dir() or out.is_symlink():
+        raise ExportError(f"{given} already exists and is not a seed-layout export; refusing to touch it (a file), "
+                          "even with --overwrite, so choose another --output.")
+    names = folder_entries(out)
+    if not names:
+        return out
+    if not is_seed_export(out):
+        raise ExportError(f"{given} already exists and is not a seed-layout export; refusing to touch it (it holds "
+                          f"{describe_entries(out, names)}), even with --overwrite, so choose another --output.")
+    if not overwrite:
+        raise ExportError(f"{given} already exists and is a seed-layout export; pass --overwrite to replace it, or "
+                          "choose another --output.")
+    return out
 
 
 def _write_export(st, out: Path, p: dict, stride: int, progress) -> dict:
@@ -140,7 +169,7 @@ def _write_export(st, out: Path, p: dict, stride: int, progress) -> dict:
         np.save(tmp / "valid_mask.npy", np.ascontiguousarray(vwin[order]), allow_pickle=False)
         bounds = np.cumsum([0] + [len(p["starts"][s]) for s in SPLIT_NAMES]).tolist()
         split_record = {f"{s}_indices": [bounds[i], bounds[i + 1]] for i, s in enumerate(SPLIT_NAMES)}
-        meta = {"created_at": now_iso(), "layout": "seed", "format": "gpu-features seed-layout export",
+        meta = {"created_at": now_iso(), "layout": "seed", "format": SEED_FORMAT,
                 "source_store": str(st.path), "store_created": st.created,
                 "feature_names": st.feature_names, "window_length": K, "n_windows": n,
                 "windows": {s: len(p["starts"][s]) for s in SPLIT_NAMES}, "stride": stride,

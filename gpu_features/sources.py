@@ -63,7 +63,8 @@ def _load_one(rec: dict, override):
         return None, "the store was built from bars in memory, so there is no file to re-read; pass one with --source"
     path = Path(override) if override is not None else Path(rec["path"])
     if not path.is_file():
-        return None, f"source {path} is missing; pass it with --source"
+        return None, (f"source {path} is not a file; pass the bar file with --source" if path.exists()
+                      else f"source {path} is missing; pass it with --source")
     if rec.get("kind") == "file" and override is None and file_digest(path)["sha256"] != rec.get("sha256"):
         return None, f"source {path} changed since the store was built (SHA-256 differs); pass the original with --source"
     policy = rec.get("ingest", {}).get("policy", "error")
@@ -104,18 +105,25 @@ def _read(paths, policy: str, rec: dict):
 def store_bars(store, bars_by_source) -> Bars | None:
     """The source bars laid out like the store (segment by segment), or None if they do not fit."""
     parts = {k: [] for k in ("open", "high", "low", "close", "timestamp")}
+    # Per source, once: its series bounds and each symbol's first and last series (a linear pass, so a
+    # store of 100,000 symbols is laid out in a second, not in a search per segment).
+    layout = {}
+    for k, src in enumerate(bars_by_source):
+        spans: dict[str, list[int]] = {}
+        for s, name in enumerate(src.segment_names):
+            spans.setdefault(name, [s, s])[1] = s
+        layout[k] = (src.segment_bounds(), spans)
     for seg in store.segments:
         src = bars_by_source[seg.source]
+        bounds, spans = layout[seg.source]
         # A file without a symbol column holds one series, named after the file: match it by position.
         # A symbol cut at rolls has consecutive segments; source_first counts from its first bar.
-        if seg.name in src.segment_names:
-            s = src.segment_names.index(seg.name)
-            s_end = len(src.segment_names) - src.segment_names[::-1].index(seg.name)
+        if seg.name in spans:
+            s, s_end = spans[seg.name][0], spans[seg.name][1] + 1
         elif src.n_segments == 1:
             s, s_end = 0, 1
         else:
             return None
-        bounds = src.segment_bounds()
         a = int(bounds[s]) + seg.source_first
         b = a + seg.count
         if b > bounds[s_end]:

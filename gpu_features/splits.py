@@ -19,6 +19,7 @@ from .errors import GpuFeaturesError
 SPLIT_NAMES = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.9, 0.05, 0.05)
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_NS_MIN, _NS_MAX = -(1 << 63), (1 << 63) - 1  # the int64 nanosecond range of stored times (1677 .. 2262)
 
 
 class SplitError(GpuFeaturesError):
@@ -42,25 +43,36 @@ def check_fractions(parts) -> tuple[float, float, float]:
     return parts  # type: ignore[return-value]
 
 
+def parse_time(item, what: str = "time") -> int:
+    """An ISO 8601 date or time (UTC unless it says otherwise), or int ns, as int64 ns since the epoch.
+
+    Raises:
+        SplitError: not ISO 8601, or outside the int64 nanosecond range (1677 .. 2262) a store holds.
+    """
+    if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+        ns = int(item)
+    else:
+        try:
+            t = dt.datetime.fromisoformat(str(item).strip())
+        except ValueError:
+            raise SplitError(f"{what} {item!r} is not an ISO 8601 date or time (like 2023-01-01).") from None
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=dt.timezone.utc)
+        delta = t - _EPOCH
+        ns = (delta.days * 86400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+    if not _NS_MIN <= ns <= _NS_MAX:
+        raise SplitError(f"{what} {item!r} is outside 1677-09-22 .. 2262-04-11 (UTC), the times a store's "
+                         "int64 nanosecond timestamps can hold; give a date inside that range.")
+    return ns
+
+
 def parse_dates(text) -> tuple[int, int]:
     """``"2023-01-01,2023-07-01"`` (UTC) -> two increasing ns timestamps: val start, test start."""
     items = text.split(",") if isinstance(text, str) else list(text)
     if len(items) != 2:
         raise SplitError(f"--split-dates {text!r} must be two dates, val start and test start, "
                          "like 2023-01-01,2023-07-01.")
-    out = []
-    for item in items:
-        if isinstance(item, (int, np.integer)):
-            out.append(int(item))
-            continue
-        try:
-            t = dt.datetime.fromisoformat(str(item).strip())
-        except ValueError:
-            raise SplitError(f"split date {item!r} is not an ISO 8601 date or time (like 2023-01-01).") from None
-        if t.tzinfo is None:
-            t = t.replace(tzinfo=dt.timezone.utc)
-        delta = t - _EPOCH
-        out.append((delta.days * 86400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000)
+    out = [parse_time(item, "split date") for item in items]
     if out[0] >= out[1]:
         raise SplitError(f"split dates {items} must increase: val starts before test.")
     return out[0], out[1]

@@ -523,10 +523,11 @@ class FeatureStream:
                            to_numpy(X), to_numpy(valid), dict(self.origin))
 
     def save(self, path) -> Path:
-        """Write :meth:`state` to ``path`` (one safetensors file with JSON metadata), atomically."""
+        """Write :meth:`state` to ``path`` (one safetensors file with JSON metadata), atomically; only a new
+        path or an earlier stream state is replaced (:func:`check_state_path`)."""
         from safetensors.numpy import save_file
 
-        path = Path(path)
+        path = check_state_path(path)
         st = self.state()
         tmp = temp_sibling(path, "tmp")
         try:
@@ -733,6 +734,35 @@ def _store_state(store) -> StreamState:
         window_v[k, K - len(positions):] = valid[positions]
         last_time[k] = ts[chain[-1].stop - 1]
     return StreamState(cfg, tuple(store.symbols), ends, last_time, window_f, window_v, _store_origin(store))
+
+
+def check_state_path(path, option: str = "--save") -> Path:
+    """Refuse a place a stream state may not be written to; returns it as an absolute path.
+
+    Only our own files are replaced: a new path, or an existing file that is a stream state (its
+    safetensors metadata says so). Refused: a folder, a path inside a feature store or dataset (its
+    folder holds only its own files), and any other existing file.
+    """
+    from .fileio import absolute
+    from .store import enclosing_artifact
+    from .store.format import read_safetensors_header
+
+    out = absolute(path)
+    if out.is_dir():
+        raise StreamError(f"{option} {path} is a folder; give a file name like stream.safetensors.")
+    holder = enclosing_artifact(out.parent)
+    if holder is not None:
+        raise StreamError(f"{option} {path} lies inside the feature {holder[1]} {holder[0]}; its folder holds only "
+                          f"the {holder[1]}'s files, so save the stream state elsewhere.")
+    if out.exists() or out.is_symlink():
+        try:
+            ours = read_safetensors_header(out, str(path)).get("__metadata__", {}).get("format") == FORMAT
+        except (StoreError, OSError, AttributeError):
+            ours = False
+        if not ours:
+            raise StreamError(f"{option} {path} already exists and is not a stream state gpu-features saved; "
+                              "refusing to replace it, so choose another name (or move the file away).")
+    return out
 
 
 def read_state(path) -> StreamState:

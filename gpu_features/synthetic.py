@@ -24,6 +24,9 @@ _NS_PER_MIN = 60 * 1_000_000_000
 _FIRST_MONDAY_NS = (1546819200 + 5 * 3600) * 1_000_000_000
 DEFAULT_BARS = 1_800_000
 MAX_REGENERATE_BARS = 20_000_000  # a manifest may ask regenerate() for at most this many bars (about 2 GB)
+MAX_SEED = 1 << 34  # the largest seed a store's manifest records (its count limit, store/format.py MAX_BARS)
+# Bytes of memory per generated bar: the per-symbol columns, their concatenation and the timestamps.
+BYTES_PER_BAR = 88
 
 
 def session_timestamps(n_bars: int) -> np.ndarray:
@@ -45,10 +48,17 @@ def generate(n_bars: int = DEFAULT_BARS, n_symbols: int = 1, seed: int = 0) -> B
         (one series when ``n_symbols == 1``: ``NQ``), and ``source`` recording
         the generator parameters.
     """
-    if n_bars < 1 or n_symbols < 1:
-        from .errors import BarsError
+    from .errors import BarsError
 
+    if n_bars < 1 or n_symbols < 1:
         raise BarsError(f"synthetic data needs n_bars >= 1 and n_symbols >= 1, got {n_bars} and {n_symbols}.")
+    if not 0 <= seed <= MAX_SEED:
+        raise BarsError(f"the synthetic seed must lie in 0 .. {MAX_SEED:,} (a store records it), got {seed}.")
+    need, have = n_bars * n_symbols * BYTES_PER_BAR, _available_memory()
+    if have is not None and need > have:  # refused before anything is allocated
+        raise BarsError(f"{n_bars:,} synthetic bars x {n_symbols:,} symbol(s) need about {need / 1e9:,.1f} GB of "
+                        f"memory and this machine has {have / 1e9:,.1f} GB available; ask for fewer with "
+                        "--synthetic-bars / --symbols.")
     cols = [_one_symbol(n_bars, np.random.default_rng([seed, s])) for s in range(n_symbols)]
     ts = session_timestamps(n_bars)
     names = ("NQ",) if n_symbols == 1 else tuple(f"SYN{s}" for s in range(n_symbols))
@@ -91,6 +101,24 @@ def regenerate(source: dict) -> Bars:
                          f"{MAX_REGENERATE_BARS:,} regenerated bars (the manifest is corrupt or crafted); "
                          "pass --source with the bars.")
     return generate(n, s, source["seed"])
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (``MemAvailable`` on Linux, else all physical
+    memory), or None where the system does not say."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import os
+
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def _smoothed_noise(rng: np.random.Generator, n: int, span: int) -> np.ndarray:

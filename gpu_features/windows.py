@@ -282,6 +282,9 @@ class WindowLoader:
         # floor(ratio * v) computed in float64 exactly as the old loader's int(ratio * v), for v = 0 .. K.
         self._n_mask = torch.tensor([int(self.mask_ratio * v) for v in range(self.K + 1)], device=self.device)
         self._k_max = int(self.mask_ratio * self.K)  # the most any window masks (v = K): a static topk size
+        if mask == "random" and self._k_max == 0:  # nothing would ever be masked: a run that learns nothing
+            raise WindowError(f"mask_ratio {self.mask_ratio:g} masks no bar of a {self.K}-bar window "
+                              f"(floor({self.mask_ratio:g} x {self.K}) = 0); use at least {1 / self.K:.4g}.")
         self._ranks = torch.arange(self._k_max, device=self.device)
         # Every window as a view: [n - K + 1, K, D] and [n - K + 1, K] (strides of the bars, no copy).
         n_win, D = max(features.shape[0] - self.K + 1, 0), features.shape[1]

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import gpu_features as gf
+from gpu_features import synthetic
 from gpu_features.engines import gpu, host
 from tests.harness import STORE_ENGINE
 
@@ -69,3 +70,9 @@ def make_store():
         return gf.precompute(bars_or_path, path, engine=engine, **kwargs)
 
     return build
+
+
+@pytest.fixture
+def fresh_store(make_store, tmp_path):
+    """A new one-symbol store of 2,000 synthetic bars at ``tmp_path / "s"``, for a test that may change it."""
+    return make_store(synthetic.generate(2000, 1, 2), tmp_path / "s")

@@ -115,3 +115,12 @@ def write_parquet(path, bars, a=None, b=None, symbols=True):
     tbl["timestamp"] = pa.array(tbl["timestamp"], pa.timestamp("ns", tz="UTC"))
     pq.write_table(pa.table(tbl), path)
     return path
+
+
+# A JSON (or TOML) body nested 100,000 deep: a config file no parser may turn into a traceback.
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def one_sentence(err: str) -> bool:
+    """True when ``err`` is one line and no traceback or internal error: the shape of every refusal."""
+    return len(err.strip().splitlines()) == 1 and "Traceback" not in err and "internal error" not in err

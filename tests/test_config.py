@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 
@@ -58,3 +59,12 @@ def test_dict_and_json_round_trip_and_unknown_keys():
         FeatureConfig.from_dict({"zigzag": 1.0})
     with pytest.raises(ConfigError, match="does not parse"):
         FeatureConfig.from_json("{not json")
+
+
+@pytest.mark.parametrize("field", ["eps", "zigzag_k", "hybrid_min_retrace_atr"])
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_non_finite_config_values_are_refused_like_nan(field, value):
+    with pytest.raises(ConfigError, match=f"FeatureConfig.{field} = .* is not a finite number"):
+        FeatureConfig(**{field: value})
+    with pytest.raises(ConfigError, match="too large for a float"):
+        FeatureConfig(zigzag_k=10 ** 400)

@@ -1,4 +1,5 @@
-"""``gpu-features export --layout seed``: the old pipeline's arrays, atomic, sized first, no pickle."""
+"""``gpu-features export --layout seed``: the old pipeline's arrays, atomic, sized first, no pickle, never over
+the store it reads or a folder holding anything but an export."""
 import json
 
 import numpy as np
@@ -6,7 +7,9 @@ import pytest
 
 import gpu_features as gf
 from gpu_features import seed as export, synthetic
+from gpu_features.arrow_export import write_parquet
 from gpu_features.cli import build_parser
+from gpu_features.errors import GpuFeaturesError
 from gpu_features.seed import ExportError, export_seed, seed_layout_bytes
 
 K = 105
@@ -136,3 +139,50 @@ def test_bad_options_are_one_line_refusals(store, tmp_path):
     assert "no such store directory" in msg
     with pytest.raises(ExportError, match="unknown split 'dev'"):
         export_seed(store, tmp_path / "o", splits=("dev",))
+
+
+# --- only our own files: never over the store it reads, never a folder holding anything else ---
+
+
+@pytest.mark.parametrize("name", ["manifest.json", "bars-00000.safetensors", "state.safetensors", "x.parquet"])
+def test_no_export_over_a_file_of_the_store_it_reads(fresh_store, name):
+    before = {p.name: p.read_bytes() for p in fresh_store.path.iterdir()}
+    with pytest.raises(GpuFeaturesError, match="lies inside the store .* it exports"):
+        write_parquet(fresh_store, fresh_store.path / name, overwrite=True)
+    from gpu_features.seed import ExportError, export_seed
+
+    with pytest.raises(ExportError, match="the store .* it exports"):
+        export_seed(fresh_store, fresh_store.path / name, overwrite=True)
+    with pytest.raises(ExportError, match="is the store"):
+        export_seed(fresh_store, fresh_store.path, overwrite=True)
+    with pytest.raises(ExportError, match="holds the store"):
+        export_seed(fresh_store, fresh_store.path.parent, overwrite=True)
+    assert {p.name: p.read_bytes() for p in fresh_store.path.iterdir()} == before
+    gf.open_store(fresh_store.path)
+
+
+def test_a_seed_export_with_anything_else_in_it_is_not_replaced(fresh_store, tmp_path):
+    from gpu_features.seed import ExportError, export_seed
+
+    export_seed(fresh_store, tmp_path / "e")
+    (tmp_path / "e" / "notes.txt").write_text("mine")
+    with pytest.raises(ExportError, match="is not a seed-layout export; refusing to touch it"):
+        export_seed(fresh_store, tmp_path / "e", overwrite=True)
+    assert (tmp_path / "e" / "notes.txt").read_text() == "mine"
+
+
+def test_a_read_only_target_is_not_reported_as_a_full_disk(fresh_store, tmp_path, monkeypatch):
+    import os
+
+    from gpu_features import fileio
+    from gpu_features.seed import ExportError, export_seed
+
+    class ReadOnly:
+        f_flag = os.ST_RDONLY
+
+    monkeypatch.setattr(fileio.os, "statvfs", lambda path: ReadOnly())
+    with pytest.raises(ExportError, match="is on a read-only file system, so --output cannot be written there"):
+        export_seed(fresh_store, tmp_path / "e")
+    with pytest.raises(GpuFeaturesError, match="read-only file system"):
+        write_parquet(fresh_store, tmp_path / "e.parquet")
+    assert not (tmp_path / "e").exists() and not (tmp_path / "e.parquet").exists()

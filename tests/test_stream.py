@@ -448,6 +448,19 @@ def test_an_empty_stream_saves_and_loads(tmp_path):
     assert tuple(X.shape) == (0, 8, 10) and tuple(valid.shape) == (0, 8)
 
 
+def test_save_replaces_only_an_earlier_stream_state(three, tmp_path):
+    stream = FeatureStream(gf.FeatureConfig(atr_period=3, window_length=8), engine="reference")
+    first = stream.save(tmp_path / "s.stream")
+    assert stream.save(first) == first and FeatureStream.load(first).symbols == []  # ours: replaced
+    notes = tmp_path / "notes.txt"
+    notes.write_text("the user's notes")
+    for target, words in [(notes, "is not a stream state"), (tmp_path, "is a folder"),
+                          (three.store.path / "s.stream", "lies inside the feature store")]:
+        with pytest.raises(StreamError, match=words):
+            stream.save(target)
+    assert notes.read_text() == "the user's notes" and not (three.store.path / "s.stream").exists()
+
+
 def test_window_refuses_unknown_symbols(three):
     stream = FeatureStream(three.store.config, engine="reference")
     stream.update(as_table(three.bars, [0]))

@@ -1,7 +1,11 @@
 import numpy as np
+import pytest
 
+import gpu_features as gf
 from gpu_features import engines, synthetic
 from gpu_features.ingest import assemble
+from tests.cli.console import run
+from tests.harness import one_sentence
 
 
 def test_deterministic_and_seed_dependent():
@@ -51,3 +55,14 @@ def test_features_are_not_degenerate():
     feats, valid = engines.compute_features(b.open, b.high, b.low, b.close, engine="host")
     assert valid.mean() > 0.99
     assert ((feats[valid] != 0).mean(axis=0) > 0.5).all()
+
+
+def test_too_many_synthetic_bars_are_refused_before_allocating(tmp_path, capsys, monkeypatch):
+    def never(*a, **k):
+        raise AssertionError("allocated")
+
+    monkeypatch.setattr(synthetic, "_one_symbol", never)
+    code, _, err = run(capsys, "precompute", "--output", tmp_path / "s", "--synthetic-bars", "1e12", "--quiet")
+    assert code == 2 and one_sentence(err) and "need about 88,000.0 GB of memory" in err, err
+    with pytest.raises(gf.BarsError, match="synthetic seed must lie in 0 .. 17,179,869,184"):
+        synthetic.generate(10, 1, 1 << 40)

@@ -14,6 +14,7 @@ from gpu_features.fileio import sha256_file
 from gpu_features.ingest import Bars
 from gpu_features.store.stats import feature_stats
 from gpu_features.verify import verify_store
+from tests.cli.console import run
 
 N = 12_000
 
@@ -157,3 +158,18 @@ def test_verify_with_a_bad_source_file_is_one_sentence(tmp_path, capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "column 'close' row 0 (0-based data row) holds 'abc', which is not a number" in out
     assert "checksums" in out and "Traceback" not in out
+
+
+def test_verify_says_which_checks_failed_not_bit_for_bit(make_store, tmp_path, capsys):
+    import json
+
+    path = make_store(synthetic.generate(3000, 1, 5), tmp_path / "s").path
+    code, out, _ = run(capsys, "verify", path, "--quiet")
+    assert code == 0 and "verified: 3,000 bars recomputed bit for bit" in out
+    shard = path / json.loads((path / "manifest.json").read_text())["shards"][0]["file"]
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 1
+    shard.write_bytes(bytes(data))
+    code, out, _ = run(capsys, "verify", path, "--quiet")
+    last = out.strip().splitlines()[-1]
+    assert code == 1 and last.startswith("FAILED: checksums") and "bit for bit" not in last

@@ -15,13 +15,13 @@ boundary.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import torch
 
-from gpu_features.fileio import fsync_file, sha256_file, temp_sibling, write_json_atomic
+from gpu_features.fileio import (MAX_JSON_BYTES, fsync_file, read_json_file, sha256_file, temp_sibling,
+                                 write_json_atomic)
 
 from .config import TrainError
 
@@ -89,16 +89,19 @@ def read_checkpoint_record(run_dir: Path) -> dict:
     Raises:
         TrainError: no checkpoint, or a foreign or damaged record.
     """
+    from .rundir import check_resume
+
     run_dir = Path(run_dir)
     jpath = run_dir / CHECKPOINT_JSON
-    if not jpath.is_file():
-        raise TrainError(f"{run_dir}: no {CHECKPOINT_JSON} to resume from; start a new run without --resume.")
-    try:
-        state = json.loads(jpath.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise TrainError(f"{jpath}: not valid JSON ({err}); the checkpoint is damaged, start a new run.") from None
+    check_resume(run_dir)  # no checkpoint: says why (a run stopped in its first epoch, no run) and what to do
+    state = read_json_file(jpath, "a checkpoint record", "the checkpoint is damaged, start a new run (--overwrite).",
+                           TrainError, MAX_JSON_BYTES)
     if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("version") != VERSION:
         raise TrainError(f"{jpath}: not a {FORMAT} version {VERSION} checkpoint; start a new run.")
+    tensors_file = state.get("tensors_file")
+    if not isinstance(tensors_file, str) or Path(tensors_file).name != tensors_file or tensors_file in ("", ".", ".."):
+        raise TrainError(f"{jpath}: its tensor file must be a file name inside the run directory, got "
+                         f"{tensors_file!r}; the checkpoint is damaged, start a new run (--overwrite).")
     return state
 
 

@@ -8,12 +8,14 @@ Exit status: 0 done, 2 bad input or a stopped run (one line saying why), 3 inter
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 from pathlib import Path
 
 from gpu_features.errors import GpuFeaturesError
-from gpu_features.guard import guarded, make_console
+from gpu_features.guard import escape, guarded, make_console
+from gpu_features.options import OneLineParser, count, number
 from gpu_features.windows import MASK_KINDS
 
 from .config import DEVICES, GRAPH_MODES, PROFILES, TrainConfig
@@ -52,7 +54,8 @@ FLAG_HELP = {
 }
 _CHOICES = {"device": DEVICES, "mask": MASK_KINDS, "cuda_graphs": GRAPH_MODES}
 _METAVARS = {"max_train_windows": "N", "max_val_windows": "N", "max_final_windows": "N", "window_length": "K"}
-_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+# Each field's type= hook (options.py): a whole number, a finite number; ranges stay in TrainConfig.
+_TYPES = {"int": count, "float": number, "str": str, "bool": bool}
 
 
 def config_fields() -> list:
@@ -85,12 +88,12 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
         if kind is bool:
             p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
         else:
-            p.add_argument(flag, dest=f.name, type=kind, default=None, choices=_CHOICES.get(f.name),
-                           metavar=_METAVARS.get(f.name), help=help_)
+            p.add_argument(flag, dest=f.name, type=kind if kind is str else kind(), default=None,
+                           choices=_CHOICES.get(f.name), metavar=_METAVARS.get(f.name), help=help_)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m train",
         description="Pretrain the Jade BiLSTM masked autoencoder on a gpu-features store. On a CPU the "
                     "'small' profile trains a reduced model on a subset of windows (minutes); on a GPU the "
@@ -120,8 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _apply_run_file(args) -> None:
     """Fill what the flags left unset from ``--config`` (flags win), and the plain defaults after that."""
     from .config_file import load_run_file
+    from .rundir import read_config_json
 
     data = load_run_file(args.config) if args.config else {}
+    if args.resume and not args.config:
+        # A resumed run's own config.json: its stores (the same bars moved elsewhere) and tensorboard are honoured;
+        # its settings are checked against the checkpoint when the run is prepared (train.rundir).
+        own = read_config_json(args.run_dir or DEFAULT_RUN) or {}
+        data = {k: v for k, v in own.items() if k in ("store", "tensorboard")}
     for key, value in data.items():
         if key == "profile":
             if args.profile == "auto":
@@ -168,21 +177,27 @@ def _config(args):
 
 
 def cmd_train(args, console, err_console) -> int:
-    from . import distributed
     from .loop import prepare
-    from .report import print_report
 
     _apply_run_file(args)
     stores = _stores(args)
     cfg = _config(args)
     run = prepare(stores, args.run_dir, cfg, resume=args.resume, overwrite=args.overwrite, console=err_console,
                   quiet=args.quiet, tensorboard=args.tensorboard, allow_world_size_change=args.allow_world_size_change)
+    with contextlib.closing(run):  # the run directory's lock is held until everything is written
+        return _train(run, args, stores, console, err_console)
+
+
+def _train(run, args, stores, console, err_console) -> int:
+    from . import distributed
+    from .report import print_report
+
     c, W = run.cfg, run.dist.world_size
     out = console if run.is_main else None
     verb = "resuming" if args.resume else "training"
     ranks = f", {W} processes x B={c.batch_size} = {W * c.batch_size} windows per step" if W > 1 else f", B={c.batch_size}"
     if out is not None:
-        out.print(f"[bold]{verb}[/] Jade on {', '.join(stores)} -> {args.run_dir}: device {run.device}"
+        out.print(f"[bold]{verb}[/] Jade on {escape(', '.join(stores))} -> {escape(args.run_dir)}: device {run.device}"
                   f"{' bf16' if run.use_bf16 else ''}{' cuda-graphs' if run.step.graphs else ''}, profile {c.profile}, "
                   f"{c.num_layers}x{c.hidden_size} BiLSTM{ranks}, lr {c.lr:g}, K={run.src.window_length}, "
                   f"{c.epochs} epochs of {run.train_loader.n_windows:,} windows ({len(run.train_loader)} steps), "
@@ -198,9 +213,9 @@ def cmd_train(args, console, err_console) -> int:
                 err_console.print(f"interrupted; the checkpoint of epoch {done} is kept; continue with "
                                   f"`python -m train --resume {again} --run-dir {args.run_dir}`", soft_wrap=True)
             else:  # no checkpoint yet: --resume would fail, so say how to start again
+                again = f"--config {Path(args.run_dir) / 'config.json'} --run-dir {args.run_dir}"  # the same settings
                 err_console.print(f"interrupted in epoch 1, before any checkpoint, so there is nothing to resume; "
-                                  f"start again with `python -m train {again} --run-dir {args.run_dir} --overwrite`",
-                                  soft_wrap=True)
+                                  f"start again with `python -m train {escape(again)} --overwrite`", soft_wrap=True)
         return 130
     summary = run.finish()
     distributed.shutdown(run.dist)
@@ -212,12 +227,12 @@ def cmd_train(args, console, err_console) -> int:
 
 
 def plot_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m train plot",
-                                description="Draw a run's losses and its per-feature masked MAE against the "
-                                            "mean and interpolation baselines (PNG, matplotlib Agg).")
+    p = OneLineParser(prog="python -m train plot",
+                      description="Draw a run's losses and its per-feature masked MAE against the "
+                                  "mean and interpolation baselines (PNG, matplotlib Agg).")
     p.add_argument("run_dir", nargs="?", default=DEFAULT_RUN, help=f"run directory [{DEFAULT_RUN}]")
     p.add_argument("--out", default=None, help="PNG file [RUN_DIR/curves.png]")
-    p.add_argument("--dpi", type=int, default=100, help="[100]")
+    p.add_argument("--dpi", type=count(1, 1000), default=100, help="[100]")
     return p
 
 
@@ -227,7 +242,7 @@ def cmd_plot(argv, console) -> int:
     args = plot_parser().parse_args(argv)
     out = Path(args.out) if args.out else Path(args.run_dir) / "curves.png"
     data = plot_run(args.run_dir, out, dpi=args.dpi)
-    console.print(f"wrote {out} ({data['width']}x{data['height']} px): {len(data['epochs'])} epoch(s), "
+    console.print(f"wrote {escape(out)} ({data['width']}x{data['height']} px): {len(data['epochs'])} epoch(s), "
                   f"per-feature MAE on {data['split']}")
     return 0
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from gpu_features.config import FrozenConfig
+from gpu_features.config import MAX_WINDOW_LENGTH, FrozenConfig
 from gpu_features.errors import GpuFeaturesError
 
 from .jade import JadeConfig
@@ -18,6 +18,10 @@ from .jade import JadeConfig
 
 DEVICES = ("auto", "cpu", "cuda")
 GRAPH_MODES = ("auto", "on", "off")
+# Sizes beyond these only end in an allocation failure: refused up front, naming the option.
+MAX_BATCH_SIZE = 1 << 20
+MAX_HIDDEN_SIZE = 1 << 14
+MAX_LAYERS = 64
 
 
 class TrainError(GpuFeaturesError):
@@ -86,17 +90,24 @@ class TrainConfig(FrozenConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        checks = [("epochs", self.epochs >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
-                  ("lr", 0 < self.lr < 10, "0 < lr < 10"), ("weight_decay", self.weight_decay >= 0, ">= 0"),
+        checks = [("epochs", self.epochs >= 1, ">= 1"),
+                  ("batch_size", 1 <= self.batch_size <= MAX_BATCH_SIZE, f"1 .. {MAX_BATCH_SIZE:,}"),
+                  ("seed", 0 <= self.seed < 1 << 63, "0 .. 2**63 - 1"),
+                  ("hidden_size", 1 <= self.hidden_size <= MAX_HIDDEN_SIZE, f"1 .. {MAX_HIDDEN_SIZE:,}"),
+                  ("num_layers", 1 <= self.num_layers <= MAX_LAYERS, f"1 .. {MAX_LAYERS}"),
+                  ("lr", 0 < self.lr < 10, "0 < lr < 10"),
+                  ("weight_decay", 0 <= self.weight_decay < 10, "0 <= wd < 10"),
                   ("warmup_fraction", 0 <= self.warmup_fraction < 1, "0 <= f < 1"),
                   ("grad_clip", self.grad_clip > 0, "> 0"), ("stride", self.stride >= 1, ">= 1"),
                   ("min_valid_fraction", 0 <= self.min_valid_fraction <= 1, "0 .. 1"),
                   ("mask_ratio", 0 < self.mask_ratio < 1, "0 < ratio < 1"),
-                  ("patch_length", self.patch_length >= 1, ">= 1"), ("patience", self.patience >= 1, ">= 1"),
+                  ("patch_length", 1 <= self.patch_length <= MAX_WINDOW_LENGTH, f"1 .. {MAX_WINDOW_LENGTH}"),
+                  ("patience", self.patience >= 1, ">= 1"),
                   ("device", self.device in DEVICES, "auto, cpu or cuda"),
                   ("mask", self.mask in ("random", "patch"), "random or patch"),
                   ("profile", self.profile in ("small", "full"), "small or full"),
-                  ("window_length", self.window_length is None or self.window_length >= 2, ">= 2 or unset"),
+                  ("window_length", self.window_length is None or 2 <= self.window_length <= MAX_WINDOW_LENGTH,
+                   f"2 .. {MAX_WINDOW_LENGTH} or unset"),
                   ("cuda_graphs", self.cuda_graphs in GRAPH_MODES, "auto, on or off")]
         for name in ("max_train_windows", "max_val_windows", "max_final_windows"):
             checks.append((name, getattr(self, name) is None or getattr(self, name) >= 1, ">= 1 or unset"))

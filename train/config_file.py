@@ -10,8 +10,9 @@ so ``--config RUN_DIR/config.json`` starts the same run again.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
+
+from gpu_features.fileio import MAX_CONFIG_BYTES, read_json_file
 
 from .config import TrainConfig, TrainError
 
@@ -24,8 +25,31 @@ def allowed_keys() -> list[str]:
 
 
 def _parse(path: Path) -> object:
-    text = path.read_text()
+    """The file's data: JSON through the one guarded reader (size, UTF-8, nesting), TOML and YAML with the
+    same limits, every failure one sentence naming the file."""
     suffix = path.suffix.lower()
+    if suffix == ".json":
+        return read_json_file(path, "a run file", "fix the file.", TrainError, MAX_CONFIG_BYTES,
+                              label=f"--config {path}")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise TrainError(f"--config {path}: {size:,} bytes is far too large for a run file (at most "
+                         f"{MAX_CONFIG_BYTES:,}); fix the file.")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise TrainError(f"--config {path}: not UTF-8 text (byte {err.start}), so it is not a run file; fix the "
+                         "file.") from None
+    except OSError as err:
+        raise TrainError(f"--config {path}: cannot be read ({err.strerror or err}); fix the file.") from None
+    try:
+        return _parse_text(path, text, suffix)
+    except RecursionError:
+        raise TrainError(f"--config {path}: nested too deeply to be a run file (corrupt or crafted); fix the "
+                         "file.") from None
+
+
+def _parse_text(path: Path, text: str, suffix: str) -> object:
     if suffix == ".toml":
         try:
             import tomllib
@@ -39,11 +63,6 @@ def _parse(path: Path) -> object:
             return tomllib.loads(text)
         except tomllib.TOMLDecodeError as err:
             raise TrainError(f"{path}: not valid TOML ({err}); fix the file.") from None
-    if suffix == ".json":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as err:
-            raise TrainError(f"{path}: not valid JSON ({err}); fix the file.") from None
     if suffix in (".yaml", ".yml"):
         try:
             import yaml
@@ -65,7 +84,8 @@ def load_run_file(path) -> dict:
     """
     path = Path(path)
     if not path.is_file():
-        raise TrainError(f"--config {path}: no such file.")
+        raise TrainError(f"--config {path}: " + ("not a regular file; give a run file (.toml, .json, .yaml)."
+                                                 if path.exists() else "no such file."))
     data = _parse(path)
     if not isinstance(data, dict):
         raise TrainError(f"{path}: a run file holds a table of settings (key = value), got {type(data).__name__}.")

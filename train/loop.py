@@ -42,7 +42,7 @@ from gpu_features.fileio import write_json_atomic
 from gpu_features.store import MANIFEST, is_dataset, open_store
 from gpu_features.windows import WindowSource, check_combinable, derive_seed, resolve_device
 
-from . import baselines, distributed
+from . import baselines, distributed, rundir
 from .checkpoint import (CHECKPOINT_JSON, load_checkpoint, optimizer_from_tensors, optimizer_to_tensors,
                          read_checkpoint_record, save_checkpoint, save_tensors_atomic)
 from .config import TrainConfig, TrainError
@@ -391,6 +391,13 @@ class Run:
 
     # --- the end ----------------------------------------------------------------------------------
 
+    def close(self) -> None:
+        """Release the run directory's lock (:func:`prepare` took it): after :meth:`finish` and whatever
+        else the caller writes into the run directory. Idempotent; ``train`` and the CLI always call it."""
+        held = getattr(self, "held", None)
+        if held is not None:
+            held.close()
+
     def finish(self) -> dict:
         """Evaluate the best weights on val and test; rank 0 writes the model files and ``summary.json``."""
         if self.best is not None:
@@ -454,7 +461,7 @@ def prepare(store_path, run_dir, cfg: TrainConfig | None = None, resume: bool = 
     paths = _store_paths(store_path)
     saved = None
     if resume:
-        record = read_checkpoint_record(run_dir)
+        record = read_checkpoint_record(run_dir)  # refuses, saying why, where there is nothing to resume
         saved = TrainConfig.from_dict(record["config"])
         if cfg is not None and cfg != saved:
             diff = [f"{k} {v!r} (saved {saved.to_dict()[k]!r})" for k, v in cfg.to_dict().items()
@@ -463,19 +470,24 @@ def prepare(store_path, run_dir, cfg: TrainConfig | None = None, resume: bool = 
                              f"{', '.join(diff)}; drop them or start a new --run-dir.")
     run_cfg = saved or cfg or TrainConfig()
     dist = distributed.init(run_cfg.device)  # refuses a missing GPU before touching the run directory
-    error, state, tensors, stores = None, None, None, []
+    error, state, tensors, stores, held = None, None, None, [], contextlib.ExitStack()
     try:
         stores = [_open_store(p) for p in paths]
         if len(stores) > 1:
             check_combinable(stores)
         identities = [store_identity(s) for s in stores]
+        for attempt in ("early", "locked"):  # refused before waiting for the lock, and checked again under it
+            if attempt == "locked" and dist.is_main:
+                held.enter_context(rundir.lock(run_dir))  # one trainer per run directory (rank 0 writes)
+            if resume:
+                rundir.check_resume(run_dir)
+                rundir.check_config_json(run_dir, (saved or run_cfg).to_dict())
+            else:
+                rundir.check_new(run_dir, overwrite)
         if resume:
             state, tensors = load_checkpoint(run_dir)
             was = state["stores"]
-            if [s["shards_sha256"] for s in was] != [s["shards_sha256"] for s in identities]:
-                raise TrainError(f"--resume: {run_dir} was trained on {', '.join(s['path'] for s in was)} "
-                                 f"(created {', '.join(s['created'] for s in was)}), not on "
-                                 f"{', '.join(str(p) for p in paths)}; pass those stores with --store, in that order.")
+            rundir.check_same_stores(run_dir, was, identities)
             before = int(state.get("world_size", 1))
             if before != dist.world_size:
                 if not allow_world_size_change:
@@ -485,32 +497,27 @@ def prepare(store_path, run_dir, cfg: TrainConfig | None = None, resume: bool = 
                                      f"{before} process(es), or pass --allow-world-size-change to continue anyway.")
                 state.setdefault("world_size_changes", []).append(
                     {"epoch": state["epoch"], "from": before, "to": dist.world_size})
-        else:
-            existing = [f for f in RUN_FILES if (run_dir / f).exists()]
-            if existing and not overwrite:
-                raise TrainError(f"{run_dir} already holds a run ({', '.join(existing)}); continue it with --resume, "
-                                 "replace it with --overwrite, or choose another --run-dir (make train RUN=runs/other).")
-            if not existing and run_dir.exists() and not run_dir.is_dir():
-                raise TrainError(f"--run-dir {run_dir} is a file; choose a directory.")
     except GpuFeaturesError as err:
         error = err if isinstance(err, TrainError) else TrainError(str(err))
-    _start_or_refuse(dist, error)
-    if not resume:
+    try:
+        _start_or_refuse(dist, error)
+        try:  # windows, loaders and model before the run directory is touched: a refusal here leaves it as it was
+            src = WindowSource.from_stores(stores, dist.device, run_cfg.window_length)
+            del stores  # the source holds the one host copy; the stores' own arrays can go
+            run = Run(src, identities, run_dir, run_cfg, state, tensors, console, quiet, dist, tensorboard=False)
+        except GpuFeaturesError as err:
+            raise (err if isinstance(err, TrainError) else TrainError(str(err))) from None
         dist.barrier()  # every rank has looked at the run directory before rank 0 changes it
         if dist.is_main:
-            for f in RUN_FILES:
-                (run_dir / f).unlink(missing_ok=True)
-            for f in run_dir.glob("checkpoint-e*.safetensors"):
-                f.unlink()
-            run_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(run_dir / RESOLVED, resolved(run_cfg, paths, tensorboard))
+            rundir.start(run_dir, RUN_FILES, resolved(run_cfg, paths, tensorboard), fresh=not resume)
         dist.barrier()
-    try:
-        src = WindowSource.from_stores(stores, dist.device, run_cfg.window_length)
-    except GpuFeaturesError as err:
-        raise TrainError(str(err)) from None
-    del stores  # the source holds the one host copy; the stores' own arrays can go
-    return Run(src, identities, run_dir, run_cfg, state, tensors, console, quiet, dist, tensorboard)
+        if tensorboard and run.is_main:
+            run.tb = run._tensorboard()  # its folder goes into the run directory, so after run.json
+    except BaseException:
+        held.close()
+        raise
+    run.held = held  # the run directory's lock, released by Run.close()
+    return run
 
 
 def train(store_path, run_dir, cfg: TrainConfig | None = None, resume: bool = False, overwrite: bool = False,
@@ -532,8 +539,9 @@ def train(store_path, run_dir, cfg: TrainConfig | None = None, resume: bool = Fa
     Under torchrun, call it in every process; rank 0 writes the files, every rank returns the summary.
     """
     run = prepare(store_path, run_dir, cfg, resume, overwrite, console, quiet, tensorboard, allow_world_size_change)
-    run.fit(on_batch)
-    return run.finish()
+    with contextlib.closing(run):
+        run.fit(on_batch)
+        return run.finish()
 
 
 __all__ = ["Run", "TIMING_FIELDS", "evaluate", "lr_at", "prepare", "train"]

@@ -67,6 +67,9 @@ def plot_run(run_dir, out, dpi: int = 100) -> dict:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from gpu_features.plot import check_png, save_png
+
+    check_png(out)  # only our own charts are replaced
     data = plot_data(run_dir)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=FIGSIZE, gridspec_kw={"width_ratios": [1, 1.6]})
     ep = data["epochs"]
@@ -89,9 +92,7 @@ def plot_run(run_dir, out, dpi: int = 100) -> dict:
     ax2.set_title(f"masked MAE per feature ({data['split']})")
     ax2.legend(fontsize=8)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi)  # no bbox_inches="tight": the PNG keeps exactly FIGSIZE * dpi pixels
+    save_png(fig, out, dpi)  # no bbox_inches="tight": the PNG keeps exactly FIGSIZE * dpi pixels
     plt.close(fig)
     data.update(width=int(round(FIGSIZE[0] * dpi)), height=int(round(FIGSIZE[1] * dpi)))
     return data

@@ -16,16 +16,15 @@ Output that is not a terminal (logs, CI) is printed at
 """
 from __future__ import annotations
 
-import argparse
-
 from ..guard import guarded
+from ..options import OneLineParser
 from . import build, check, doctor, output, stream
 from .common import HelpFormatter, err_console
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gpu-features", formatter_class=HelpFormatter,
-                                description="GPU-native relativity-10 features for intraday futures bars.")
+def build_parser() -> OneLineParser:
+    p = OneLineParser(prog="gpu-features", formatter_class=HelpFormatter,
+                      description="GPU-native relativity-10 features for intraday futures bars.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     build.add_parser(sub)
     check.add_parsers(sub)

@@ -8,6 +8,7 @@ from ..config import FeatureConfig
 from ..engines import ENGINE_CHOICES
 from ..errors import GpuFeaturesError
 from ..ingest import DEFAULT_MAX_DROP_FRACTION, FORMATS, OVERLAP_POLICIES, POLICIES, READERS, ReadSpec
+from ..options import character, count, number
 from ..store import SHARD_BARS
 from .common import DEFAULT_STORE, HelpFormatter, RichProgress, add_config_arguments, config_from_args, progress_bars
 from .summary import print_report
@@ -126,13 +127,14 @@ def add_parser(sub) -> None:
                      help="bad-bar policy [error]")
     pre.add_argument("--reader", choices=READERS, default=None,
                      help="how --input is read [auto: cudf for parquet where cudf imports, else pyarrow]")
-    pre.add_argument("--shard-bars", type=int, default=SHARD_BARS, metavar="N", help=f"bars per shard [{SHARD_BARS}]")
+    pre.add_argument("--shard-bars", type=count(1), default=SHARD_BARS, metavar="N",
+                     help=f"bars per shard [{SHARD_BARS}]")
     pre.add_argument("--split-fractions", metavar="A,B,C", help="chronological train,val,test fractions [0.9,0.05,0.05]")
     pre.add_argument("--split-dates", metavar="VAL,TEST", help="chronological split dates (UTC): val start, test start")
-    pre.add_argument("--synthetic-bars", type=int, default=synthetic.DEFAULT_BARS, metavar="N",
+    pre.add_argument("--synthetic-bars", type=count(1), default=synthetic.DEFAULT_BARS, metavar="N",
                      help=f"bars per symbol of the synthetic set [{synthetic.DEFAULT_BARS}]")
-    pre.add_argument("--symbols", type=int, default=1, metavar="N", help="symbols of the synthetic set [1]")
-    pre.add_argument("--seed", type=int, default=0, help="seed of the synthetic set [0]")
+    pre.add_argument("--symbols", type=count(1), default=1, metavar="N", help="symbols of the synthetic set [1]")
+    pre.add_argument("--seed", type=count(0, synthetic.MAX_SEED), default=0, help="seed of the synthetic set [0]")
     pre.add_argument("--append", metavar="FILE", help="append newer bars from FILE to the store at --output")
     pre.add_argument("--on-overlap", choices=OVERLAP_POLICIES, default="error",
                      help="bars at or before a series' last bar (stored, with --append; of an earlier input file): "
@@ -147,24 +149,26 @@ def add_parser(sub) -> None:
     g.add_argument("--roll-column", metavar="COL",
                    help="contract column (e.g. instrument_id): a series is cut into segments where it changes")
     g.add_argument("--rename", metavar="THEIRS=OURS", action="append", help="map a column, e.g. Last=close")
-    g.add_argument("--delimiter", metavar="CHAR", help="CSV delimiter [sniffed]")
+    g.add_argument("--delimiter", metavar="CHAR", type=character, help="CSV delimiter [sniffed]")
     g.add_argument("--no-header", action="store_true", help="the CSV has no header line (see --columns)")
     g.add_argument("--columns", metavar="A,B", help="column names of a headerless CSV [time,open,high,low,close,volume]")
-    g.add_argument("--price-scale", type=float, metavar="X", help="multiply prices by X (1e-9: fixed-point prices)")
+    g.add_argument("--price-scale", type=number(1e-12, 1e12), metavar="X",
+                   help="multiply prices by X (1e-9: fixed-point prices)")
     g.add_argument("--allow-nonpositive-prices", action="store_true",
                    help="accept prices <= 0 (back-adjusted continuous futures)")
-    g.add_argument("--max-drop-fraction", type=float, default=None, metavar="F",
+    g.add_argument("--max-drop-fraction", type=number(0.0, 1.0), default=None, metavar="F",
                    help=f"--on-bad-bars drop refuses to drop more than this share of rows [{DEFAULT_MAX_DROP_FRACTION}]")
     dist = pre.add_argument_group("many machines (needs the 'distributed' extra: Dask)")
     dist.add_argument("--distributed", action="store_true",
                       help="build a dataset of part stores on a Dask cluster, one task per symbol group; --input "
                            "takes globs ('data/**/*.parquet') and directories")
-    dist.add_argument("--workers", type=int, metavar="N", help="local cluster of N worker processes [one per core]")
+    dist.add_argument("--workers", type=count(1, 1024), metavar="N",
+                      help="local cluster of N worker processes [one per core]")
     dist.add_argument("--scheduler", metavar="ADDRESS", help="use the running Dask scheduler at ADDRESS "
                                                              "(tcp://host:8786) instead of a local cluster")
-    dist.add_argument("--symbols-per-task", type=int, metavar="N",
+    dist.add_argument("--symbols-per-task", type=count(1), metavar="N",
                       help="cut a file group of more symbols into tasks of N symbols [whole groups]")
-    dist.add_argument("--bars-per-task", type=int, metavar="N", default=None,
+    dist.add_argument("--bars-per-task", type=count(0), metavar="N", default=None,
                       help="pack small symbol groups into tasks of at most N input rows (and all rows / 2 per worker "
                            "thread); 0: a task per group "
                            "[1000000]")

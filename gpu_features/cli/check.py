@@ -1,10 +1,10 @@
 """``gpu-features verify`` and ``inspect``: check a store by recomputation, and describe it."""
 from __future__ import annotations
 
-from rich.markup import escape
 from rich.table import Table
 
-from ..guard import EXIT_OK, EXIT_VERIFY_FAILED
+from ..guard import EXIT_OK, EXIT_VERIFY_FAILED, escape
+from ..options import count
 from .common import DEFAULT_STORE, HelpFormatter, RichProgress, add_no_checksums, console, progress_bars
 
 
@@ -25,7 +25,7 @@ def cmd_verify(args) -> int:
     for w in report.warnings:
         console.print(f"[bold yellow]warning:[/] {escape(w)}", soft_wrap=True)
     colour = "green" if report.ok else "red"
-    console.print(f"[bold {colour}]{report.verdict}[/]: {report.bars_recomputed:,} bars recomputed bit for bit")
+    console.print(f"[bold {colour}]{escape(report.summary)}[/]")
     return EXIT_OK if report.ok else EXIT_VERIFY_FAILED
 
 
@@ -46,8 +46,8 @@ def add_parsers(sub) -> None:
     ver.add_argument("store", nargs="?", default=DEFAULT_STORE, help=f"store directory [{DEFAULT_STORE}]")
     ver.add_argument("--source", action="append", metavar="FILE",
                      help="bar file(s) to use instead of the manifest's sources, in order")
-    ver.add_argument("--sample-bars", type=int, default=10_000, metavar="N", help="least bars to recompute [10000]")
-    ver.add_argument("--seed", type=int, default=0, help="seed of the sampled intervals [0]")
+    ver.add_argument("--sample-bars", type=count(0), default=10_000, metavar="N", help="least bars to recompute [10000]")
+    ver.add_argument("--seed", type=count(0), default=0, help="seed of the sampled intervals [0]")
     ver.add_argument("--quiet", action="store_true", help="no progress bars")
     ver.set_defaults(func=cmd_verify)
 

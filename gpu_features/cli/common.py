@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..config import FeatureConfig
 from ..errors import ConfigError
+from ..fileio import MAX_CONFIG_BYTES, read_json_file
 from ..guard import make_console
+from ..options import count, number
 
 DEFAULT_STORE = "data/features/demo"
 
@@ -42,8 +42,8 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
                            help=f"turn {f.name.replace('_', ' ')} on or off [{'on' if f.default else 'off'}]")
         else:
             typ = int if f.type in (int, "int") else float
-            g.add_argument(flag, dest=f.name, type=typ, default=None, metavar=typ.__name__.upper(),
-                           help=f"[{f.default}]")
+            g.add_argument(flag, dest=f.name, type=count() if typ is int else number(), default=None,
+                           metavar=typ.__name__.upper(), help=f"[{f.default}]")
 
 
 def add_no_checksums(p: argparse.ArgumentParser) -> None:
@@ -54,22 +54,28 @@ def add_no_checksums(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args) -> FeatureConfig:
-    """The FeatureConfig of ``--config FILE`` with the config flags that were given on top."""
+    """The FeatureConfig of ``--config FILE`` with the config flags that were given on top; a refused field
+    is blamed on the flag that set it (``--eps 0: ...``) or on ``--config FILE``."""
     data = {}
     if args.config:
-        try:
-            data = json.loads(Path(args.config).read_text())
-        except OSError as err:
-            raise ConfigError(f"--config {args.config}: cannot read it ({err.strerror}).") from None
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"--config {args.config}: not valid JSON ({err}).") from None
+        data = read_json_file(args.config, "a FeatureConfig file", "give --config a JSON object of FeatureConfig "
+                              "fields.", ConfigError, MAX_CONFIG_BYTES, label=f"--config {args.config}")
         if not isinstance(data, dict):
             raise ConfigError(f"--config {args.config}: must hold a JSON object of FeatureConfig fields.")
+    given = {}
     for f in dataclasses.fields(FeatureConfig):
         value = getattr(args, f.name, None)
         if value is not None:
-            data[f.name] = value
-    return FeatureConfig.from_dict(data)
+            data[f.name] = given[f.name] = value
+    try:
+        return FeatureConfig.from_dict(data)
+    except ConfigError as err:  # name the flag that set the refused field
+        field = next((name for name in given if f"FeatureConfig.{name} " in str(err)), None)
+        if field is not None:
+            raise ConfigError(f"--{field.replace('_', '-')} {given[field]}: {err}") from None
+        if args.config:  # the file set it
+            raise ConfigError(f"--config {args.config}: {err}") from None
+        raise
 
 
 class RichProgress:

@@ -1,6 +1,8 @@
 """``gpu-features export`` and ``plot``: a store's windows or bars written out, or drawn."""
 from __future__ import annotations
 
+from ..guard import escape
+from ..options import count
 from ..splits import SPLIT_NAMES
 from .common import DEFAULT_STORE, HelpFormatter, RichProgress, add_no_checksums, console, progress_bars
 
@@ -8,7 +10,7 @@ EXPORT_LAYOUTS = ("seed", "parquet")  # what `export --layout` writes
 
 
 def cmd_export(args) -> int:
-    from ..seed import ExportError, export_seed, plan
+    from ..seed import ExportError, check_output, export_seed, plan
     from ..store import open_store
 
     if args.stride < 1:
@@ -18,17 +20,20 @@ def cmd_export(args) -> int:
         from ..arrow_export import write_parquet
 
         out = write_parquet(st, args.output, overwrite=args.overwrite)
-        console.print(f"[bold green]wrote[/] {out}: {st.n_bars:,} bars x (timestamp, symbol, valid, 10 features)")
+        console.print(f"[bold green]wrote[/] {escape(out)}: {st.n_bars:,} bars x (timestamp, symbol, valid, "
+                      "10 features)")
         return 0
     splits = tuple(s for s in SPLIT_NAMES if s in (args.split or SPLIT_NAMES))
+    check_output(args.output, args.overwrite, st)  # refused before the size is stated
     p = plan(st, splits, args.stride)
-    console.print(f"export {st.path} -> {args.output} (layout {args.layout}): {p['n_windows']:,} windows of "
-                  f"{p['K']} bars from {', '.join(splits)} = [bold]{p['bytes'] / 1e9:.2f} GB[/]")
+    console.print(f"export {escape(st.path)} -> {escape(args.output)} (layout {args.layout}): "
+                  f"{p['n_windows']:,} windows of {p['K']} bars from {', '.join(splits)} = "
+                  f"[bold]{p['bytes'] / 1e9:.2f} GB[/]")
     with progress_bars(args.quiet, console) as prog:
         meta = export_seed(st, args.output, splits, args.stride, yes=args.yes, overwrite=args.overwrite,
                            progress=RichProgress(prog))
-    console.print(f"[bold green]wrote[/] {args.output}: features_10d.npy [{meta['n_windows']}, {meta['window_length']}, "
-                  f"10], valid_mask.npy, metadata.json, splits.json "
+    console.print(f"[bold green]wrote[/] {escape(args.output)}: features_10d.npy [{meta['n_windows']}, "
+                  f"{meta['window_length']}, 10], valid_mask.npy, metadata.json, splits.json "
                   f"({', '.join(f'{k} {v:,}' for k, v in meta['windows'].items())})")
     return 0
 
@@ -41,8 +46,9 @@ def cmd_plot(args) -> int:
     data = chart_data(args.store, symbol=args.symbol, start=args.start, end=args.end, last=args.last,
                       features=features, sources=args.source, checksums=not args.no_checksums)
     out = render(data, args.out)
-    console.print(f"[bold green]wrote[/] {out}: {data.symbol}, {len(data.bars)} bars, {len(data.swings)} confirmed "
-                  f"swings, {int((~data.valid).sum())} invalid bars, panels {', '.join(features)}")
+    console.print(f"[bold green]wrote[/] {escape(out)}: {escape(data.symbol)}, {len(data.bars)} bars, "
+                  f"{len(data.swings)} confirmed swings, {int((~data.valid).sum())} invalid bars, panels "
+                  f"{', '.join(features)}")
     return 0
 
 
@@ -60,7 +66,7 @@ def add_parsers(sub) -> None:
     exp.add_argument("--output", required=True, metavar="PATH", help="new directory (seed) or .parquet file")
     exp.add_argument("--split", action="append", choices=SPLIT_NAMES,
                      help="export only this split (repeatable) [all three]")
-    exp.add_argument("--stride", type=int, default=1, metavar="N", help="every N-th usable window [1]")
+    exp.add_argument("--stride", type=count(), default=1, metavar="N", help="every N-th usable window [1]")
     exp.add_argument("--yes", action="store_true", help="confirm an export above 1 GB")
     exp.add_argument("--overwrite", action="store_true", help="replace an existing seed-layout export at --output")
     exp.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -75,7 +81,7 @@ def add_parsers(sub) -> None:
     plt.add_argument("--symbol", help="which symbol [the first]")
     plt.add_argument("--start", metavar="TIME", help="first time shown (ISO 8601, UTC)")
     plt.add_argument("--end", metavar="TIME", help="time after the last bar shown (ISO 8601, UTC)")
-    plt.add_argument("--last", type=int, metavar="N", help=f"the last N bars, 1 .. {MAX_PLOT_BARS} [300 when no --start/--end]")
+    plt.add_argument("--last", type=count(), metavar="N", help=f"the last N bars, 1 .. {MAX_PLOT_BARS} [300 when no --start/--end]")
     plt.add_argument("--features", metavar="A,B", help="feature panels [range_z,dist_to_prev_SH,dist_to_prev_SL,"
                                                        "bars_since_SH_norm]")
     plt.add_argument("--source", action="append", metavar="FILE", help="bar file(s) replacing the manifest's sources")

@@ -32,7 +32,7 @@ from ..guard import EXIT_INTERRUPTED, EXIT_OK
 from ..ingest import PRICE_COLUMNS
 from ..ingest.files import sniff_delimiter
 from ..splits import iso_time
-from ..stream import FeatureStream
+from ..stream import FeatureStream, check_state_path
 from .common import HelpFormatter, add_no_checksums, config_from_args
 
 
@@ -63,6 +63,8 @@ def cmd_stream(args, stdin=None, stdout=None, stderr=None) -> int:
     """Run ``gpu-features stream``; returns the exit status (0, or 130 after Ctrl-C: the input ends there and the
     exit work, --commit and --save, still runs)."""
     stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
+    if args.save:  # refused before any input is read, not at its end
+        check_state_path(args.save)
     stream = open_stream(args)
     taken = refused = 0
     interrupted = False

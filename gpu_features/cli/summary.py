@@ -1,9 +1,9 @@
 """What a write did, on screen: printed from its :class:`~gpu_features.store.BuildReport` alone."""
 from __future__ import annotations
 
-from rich.markup import escape
 from rich.table import Table
 
+from ..guard import escape
 from ..splits import iso_time
 from ..store import BuildReport
 from .common import console, err_console

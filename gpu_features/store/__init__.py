@@ -9,15 +9,16 @@ One module per concern, each importing only those listed after it (pyproject's i
 - :mod:`.recovery` interrupted replaces put back, leftovers of killed writers found and removed;
 - :mod:`.stats`    the manifest's statistics, swing rates, split and window counts;
 - :mod:`.report`   what a write did (:class:`BuildReport`) and the one phase clock every writer uses;
-- :mod:`.format`   names, sizes, safetensors-header and manifest checks (trust nothing on disk).
+- :mod:`.format`   names, sizes, safetensors-header and manifest checks (trust nothing on disk), the one
+  output check (:func:`~.format.check_output`) and the check before a commit.
 """
 from .append import append_store
 from .dataset import append_dataset
-from .format import CHECKPOINT_BARS, FORMAT, MANIFEST, SHARD_BARS, STATE_FILE, VERSION
+from .format import CHECKPOINT_BARS, FORMAT, MANIFEST, SHARD_BARS, STATE_FILE, VERSION, enclosing_artifact
 from .reader import DATASET_MANIFEST, Dataset, Segment, Shard, Store, is_dataset, open_store
 from .report import BuildReport
 from .writer import precompute
 
 __all__ = ["CHECKPOINT_BARS", "DATASET_MANIFEST", "FORMAT", "MANIFEST", "SHARD_BARS", "STATE_FILE", "BuildReport",
-           "Dataset", "Segment", "Shard", "Store", "VERSION", "append_dataset", "append_store", "is_dataset",
-           "open_store", "precompute"]
+           "Dataset", "Segment", "Shard", "Store", "VERSION", "append_dataset", "append_store", "enclosing_artifact",
+           "is_dataset", "open_store", "precompute"]

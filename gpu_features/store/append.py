@@ -35,10 +35,10 @@ from .. import engines
 from ..arrays import to_numpy
 from ..ingest import OVERLAP_POLICIES, Bars, ReadSpec, check_bars, identical_bars, read_bars
 from ..errors import StoreError
-from ..fileio import fault_point, fsync_dir, now_iso, writer_lock
+from ..fileio import absolute, fault_point, fsync_dir, now_iso, writer_lock
 from ..progress import Progress, no_progress
 from ..splits import iso_time
-from .format import MANIFEST, SHARD_BARS
+from .format import MANIFEST, SHARD_BARS, check_before_commit, check_inputs_outside, input_paths
 from .reader import Dataset, Store, open_store
 from .recovery import clean
 from .report import EngineUse, PhaseClock
@@ -69,9 +69,11 @@ def append_store(store_dir, bars_or_path, engine: str = "auto", on_bad_bars: str
     if on_overlap not in OVERLAP_POLICIES:
         raise StoreError(f"on_overlap must be one of {', '.join(OVERLAP_POLICIES)}, got {on_overlap!r}.")
     clock = PhaseClock()
+    store_dir = absolute(store_dir)  # `--output .` has a name (and a lock beside it) from here on
     # A missing or broken store is refused before reading or waiting for the lock; its sources say how
     # its files were read.
     current = open_store(store_dir, checksums=False)
+    check_inputs_outside(store_dir, input_paths(bars_or_path))
     progress("read", 0, 1)
     if isinstance(bars_or_path, Bars):
         check_bars(bars_or_path)
@@ -200,6 +202,7 @@ def _append_locked(store_dir: Path, new: Bars, bars_or_path, engine, on_overlap,
                 "created": now_iso(), "source": source_index, "bars": n_new, "skipped_overlap": skipped_total,
                 "new_symbols": new_symbols, "engine": EngineUse.of_run(run).record(), "timings": clock.record()}],
         )
+        check_before_commit(root, manifest, root, all_cps)  # what every reader checks, before the commit
         fsync_dir(root)
         fault_point("append.before_manifest")
         write_manifest(root / MANIFEST, manifest)  # the commit point

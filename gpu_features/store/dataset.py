@@ -33,31 +33,20 @@ import numpy as np
 
 from .. import splits as splits_mod
 from ..config import FeatureConfig
-from ..errors import StoreError
-from ..fileio import lock_path, now_iso, sha256_file, write_json_atomic, writer_lock
+from ..fileio import absolute, lock_path, now_iso, sha256_file, write_json_atomic, writer_lock
 from ..ingest import Bars, ReadSpec, read_bars
 from ..progress import Progress, no_progress
 from .append import append_store, recorded_spec, segment_symbols
-from .format import MANIFEST, SHARD_BARS
-from .reader import DATASET_FORMAT, DATASET_MANIFEST, DATASET_VERSION, Dataset, is_dataset, open_dataset, open_store
+from .format import DATASET_FORMAT, DATASET_VERSION, MANIFEST, SHARD_BARS, check_inputs_outside, input_paths
+from .reader import DATASET_MANIFEST, Dataset, open_dataset, open_store
 from .report import EngineUse, PhaseClock
 from .stats import split_counts
-from .writer import is_store_or_empty, precompute, write_manifest
+from .writer import precompute, write_manifest
 
 
 def part_name(index: int) -> str:
     """Directory name of the ``index``-th part."""
     return f"part-{index:05d}"
-
-
-def check_output(out: Path, overwrite: bool) -> None:
-    """Refuse to build over anything but an empty directory, a store or a dataset (those only with ``overwrite``)."""
-    if out.exists() and not overwrite:
-        raise StoreError(f"{out} already exists; pass --overwrite to replace it (the old one stays until the new "
-                         "dataset is complete) or choose another --output.")
-    if not (is_dataset(out) or is_store_or_empty(out)):
-        raise StoreError(f"{out} exists and is not a gpu-features store or dataset; refusing to replace it, "
-                         "choose another --output.")
 
 
 def select_symbols(bars: Bars, names) -> Bars:
@@ -130,7 +119,8 @@ def append_dataset(path, bars_or_path, engine: str = "auto", on_bad_bars: str = 
     Returns:
         The reopened :class:`Dataset`; ``Dataset.report`` says what this append did (summed over its parts).
     """
-    path = Path(path)
+    path = absolute(path)
+    check_inputs_outside(path, input_paths(bars_or_path), "dataset")
     with writer_lock(path, "precompute --append"):
         return _append_locked(path, bars_or_path, engine, on_bad_bars, on_overlap, shard_bars,
                               progress or no_progress, spec)

@@ -22,24 +22,29 @@ and the problem; :mod:`.reader` runs them when a store is opened.
 from __future__ import annotations
 
 import json
+import re
 import struct
 from pathlib import Path
 
 import numpy as np
 
-from ..config import N_FEATURES
+from ..config import MAX_WINDOW_LENGTH, N_FEATURES
 from ..errors import StoreError
-from ..fileio import sha256_file
+from ..fileio import absolute, check_parents, describe_entries, folder_entries, inside, read_json_file, sha256_file
 
 FORMAT = "gpu-features-store"
 VERSION = 1
 MANIFEST = "manifest.json"
 STATE_FILE = "state.safetensors"
+# A dataset of part stores (store/dataset.py reads and writes it; its names live here, with the store's,
+# so that one check recognises both as ours).
+DATASET_FORMAT = "gpu-features-dataset"
+DATASET_VERSION = 1
+DATASET_MANIFEST = "dataset.json"
 SHARD_BARS = 1 << 19          # 524,288 bars (20 MB of features) per shard: 1.8M bars -> 4 shards
 CHECKPOINT_BARS = 4096        # verify recomputes whole checkpoint intervals of this many bars
 # Limits a manifest is checked against before anything is allocated from its numbers.
 MAX_BARS = 1 << 34            # 17 billion bars (0.7 TB of features): far above any real store
-MAX_WINDOW_LENGTH = 1 << 16   # bars per window
 MAX_MANIFEST_BYTES = 1 << 30  # a 1.8M-bar manifest is a few kB
 
 # tensor name -> (safetensors dtype, trailing shape) of every shard
@@ -198,20 +203,12 @@ def read_json_record(mpath: Path, fmt: str, version: int, kind: str, what: str) 
     """Read a JSON record (a store's manifest, a dataset's ``dataset.json``), distrusted, and check its
     ``format`` and ``version``.
 
-    Refused in one sentence naming ``mpath``: larger than :data:`MAX_MANIFEST_BYTES`, not JSON, nested
-    deeper than the parser recurses (corrupt or crafted), not an object of format ``fmt``, or another
-    version; ``kind`` (``store``, ``dataset``) names what to rebuild, ``what`` the file (``manifest``...).
+    Refused in one sentence naming ``mpath``: larger than :data:`MAX_MANIFEST_BYTES`, not UTF-8, not
+    JSON, nested deeper than the parser recurses (corrupt or crafted)
+    (:func:`~gpu_features.fileio.read_json_file`), not an object of format ``fmt``, or another version;
+    ``kind`` (``store``, ``dataset``) names what to rebuild, ``what`` the file (``manifest``...).
     """
-    if mpath.stat().st_size > MAX_MANIFEST_BYTES:
-        raise StoreError(f"{mpath}: {mpath.stat().st_size:,} bytes is far too large for a {what} (corrupt or "
-                         f"crafted); rebuild the {kind}.")
-    try:
-        record = json.loads(mpath.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise StoreError(f"{mpath}: not valid JSON ({err}); rebuild the {kind}.") from None
-    except RecursionError:
-        raise StoreError(f"{mpath}: JSON nested too deeply to be a {what} (corrupt or crafted); "
-                         f"rebuild the {kind}.") from None
+    record = read_json_file(mpath, f"a {what}", f"rebuild the {kind}.", StoreError, MAX_MANIFEST_BYTES)
     if not isinstance(record, dict) or record.get("format") != fmt:
         raise StoreError(f"{mpath}: format is {record.get('format') if isinstance(record, dict) else None!r}, "
                          f"not {fmt!r}; this is not a gpu-features {kind}.")
@@ -227,15 +224,30 @@ def read_manifest(path: Path) -> dict:
     Returns:
         The manifest dict; every key the readers use is present with its type.
     """
-    from ..config import FEATURE_NAMES, FeatureConfig
-    from ..errors import ConfigError
 
     mpath = path / MANIFEST
     if not path.is_dir():
         raise StoreError(f"{path}: no such store directory; build one with `gpu-features precompute`.")
     if not mpath.is_file():
+        names = folder_entries(path)
+        if any(not _STORE_NAMES.fullmatch(n) for n in names):  # not a store whose manifest is missing: say what it is
+            raise StoreError(f"{path}: no {MANIFEST} (it holds {describe_entries(path, names)}), so this is not a "
+                             "gpu-features store; give a store's folder.")
         raise StoreError(f"{path}: no {MANIFEST}, so this is not a complete gpu-features store; rebuild it.")
     manifest = read_json_record(mpath, FORMAT, VERSION, "store", "manifest")
+    check_manifest(manifest, mpath)
+    return manifest
+
+
+def check_manifest(manifest: dict, mpath: Path) -> None:
+    """Every check :func:`read_manifest` makes of a parsed manifest: schema, config, feature names, sizes,
+    layout, state record, sources, splits and statistics. Writers run it on the manifest they are about
+    to commit, so a store that would not open is never swapped in."""
+    from ..config import FEATURE_NAMES, FeatureConfig
+    from ..errors import ConfigError
+
+    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+        raise StoreError(f"{mpath}: not a {FORMAT} version {VERSION} manifest; rebuild the store.")
     check_schema(manifest, _MANIFEST_SCHEMA, f"{mpath}")
     try:
         FeatureConfig.from_dict(manifest["config"])
@@ -259,7 +271,6 @@ def read_manifest(path: Path) -> dict:
     check_sources(manifest, mpath)
     check_splits(manifest["splits"], mpath)
     check_stats(manifest["stats"], manifest["symbols"], mpath)
-    return manifest
 
 
 def _number(x, optional: bool = False) -> bool:
@@ -393,3 +404,180 @@ def check_files(path: Path, manifest: dict, state_dim: int, checksums: bool) -> 
     if checksums:
         for record, what in [(s, f"shard {s['file']}") for s in manifest["shards"]] + [(st, where)]:
             check_file(path, record, what, True)
+
+
+# --- only our own files: what an output may replace ------------------------------------------
+
+# Names a store folder holds: the manifest, shards, state files (appends add numbered ones) and the
+# manifest's temporary file while it is replaced. Anything else is not the store's.
+_STORE_NAMES = re.compile(r"manifest\.json|bars-\d{5,}\.safetensors|state(-append\d{3,})?\.safetensors"
+                          r"|\.manifest\.json\.tmp-[0-9a-f]{8}")
+# Names a dataset folder holds: dataset.json (and its temporary file), part stores (renamed per append
+# generation), their locks and the temporary or old copies a killed part writer leaves.
+_DATASET_NAMES = re.compile(r"dataset\.json|\.dataset\.json\.tmp-[0-9a-f]{8}|part-\d{5,}(-g\d{3,})?"
+                            r"|\.part-\d{5,}(-g\d{3,})?(\.lock|\.(tmp|old)-[0-9a-f]{8})")
+_PART_DIR = re.compile(r"part-\d{5,}(-g\d{3,})?")
+
+
+def _format_of(path: Path) -> str | None:
+    """The ``format`` a JSON record claims, or None when it cannot be read as one."""
+    try:
+        record = read_json_file(path, "a record", "", StoreError, MAX_MANIFEST_BYTES)
+    except StoreError:
+        return None
+    return record.get("format") if isinstance(record, dict) else None
+
+
+def _shard_says_ours(path: Path) -> bool:
+    """A shard or state file whose safetensors metadata names the store format (a store whose manifest
+    was damaged is still recognisably ours by its data files)."""
+    try:
+        return read_safetensors_header(path, str(path)).get("__metadata__", {}).get("format") == FORMAT
+    except (StoreError, OSError, AttributeError):
+        return False
+
+
+def artifact_kind(path) -> str | None:
+    """``"store"`` or ``"dataset"`` when the folder ``path`` holds a record of that format, else None."""
+    path = Path(path)
+    if (path / DATASET_MANIFEST).is_file() and _format_of(path / DATASET_MANIFEST) == DATASET_FORMAT:
+        return "dataset"
+    if (path / MANIFEST).is_file() and _format_of(path / MANIFEST) == FORMAT:
+        return "store"
+    return None
+
+
+def enclosing_artifact(path) -> tuple[Path, str] | None:
+    """The store or dataset folder that ``path`` is or lies inside (``(folder, kind)``), or None: a store's
+    folder holds only the store's files, so nothing else (a run, a chart) may be written into it."""
+    p = absolute(path)
+    for folder in [p, *p.parents]:
+        kind = artifact_kind(folder)
+        if kind:
+            return folder, kind
+    return None
+
+
+def store_folder(path: Path) -> tuple[bool, list[str]]:
+    """``(ours, foreign)``: whether the folder ``path`` is recognisably a store (its manifest, or failing
+    that one of its data files, says so) and which of its entries are not a store's files."""
+    names = folder_entries(path)
+    foreign = [n for n in names if not (_STORE_NAMES.fullmatch(n) and not (path / n).is_dir())]
+    data = [n for n in names if n not in foreign and n.endswith(".safetensors")]
+    ours = MANIFEST in names and (_format_of(path / MANIFEST) == FORMAT
+                                  or any(_shard_says_ours(path / n) for n in data[:2]))
+    return ours, foreign
+
+
+def dataset_folder(path: Path) -> tuple[bool, list[str]]:
+    """``(ours, foreign)`` of a dataset folder: its ``dataset.json`` names the format, and every entry is
+    the record, a part store holding only a store's files (``part-00000/notes.txt`` is foreign), or a
+    part's lock or leftover."""
+    names = folder_entries(path)
+    foreign = []
+    for n in names:
+        if not _DATASET_NAMES.fullmatch(n):
+            foreign.append(n)
+        elif _PART_DIR.fullmatch(n):
+            if not (path / n).is_dir() or (path / n).is_symlink():
+                foreign.append(n)
+            else:
+                foreign += [f"{n}/{m}" for m in store_folder(path / n)[1]]
+    ours = DATASET_MANIFEST in names and _format_of(path / DATASET_MANIFEST) == DATASET_FORMAT
+    return ours, foreign
+
+
+def input_paths(source) -> list:
+    """The paths among what a writer reads (a path, a list of paths; bars or tables in memory give none),
+    for :func:`check_output`."""
+    import os
+
+    items = [source] if isinstance(source, (str, os.PathLike)) else source if isinstance(source, (list, tuple)) else []
+    return [x for x in items if isinstance(x, (str, os.PathLike))]
+
+
+def check_inputs_outside(folder: Path, inputs, kind: str = "store") -> None:
+    """Refuse inputs that lie inside the store or dataset ``folder`` an append writes (its folder holds
+    only its own files; a file left there would block every later ``--overwrite``)."""
+    for item in inputs:
+        if Path(item).exists() and inside(item, folder):
+            raise StoreError(f"the input {item} lies inside the {kind} {folder}; a {kind} folder holds only its own "
+                             "files, so move the input out of it and run the command again.")
+
+
+def check_output(out, overwrite: bool, inputs=(), option: str = "--output") -> Path:
+    """The one check of where a store or dataset is to be written (``precompute``, ``--distributed``).
+
+    Accepted: a new path, an empty folder, or, with ``overwrite``, a store or dataset that is
+    recognisably ours and whole (it holds nothing but its own files). Refused in one sentence naming
+    what is in the way, and never suggesting ``--overwrite`` where it would be refused too: a path
+    below a file, the filesystem root, a file, a folder that is not ours or holds anything else, an
+    output that is one of the ``inputs``, holds one, or lies inside an input folder.
+
+    Returns:
+        ``out`` as an absolute path (``--output .`` has a name from here on).
+    """
+    given = out
+    out = absolute(out)
+    check_parents(out, option, StoreError)
+    if not out.name:
+        raise StoreError(f"{option} {given} is the filesystem root; a store is a folder of its own, so choose a "
+                         f"new folder below it.")
+    for item in inputs:
+        if inside(out, item) and Path(item).is_dir():
+            raise StoreError(f"{option} {given} is inside the input folder {item}; a store written there would "
+                             f"mix with the bars it is read from, so choose an {option} outside it.")
+        if inside(item, out):
+            raise StoreError(f"the input {item} lies inside {option} {given}; replacing that folder would delete "
+                             f"it, so move the input out or choose another {option}.")
+    holder = enclosing_artifact(out.parent)
+    if holder is not None and not (holder == (out.parent, "dataset") and _PART_DIR.fullmatch(out.name)):
+        raise StoreError(f"{option} {given} lies inside the {holder[1]} {holder[0]}; a {holder[1]}'s folder holds only "
+                         f"its own files, so choose an {option} outside it.")
+    if not out.exists() and not out.is_symlink():
+        return out
+    if not out.is_dir() or out.is_symlink():
+        raise StoreError(f"{given} is a file; refusing to replace it (even with --overwrite), choose another "
+                         f"{option}.")
+    names = folder_entries(out)
+    if not names:
+        return out
+    ours, foreign = (dataset_folder if DATASET_MANIFEST in names else store_folder)(out)
+    kind = "dataset" if DATASET_MANIFEST in names else "store"
+    if not ours:
+        raise StoreError(f"{given} is a folder that is not a gpu-features store; refusing to replace it (even with "
+                         f"--overwrite): it holds {describe_entries(out, names)}, not a store or a dataset, so choose "
+                         f"another {option} (a new or empty folder).")
+    if foreign:
+        raise StoreError(f"{given} is a gpu-features {kind} but also holds {describe_entries(out, foreign)}, which "
+                         f"{'is' if len(foreign) == 1 else 'are'} not the {kind}'s; replacing the folder would "
+                         f"delete {'it' if len(foreign) == 1 else 'them'}, so move "
+                         f"{'it' if len(foreign) == 1 else 'them'} out or choose another {option}.")
+    if not overwrite:
+        raise StoreError(f"{given} already exists; pass --overwrite to replace it (the old {kind} stays until the new "
+                         f"one is complete) or choose another {option}.")
+    return out
+
+
+def check_before_commit(folder: Path, manifest: dict, target: Path, checkpoint_bar=None) -> None:
+    """Run on a new store in ``folder`` every check :func:`~gpu_features.store.reader.open_store` will make
+    (the manifest, the files' sizes, headers and shapes; the checkpoint bars when given), before it is
+    committed as ``target``: a store that would not open is never swapped in.
+
+    Options that could produce such a store are refused before any work (FeatureConfig, split dates);
+    this is the net under them, so its refusal says nothing was replaced and asks for a report.
+    """
+    from .. import state as S
+    from ..config import FeatureConfig
+    from ..errors import ConfigError
+
+    try:
+        check_manifest(manifest, target / MANIFEST)
+        cfg = FeatureConfig.from_dict(manifest["config"])
+        check_files(folder, manifest, S.state_dim(cfg.atr_period), False)
+        if checkpoint_bar is not None:
+            check_states({"checkpoint_bar": np.asarray(checkpoint_bar)}, manifest, f"{target} state file")
+    except (StoreError, ConfigError) as err:
+        raise StoreError(f"{target}: refusing to commit a store that would not open ({str(err).rstrip('.')}); "
+                         "nothing was replaced, the previous contents are as they were; please report this "
+                         "with the command that was run.") from None

@@ -26,15 +26,12 @@ from .. import state as S
 from ..config import FEATURE_NAMES, FeatureConfig
 from ..errors import ConfigError, StoreError
 from ..window_index import split_window_starts
-from .format import (MANIFEST, SHARD_TENSORS, check_file, check_files, check_schema, check_states, read_json_record,
-                     read_manifest)
+from .format import (DATASET_FORMAT, DATASET_MANIFEST, DATASET_VERSION, MANIFEST, SHARD_TENSORS, check_file,
+                     check_files, check_schema, check_states, read_json_record, read_manifest)
 from .recovery import recover, siblings, size_of
 from .report import BuildReport, EngineUse, read_report
 from .stats import merge_stat_records
 
-DATASET_FORMAT = "gpu-features-dataset"
-DATASET_VERSION = 1
-DATASET_MANIFEST = "dataset.json"
 
 _DATASET_SCHEMA = {"format": str, "version": int, "created": str, "config": dict, "splits": dict, "parts": list,
                    "build": dict}

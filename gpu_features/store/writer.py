@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import shutil
 import time
@@ -36,10 +35,11 @@ from ..arrays import to_numpy
 from ..ingest import Bars, ReadSpec, check_bars, read_bars
 from ..config import FEATURE_NAMES, FeatureConfig
 from ..errors import StoreError
-from ..fileio import fault_point, fsync_dir, now_iso, replace_dir, temp_sibling, write_json_atomic, writer_lock
+from ..fileio import (absolute, fault_point, fsync_dir, now_iso, replace_dir, temp_sibling, write_json_atomic,
+                      writer_lock)
 from ..progress import Progress, no_progress
 from .format import (CHECKPOINT_BARS, FORMAT, MANIFEST, SHARD_BARS, STATE_FILE, VERSION, canonical_safetensors,
-                     shard_name)
+                     check_before_commit, check_output, input_paths, shard_name)
 from .reader import Store, open_store
 from .recovery import clean, recover
 from .report import EngineUse, PhaseClock
@@ -214,37 +214,6 @@ def host_moments(m: engines.Moments) -> engines.Moments:
     return dataclasses.replace(m, counts=to_numpy(m.counts), moments=to_numpy(m.moments))
 
 
-def check_output(out: Path, overwrite: bool) -> None:
-    """Refuse an ``--output`` that cannot become a store: below a file, a file itself, a folder that is
-    not a store, or an existing store without ``overwrite``."""
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise StoreError(f"{out}: {parent} is a file, not a folder, so no store can be made below it; "
-                                 "choose another --output.")
-            break
-    if out.exists() and not is_store_or_empty(out):
-        kind = "a file" if not out.is_dir() else "a folder that is not a gpu-features store"
-        raise StoreError(f"{out} is {kind}; refusing to replace it (even with --overwrite), choose another --output.")
-    if out.exists() and not overwrite:
-        raise StoreError(f"{out} already exists; pass --overwrite to replace it (the old store stays until the "
-                         "new one is complete) or choose another --output.")
-
-
-def is_store_or_empty(path: Path) -> bool:
-    """True for a missing path, an empty folder or a folder holding a store manifest."""
-    if not path.exists():
-        return True
-    if not path.is_dir():
-        return False
-    if not any(path.iterdir()):
-        return True
-    try:
-        return json.loads((path / MANIFEST).read_text()).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
 def _segments(bars: Bars, seg_bounds: np.ndarray, ends: np.ndarray):
     """Symbols, series records and ``[symbols, D]`` end states.
 
@@ -299,11 +268,12 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
     """
     progress = progress or no_progress
     clock = PhaseClock()
-    out = Path(out_dir)
     if shard_bars < 1 or checkpoint_every < 1:
         raise StoreError(f"shard_bars and checkpoint_every must be >= 1, got {shard_bars} and {checkpoint_every}.")
-    recover(out)  # a replace cut between its renames is put right first, never built over
-    check_output(out, overwrite)  # early, so a refusal costs no compute; checked again under the lock
+    inputs = input_paths(bars_or_path)
+    if absolute(out_dir).name:
+        recover(absolute(out_dir))  # a replace cut between its renames is put right first, never built over
+    out = check_output(out_dir, overwrite, inputs)  # early, so a refusal costs no compute; again under the lock
     cfg = config or FeatureConfig()
     progress("read", 0, 1)
     if isinstance(bars_or_path, Bars):
@@ -339,7 +309,7 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with writer_lock(out, "precompute"):
-        check_output(out, overwrite)
+        check_output(out, overwrite, inputs)
         clean(out, None)  # stale .NAME.tmp-* / .NAME.old-* of killed writers
         tmp = temp_sibling(out, "tmp")
         tmp.mkdir()
@@ -373,6 +343,7 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
                 "timings": clock.record(),
                 "stats": stats,
             }
+            check_before_commit(tmp, manifest, out, cps)  # what every reader checks, before anything is swapped in
             fsync_dir(tmp)
             fault_point("precompute.before_manifest")
             write_manifest(tmp / MANIFEST, manifest)

@@ -1,14 +1,18 @@
 """gpu-features precompute: what its flags reach (the reader, the manifest), and its refusals."""
 import json
 import os
+import shutil
 
 import pyarrow.csv as pcsv
 import pytest
 
+import gpu_features as gf
+from gpu_features import synthetic
 from gpu_features.cli import main
 from gpu_features.store import open_store
 from gpu_features.verify import verify_store
 from tests.cli.console import run
+from tests.harness import write_parquet
 from tests.ingest.samples import sl, tbl, walk
 
 
@@ -128,3 +132,34 @@ def test_read_only_output_folder(tmp_path, capsys):
     ro.mkdir(mode=0o555)
     code, _, err = run(capsys, "precompute", "--output", ro / "store", "--synthetic-bars", 2000, "--quiet")
     assert code == 2 and "permission denied" in err
+
+
+# --- options refused up front; --output . ---
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--split-dates", "2300-01-01,2301-01-01"], "split date '2300-01-01' is outside 1677-09-22 .. 2262-04-11"),
+    (["--split-dates", "1600-01-01,2000-01-01"], "split date '1600-01-01' is outside"),
+    (["--window-length", "100000"], "--window-length 100000: FeatureConfig.window_length = 100000 is out of range"),
+])
+def test_options_that_would_make_an_unopenable_store_are_refused_up_front(fresh_store, capsys, argv, words):
+    before = (fresh_store.path / "manifest.json").read_bytes()
+    code = main(["precompute", "--output", str(fresh_store.path), "--overwrite", "--synthetic-bars", "2000",
+                        "--quiet", *argv])
+    assert code == 2 and words in capsys.readouterr().err
+    assert (fresh_store.path / "manifest.json").read_bytes() == before
+
+
+def test_output_dot_is_a_sentence_not_a_traceback(fresh_store, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(fresh_store.path)
+    code = main(["precompute", "--output", ".", "--synthetic-bars", "2000", "--quiet"])
+    assert code == 2 and "already exists; pass --overwrite" in capsys.readouterr().err
+    new = write_parquet(tmp_path / "new.parquet", synthetic.generate(2500, 1, 2), 2000, None, symbols=False)
+    code = main(["precompute", "--output", ".", "--append", str(new), "--quiet"])
+    out, err = capsys.readouterr()
+    assert code == 0 and "(500 new bars" in out, err
+    assert (fresh_store.path.parent / ".s.lock").exists() and gf.open_store(fresh_store.path).n_bars == 2500
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(new, tmp_path / "new2.parquet")
+    code = main(["precompute", "--output", ".", "--overwrite", "--synthetic-bars", "2000", "--quiet"])
+    assert code == 2 and "is a folder that is not a gpu-features store" in capsys.readouterr().err

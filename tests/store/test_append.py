@@ -158,3 +158,14 @@ def test_overlap_that_cannot_be_checked_is_refused(make_store, bars, tmp_path):
     path = make_store(dataclasses.replace(bars.take(0, 6000), source={}), tmp_path / "mem").path
     with pytest.raises(StoreError, match="cannot check the overlapping bars of SYN0 against the store"):
         append_store(path, bars.take(5000, 7000), on_overlap="skip")
+
+
+# --- only our own files ---
+
+
+def test_an_append_input_inside_the_store_is_refused(fresh_store, tmp_path):
+    bars = synthetic.generate(2500, 1, 2)
+    new = write_parquet(fresh_store.path / "new.parquet", bars, 2000, None, symbols=False)
+    with pytest.raises(StoreError, match="lies inside the store"):
+        append_store(fresh_store.path, new)
+    assert gf.open_store(fresh_store.path).n_bars == 2000

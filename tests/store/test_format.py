@@ -1,4 +1,5 @@
-"""Crafted and damaged stores, permissions, deterministic bytes, and a private kernel cache.
+"""Crafted and damaged stores, permissions, deterministic bytes, a private kernel cache, and the one output
+check (``check_output``: a store or dataset is replaced only when it is ours and whole).
 
 Every crafted manifest is refused by ``open_store`` with one sentence (a
 StoreError, so the CLI exits 2), before any tool indexes or allocates by it.
@@ -13,7 +14,10 @@ from gpu_features import synthetic
 from gpu_features.cli import main
 from gpu_features.errors import StoreError
 from gpu_features.sources import load_sources
+from gpu_features.store import format as fmt
+from gpu_features.store.format import check_output
 from gpu_features.verify import verify_store
+from tests.harness import write_parquet
 
 N = 3000
 
@@ -161,3 +165,69 @@ def test_flipped_valid_byte_refused_by_inspect_export_and_plot(store, tmp_path, 
         assert main(argv) == 2
         assert "fails its SHA-256 checksum" in capsys.readouterr().err
     assert main(["inspect", str(store), "--no-checksums"]) == 0
+
+
+# --- only our own files: check_output replaces a store or dataset only when it is ours and whole ---
+
+
+@pytest.mark.parametrize("intruder", ["notes.txt", "runs/", "bars-00000.safetensors.bak", "part-00000/"])
+def test_a_store_holding_anything_else_is_never_replaced(fresh_store, make_store, tmp_path, intruder):
+    target = fresh_store.path / intruder.rstrip("/")
+    target.mkdir() if intruder.endswith("/") else target.write_text("the user's")
+    before = sorted(p.name for p in fresh_store.path.iterdir())
+    with pytest.raises(StoreError, match=f"is a gpu-features store but also holds {intruder}, which is not the "
+                                         "store's; replacing the folder would delete it"):
+        make_store(synthetic.generate(2000, 1, 3), fresh_store.path, overwrite=True)
+    assert sorted(p.name for p in fresh_store.path.iterdir()) == before
+    gf.open_store(fresh_store.path)  # the old store is untouched
+
+
+def test_the_refusal_without_overwrite_suggests_it_only_where_it_would_work(fresh_store, tmp_path):
+    with pytest.raises(StoreError, match="already exists; pass --overwrite"):
+        check_output(fresh_store.path, overwrite=False)
+    (fresh_store.path / "notes.txt").write_text("x")
+    for overwrite in (False, True):
+        with pytest.raises(StoreError) as err:
+            check_output(fresh_store.path, overwrite=overwrite)
+        assert "--overwrite to replace" not in str(err.value) and "notes.txt" in str(err.value)
+
+
+def test_an_empty_folder_needs_no_overwrite_and_a_damaged_store_of_ours_may_be_rebuilt(fresh_store, make_store, tmp_path):
+    (tmp_path / "empty").mkdir()
+    make_store(synthetic.generate(2000, 1, 3), tmp_path / "empty")
+    (fresh_store.path / "manifest.json").write_text("{ damaged")  # still ours: its shards say so
+    make_store(synthetic.generate(2000, 1, 3), fresh_store.path, overwrite=True)
+    assert gf.open_store(fresh_store.path).n_bars == 2000
+
+
+def test_a_folder_with_only_a_foreign_manifest_is_not_a_store(tmp_path):
+    (tmp_path / "web").mkdir()
+    (tmp_path / "web" / "manifest.json").write_text(json.dumps({"name": "my app"}))
+    with pytest.raises(StoreError, match="is a folder that is not a gpu-features store; refusing to replace it"):
+        check_output(tmp_path / "web", overwrite=True)
+
+
+def test_an_input_inside_the_output_or_the_output_inside_an_input_folder(fresh_store, make_store, tmp_path):
+    bars = synthetic.generate(2000, 1, 3)
+    inside = write_parquet(fresh_store.path / "bars.parquet", bars)
+    with pytest.raises(StoreError, match="the input .*bars.parquet lies inside --output"):
+        make_store(inside, fresh_store.path, overwrite=True)
+    assert inside.is_file()
+    (tmp_path / "data").mkdir()
+    source = write_parquet(tmp_path / "data" / "bars.parquet", bars)
+    with pytest.raises(StoreError, match="is inside the input folder"):
+        make_store(str(tmp_path / "data"), tmp_path / "data" / "store")
+    with pytest.raises(StoreError, match="bars.parquet lies inside --output"):
+        make_store(source, tmp_path / "data", overwrite=True)
+    assert source.is_file() and not (tmp_path / "data" / "store").exists()
+
+
+def test_a_dataset_is_replaced_only_when_whole(tmp_path):
+    folder = tmp_path / "ds"
+    (folder / "part-00000").mkdir(parents=True)
+    (folder / "dataset.json").write_text(json.dumps({"format": fmt.DATASET_FORMAT}))
+    (folder / "part-00000" / "manifest.json").write_text("{}")
+    assert check_output(folder, overwrite=True) == folder
+    (folder / "part-00000" / "notes.txt").write_text("x")
+    with pytest.raises(StoreError, match="is a gpu-features dataset but also holds part-00000/notes.txt"):
+        check_output(folder, overwrite=True)

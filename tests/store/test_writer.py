@@ -119,3 +119,25 @@ def test_shards_are_written_from_memory_deterministic_and_hashed_from_their_byte
         assert (out / rec["file"]).read_bytes() == (tmp_path / "one.safetensors").read_bytes()
         assert rec == dict(single, file=rec["file"])
     assert min(clock.serialize_s, clock.hash_s, clock.write_s) >= 0
+
+
+# --- check before commit ---
+
+
+def test_nothing_is_committed_that_a_reader_would_refuse(fresh_store, make_store, monkeypatch):
+    """The net under the early option checks: a manifest the reader refuses never replaces a store."""
+    from gpu_features.store import writer
+
+    before = (fresh_store.path / "manifest.json").read_bytes()
+    real = writer.check_before_commit
+
+    def corrupt(folder, manifest, target, checkpoint_bar=None):
+        manifest["splits"]["boundaries"][1][0] = 1 << 70  # what a date past 2262 used to write
+        manifest["splits"]["boundaries"][0][1] = 1 << 70
+        return real(folder, manifest, target, checkpoint_bar)
+
+    monkeypatch.setattr(writer, "check_before_commit", corrupt)
+    with pytest.raises(StoreError, match="refusing to commit a store that would not open .*nothing was replaced"):
+        make_store(synthetic.generate(2000, 1, 3), fresh_store.path, overwrite=True)
+    assert (fresh_store.path / "manifest.json").read_bytes() == before
+    assert [p.name for p in fresh_store.path.parent.iterdir() if ".tmp-" in p.name] == []

@@ -10,6 +10,7 @@ from tests.train.runs import untimed  # noqa: E402
 from train import cli  # noqa: E402
 from train.config import TrainError  # noqa: E402
 from train.config_file import load_run_file  # noqa: E402
+from tests.harness import DEEP, one_sentence  # noqa: E402
 
 
 def test_run_file_round_trip_and_flags_override_it(stores, tmp_path, capsys):
@@ -55,3 +56,21 @@ def test_yaml_run_files_need_pyyaml(tmp_path, monkeypatch):
     except ImportError:
         return
     assert load_run_file(f) == {"epochs": 2, "lr": 0.001}
+
+
+# --- a run file that no parser may turn into a traceback ---
+
+
+@pytest.mark.parametrize("suffix, body", [(".json", DEEP), (".toml", "a = " + "[" * 100_000 + "]" * 100_000),
+                                          (".json", "{" + " " * (17 << 20) + "}"), (".toml", b"\xff\xfe = 1"),
+                                          (".json", b"\xff\xfe{}")])
+def test_a_bad_run_file_is_one_sentence(tmp_path, capsys, suffix, body):
+    pytest.importorskip("torch")
+    from train import cli as train_cli
+
+    path = tmp_path / f"run{suffix}"
+    path.write_bytes(body if isinstance(body, bytes) else body.encode())
+    code = train_cli.main(["--config", str(path), "--run-dir", str(tmp_path / "r"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and one_sentence(err) and str(path) in " ".join(err.split()), err
+    assert not (tmp_path / "r").exists()

@@ -1,0 +1,171 @@
+"""The path x kind grid: every path option of every command given every kind of path.
+
+Kinds: ``.`` (a folder of the user's), ``/``, an existing file of the user's, the store itself, a
+file of the store, a folder of user files, a path inside the store, an empty folder, a new path, a
+run directory (with a user file in it), an existing export. :data:`CASES` says which kinds each
+option accepts; every other cell must be a clean refusal (exit 2, or exit 1 for ``verify``, one
+line, no traceback), and in every cell the user's files, the store (unless the command may write
+it) and the filesystem root are exactly as they were.
+"""
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from gpu_features import synthetic
+from gpu_features.cli import main
+from tests.harness import STORE_ENGINE, write_parquet
+
+KINDS = {"dot": ".", "root": "/", "file": "notes{sfx}", "store": "store", "store_file": "store/manifest.json",
+         "user_dir": "user", "in_store": "store/x{sfx}", "empty": "empty", "missing": "missing{sfx}", "run": "run",
+         "export": "export{sfx}"}
+
+# name -> (argv with {P} for the path, suffix of file-like kinds, the kinds accepted, what it may change)
+CASES = {
+    "precompute --output": (["precompute", "--output", "{P}", "--synthetic-bars", "300", "--quiet"], "",
+                            {"empty", "missing"}, None),
+    "precompute --output --overwrite": (["precompute", "--output", "{P}", "--synthetic-bars", "300", "--quiet",
+                                         "--overwrite"], "", {"empty", "missing", "store"}, "store"),
+    "precompute --output --append": (["precompute", "--output", "{P}", "--append", "new.parquet", "--quiet"], "",
+                                     {"store"}, "store"),
+    "precompute --input": (["precompute", "--input", "{P}", "--output", "out", "--quiet"], ".parquet", set(), None),
+    "precompute --append FILE": (["precompute", "--output", "store", "--append", "{P}", "--quiet"], ".parquet",
+                                 set(), None),
+    "precompute --config": (["precompute", "--config", "{P}", "--output", "out", "--synthetic-bars", "300",
+                             "--quiet"], ".json", set(), None),
+    "verify STORE": (["verify", "{P}", "--quiet"], "", {"store"}, None),
+    "verify --source": (["verify", "store", "--source", "{P}", "--quiet"], ".parquet", set(), None),
+    "inspect STORE": (["inspect", "{P}"], "", {"store"}, None),
+    "export STORE": (["export", "{P}", "--output", "out", "--quiet"], "", {"store"}, None),
+    "export --output": (["export", "store", "--output", "{P}", "--quiet"], "", {"empty", "missing"}, None),
+    "export --output --overwrite": (["export", "store", "--output", "{P}", "--quiet", "--overwrite"], "",
+                                    {"empty", "missing", "export"}, None),
+    "export --layout parquet --output": (["export", "store", "--layout", "parquet", "--output", "{P}"], ".parquet",
+                                         {"missing"}, None),
+    "export --layout parquet --output --overwrite": (["export", "store", "--layout", "parquet", "--output", "{P}",
+                                                      "--overwrite"], ".parquet", {"missing", "export"}, None),
+    "plot STORE": (["plot", "{P}", "--out", "chart.png"], "", {"store"}, None),
+    "plot --source": (["plot", "store", "--source", "{P}", "--out", "chart.png"], ".parquet", set(), None),
+    "plot --out": (["plot", "store", "--out", "{P}"], ".png", {"missing", "export"}, None),
+    "train --store": (["--store", "{P}", "--run-dir", "newrun"], "", {"store"}, None),
+    "train --run-dir": (["--store", "store", "--run-dir", "{P}"], "", {"empty", "missing"}, None),
+    "train --run-dir --overwrite": (["--store", "store", "--run-dir", "{P}", "--overwrite"], "",
+                                    {"empty", "missing", "run"}, None),
+    "train --run-dir --resume": (["--store", "store", "--run-dir", "{P}", "--resume"], "", set(), None),
+    "train --config": (["--config", "{P}", "--store", "store", "--run-dir", "newrun"], ".json", set(), None),
+    "train plot RUN_DIR": (["plot", "{P}", "--out", "curves.png"], "", set(), None),
+    "train plot --out": (["plot", "run", "--out", "{P}"], ".png", set(), None),
+    "stream --store": (["stream", "--store", "{P}"], "", {"store"}, None),
+    "stream --config": (["stream", "--config", "{P}"], ".json", set(), None),
+    "stream --resume": (["stream", "--resume", "{P}"], "", set(), None),
+    "stream --save": (["stream", "--store", "store", "--save", "{P}"], "", {"missing"}, None),
+}
+USER_FILES = ["notes", "notes.parquet", "notes.png", "notes.json", "user/notes.txt", "run/notes.txt"]
+
+
+# The text options that are not paths (every other text option of both parsers must have a case above).
+NOT_PATHS = {"--split-fractions", "--split-dates", "--time-column", "--date-column", "--time-format", "--timezone",
+             "--symbol-column", "--roll-column", "--rename", "--delimiter", "--columns", "--scheduler", "--symbol",
+             "--start", "--end", "--features"}
+
+
+def test_every_path_option_has_a_case():
+    """Taken from the parsers (tests/cli/test_option_grid.py): a new text option is a path with a case here, or
+    named in NOT_PATHS."""
+    from tests.cli.test_option_grid import numeric, value_actions
+
+    missing = []
+    for prog, action in value_actions():
+        if numeric(action) or (action.option_strings and action.option_strings[0] in NOT_PATHS):
+            continue
+        name = action.option_strings[0] if action.option_strings else action.dest.upper()
+        if not any(case.startswith(f"{prog} {name}") for case in CASES):
+            missing.append(f"{prog} {name}")
+    assert missing == [], f"path options without a case: {missing}"
+
+
+@pytest.fixture(scope="module")
+def template(make_store, tmp_path_factory):
+    """A store, new bars for it, an export of each layout and a chart, made once and copied into each world."""
+    root = tmp_path_factory.mktemp("paths-template")
+    bars = synthetic.generate(3600, 1, 6)
+    make_store(bars.take(0, 3000, 0), root / "store")
+    write_parquet(root / "new.parquet", bars, 3000, None, symbols=False)
+    assert main(["export", str(root / "store"), "--output", str(root / "export"), "--quiet"]) == 0
+    assert main(["export", str(root / "store"), "--layout", "parquet", "--output", str(root / "export.parquet")]) == 0
+    assert main(["plot", str(root / "store"), "--out", str(root / "export.png"), "--last", "50"]) == 0
+    return root
+
+
+@pytest.fixture
+def world(template, tmp_path, monkeypatch):
+    for name in ("store", "export"):
+        shutil.copytree(template / name, tmp_path / name)
+    for name in ("new.parquet", "export.parquet", "export.png"):
+        shutil.copy(template / name, tmp_path / name)
+    for name in ("user", "empty", "run"):
+        (tmp_path / name).mkdir()
+    for name in USER_FILES:
+        (tmp_path / name).write_text(f"the user's {name}")
+    (tmp_path / "run" / "run.json").write_text(json.dumps({"format": "jade-run", "version": 1, "created": "x"}))
+    (tmp_path / "run" / "config.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _snapshot(world: Path, with_store: bool) -> dict:
+    snap = {name: (world / name).read_bytes() for name in USER_FILES}
+    if with_store:
+        snap["store"] = sorted((p.name, p.read_bytes()) for p in (world / "store").iterdir())
+    snap["/"] = sorted(os.listdir("/"))
+    return snap
+
+
+def _stub_training(monkeypatch):
+    """Accepted training commands prepare the run (run directory, config, lock) but train no epoch."""
+    from train import loop, report
+
+    monkeypatch.setattr(loop.Run, "fit", lambda self, on_batch=None: None)
+    monkeypatch.setattr(loop.Run, "finish", lambda self: {})
+    monkeypatch.setattr(report, "print_report", lambda *a, **kw: None)
+
+
+CELLS = [(case, kind) for case in CASES for kind in KINDS]
+
+
+@pytest.mark.parametrize("case, kind", CELLS, ids=[f"{c}={k}" for c, k in CELLS])
+def test_path_kind_grid(case, kind, world, capsys, monkeypatch):
+    from train import cli as train_cli
+
+    argv, sfx, accepted, writes = CASES[case]
+    path = KINDS[kind].format(sfx=sfx)
+    argv = [a.replace("{P}", path) for a in argv]
+    if "--engine" not in argv and argv[0] == "precompute":
+        argv += ["--engine", STORE_ENGINE]
+    trainer = case.startswith("train")
+    if trainer and argv[0] != "plot":
+        argv += ["--device", "cpu", "--quiet"]
+        _stub_training(monkeypatch)
+    if argv[0] == "stream":  # no bars on standard input: the stream opens, ends and saves
+        monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    protect_store = not (writes == "store" and kind == "store" and kind in accepted)
+    before = _snapshot(world, protect_store)
+    try:
+        code = (train_cli.main if trainer else main)(argv)
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err and "internal error" not in err, err
+    if kind in accepted:
+        assert code == 0, (code, err)
+    else:
+        assert code in ((1, 2) if case.startswith("verify") else (2,)), (code, out, err)
+        if code == 2:
+            assert len(err.strip().splitlines()) == 1, err
+    assert _snapshot(world, protect_store) == before, "a user's file, the store or / changed"
+    if kind == "run" and kind in accepted:  # only the run's own files were replaced
+        assert (world / "run" / "notes.txt").read_text() == "the user's run/notes.txt"
+        assert json.loads((world / "run" / "config.json").read_text())["store"] == ["store"]
