@@ -13,7 +13,8 @@ process) only plans, and workers read, compute and write:
    together (in symbol order) into tasks of at most ``bars_per_task`` input rows (and
    at most the rows of all inputs over twice the worker threads, so every worker has
    work), so a universe of many short symbols does not pay a part per symbol. Files without a
-   symbol column are one series, read together (as ``read_bars`` reads them).
+   symbol column are read together in one task, each the series named after its file (as
+   ``read_bars`` reads them); a mix of files with and without one is refused.
 4. **build** (a task per group): read, compute with the worker's engine (``auto``
    picks the GPU on a GPU worker), write one part store into a hidden temporary
    sibling of the output. With ``--split-dates`` the parts are split at those
@@ -137,8 +138,9 @@ def plan_tasks(scans: list[dict], symbols_per_task: int | None = None,
     without = [scan["path"] for scan in scans if scan["symbols"] is None]
     if without and len(without) < len(scans):
         having = next(scan["path"] for scan in scans if scan["symbols"] is not None)
-        raise GpuFeaturesError(f"{without[0]} has no symbol column but {having} has one; give files of one layout "
-                               "per run.")
+        raise GpuFeaturesError(f"{without[0]} has no symbol column but {having} has one, so the first would be a "
+                               "series of its own named after the file beside the others' symbols; give every file "
+                               "the series column (or --symbol-column), or build the two kinds of file separately.")
     parent = list(range(len(scans)))
 
     def find(i):

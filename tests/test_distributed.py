@@ -104,7 +104,7 @@ def test_plan_keeps_each_symbol_in_one_task_and_cuts_big_groups():
                                                   {"files": ["c"], "symbols": ["C"]},
                                                   {"files": ["e", "d"], "symbols": ["D", "E"]}]
     assert len(plan_tasks(sized)) == 1 and len(plan_tasks(sized, bars_per_task=0)) == 5
-    # Files without a symbol column are one series, read together (as read_bars reads several files).
+    # Files without a symbol column are read together in one task (each a series named after its file).
     assert plan_tasks([{"path": "d", "symbols": None}, {"path": "e", "symbols": None}]) == \
         [{"files": ["d", "e"], "symbols": None}]
     with pytest.raises(GpuFeaturesError, match="c has no symbol column but a has one"):

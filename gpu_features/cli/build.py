@@ -104,6 +104,9 @@ def read_spec_from_args(args) -> ReadSpec | None:
             if "=" not in item:
                 raise GpuFeaturesError(f"--rename {item!r}: write FILE_COLUMN=OURS, e.g. --rename Last=close.")
             theirs, ours = item.split("=", 1)
+            if not theirs.strip() or not ours.strip() or "=" in ours:
+                raise GpuFeaturesError(f"--rename {item!r}: write FILE_COLUMN=OURS with one name on each side, e.g. "
+                                       "--rename Last=close.")
             pairs[theirs.strip()] = ours.strip()
         fields["rename"] = pairs
     if args.allow_nonpositive_prices:

@@ -13,6 +13,7 @@ the ones listed below it (pyproject's import-linter contract):
 - :mod:`.decode`       files and tables to plain columns (prices, UTC times, series codes);
 - :mod:`.files`        one file to a raw table: parquet, CSV, DBN, SCID, Polygon JSON;
 - :mod:`.times`        time columns to int64 ns UTC (zones, vendor time layouts, epochs);
+- :mod:`.dates`        civil dates to day numbers; the int64-ns range of a time (refused by row beyond it);
 - :mod:`.presets`      vendor layouts (``--format``), their detection, the series-key rule;
 - :mod:`.inputs`       files, directories, globs and tables given; file digests;
 - :mod:`.spec`         :class:`ReadSpec` and the policy names.

@@ -33,7 +33,8 @@ def assemble(where, prices: dict, ts: np.ndarray, symbol: np.ndarray | None, on_
              source: dict, *, codes: np.ndarray | None = None, names: tuple | None = None,
              one_name: str | None = None, roll: np.ndarray | None = None, file_of_row: np.ndarray | None = None,
              label=None, file_names: list | None = None, allow_nonpositive: bool = False,
-             max_drop_fraction: float = DEFAULT_MAX_DROP_FRACTION, on_overlap: str = "error") -> Bars:
+             max_drop_fraction: float = DEFAULT_MAX_DROP_FRACTION, on_overlap: str = "error",
+             series_column: bool = True) -> Bars:
     """Apply the ingest rules to raw columns and build :class:`Bars`.
 
     Args:
@@ -50,6 +51,8 @@ def assemble(where, prices: dict, ts: np.ndarray, symbol: np.ndarray | None, on_
         label: ``rows -> names`` for messages (default: the 0-based row numbers).
         file_names: names of the input files (messages about overlaps).
         allow_nonpositive, max_drop_fraction, on_overlap: the rule fields of :class:`.spec.ReadSpec`.
+        series_column: False when ``codes`` name files without a series column (each a series named after its
+            file), recorded as ``ingest["symbol_column"]``.
     """
     n = len(ts)
     label = label or (lambda rows: [str(int(r)) for r in rows])
@@ -70,7 +73,7 @@ def assemble(where, prices: dict, ts: np.ndarray, symbol: np.ndarray | None, on_
     if order is not row:
         o, h, l, c, ts, codes, row = (a[order] for a in (o, h, l, c, ts, codes, row))
         roll = roll[order] if roll is not None else None
-    ingest = ingest_record(on_bad_bars, n, keyed)
+    ingest = ingest_record(on_bad_bars, n, keyed and series_column)
     keep = np.ones(n, dtype=bool)
     if file_of_row is not None:
         skipped = overlaps(where, o, h, l, c, ts, codes, np.asarray(file_of_row)[row], names, on_overlap,

@@ -19,11 +19,13 @@ import numpy as np
 from ..errors import BarsError
 from .files import read_file
 from .inputs import expand_inputs, file_digest, is_table, series_name, table_from_object
-from .presets import PRICE_COLUMNS, column_map, detect_from_columns, pick_layout, resolve_columns, series_key_column
+from .presets import (PRICE_COLUMNS, TIME_COLUMNS, column_map, detect_from_columns, pick_layout, resolve_columns,
+                      series_key_column)
 from .spec import ReadSpec
 from .times import SHOW_ROWS, parse_times
 
 _NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
+TINY_SERIES_MIN = 10  # series at least, half of them one bar each: a key column that is not one is warned about
 
 
 @dataclasses.dataclass
@@ -35,6 +37,8 @@ class Decoded:
         timestamp: ``[n] int64`` ns since the epoch, UTC.
         symbol_codes: ``[n] int64`` index into ``symbol_names`` (sorted), or None for one series.
         symbol_names: series names (one name, the file's, when ``symbol_codes`` is None).
+        keyed: the files have a series column (False: each file is a series named after it, so several
+            files without one have ``symbol_codes`` too).
         roll_codes: ``[n] int64`` contract code per row, an index into ``roll_names`` (sorted); segments
             are cut where it changes. None without a roll column.
         file_of_row: ``[n] int32`` index into ``files``.
@@ -55,6 +59,7 @@ class Decoded:
     bar_time: str = "start"
     warnings: list = dataclasses.field(default_factory=list)
     roll_names: tuple = ()
+    keyed: bool = True
 
     @property
     def n(self) -> int:
@@ -95,16 +100,21 @@ def decode_inputs(inputs, opts: ReadSpec) -> Decoded:
 
 
 def _concat(parts: list[Decoded]) -> Decoded:
+    keyed = [p.symbol_codes is not None for p in parts]
+    if any(keyed) and not all(keyed):  # a keyless file would be a series of its own among the symbols
+        without, having = parts[keyed.index(False)], parts[keyed.index(True)]
+        raise BarsError(f"{without.files[0].get('path')} has no series column but {having.files[0].get('path')} "
+                        f"has one, so the first would be a series of its own named "
+                        f"'{without.symbol_names[0]}' beside the others' symbols (not the continuation of one); "
+                        "give every file the series column (or --symbol-column), or read the two kinds of file "
+                        "in separate runs.")
+    # Files without a series column are each a series named after the file (files of one name join in time order).
     names = sorted(set().union(*[p.symbol_names for p in parts]))
-    has_symbols = any(p.symbol_codes is not None for p in parts)
-    if not has_symbols and len(set(p.symbol_names for p in parts)) > 1:
-        # Files without a symbol column are one series (the time order joins them): name it after the first.
-        names = [parts[0].symbol_names[0]]
     index = {n: k for k, n in enumerate(names)}
     codes = []
     for p in parts:
         if p.symbol_codes is None:
-            codes.append(np.full(p.n, index.get(p.symbol_names[0], 0), dtype=np.int64))
+            codes.append(np.full(p.n, index[p.symbol_names[0]], dtype=np.int64))
         else:
             remap = np.array([index[n] for n in p.symbol_names], dtype=np.int64)
             codes.append(remap[p.symbol_codes])
@@ -121,12 +131,12 @@ def _concat(parts: list[Decoded]) -> Decoded:
     return Decoded(
         prices={k: np.concatenate([p.prices[k] for p in parts]) for k in PRICE_COLUMNS},
         timestamp=np.concatenate([p.timestamp for p in parts]),
-        symbol_codes=np.concatenate(codes) if has_symbols else None,
+        symbol_codes=np.concatenate(codes) if all(keyed) or len(names) > 1 else None,
         symbol_names=tuple(names),
         roll_codes=None if rolls[0] is None else np.concatenate(rolls),
         file_of_row=np.concatenate([np.full(p.n, k, dtype=np.int32) for k, p in enumerate(parts)]),
         files=files, format=parts[0].format, bar_time=parts[0].bar_time,
-        warnings=[w for p in parts for w in p.warnings], roll_names=tuple(roll_names))
+        warnings=[w for p in parts for w in p.warnings], roll_names=tuple(roll_names), keyed=all(keyed))
 
 
 def decode_file(path: Path, opts: ReadSpec) -> Decoded:
@@ -165,18 +175,25 @@ def decode_table(where, table, opts: ReadSpec, source: dict, fmt: str | None = N
         raise BarsError(f"{where}: missing column(s) {', '.join(missing)}; required (any case): "
                         f"{', '.join(PRICE_COLUMNS)}, found: {', '.join(map(str, table.column_names))}"
                         + (" (a ';'-separated file? pass --delimiter ';')" if any(";" in str(c) for c in table.column_names)
-                           else "") + "; or map them with --rename.")
+                           else "")
+                        + (f" (as --format {opts.format} lays the file out; leave --format out to detect the layout)"
+                           if opts.format != "auto" else "") + "; or map them with --rename.")
     scale = opts.price_scale
     prices = {k: _float_column(where, table.column(cols[k]), cols[k], preset.fixed_point, scale) for k in PRICE_COLUMNS}
-    codes, names = _series_key(where, table, cols, opts, preset)
+    warnings: list[str] = []
+    codes, names = _series_key(where, table, cols, opts, preset, warnings)
     roll, roll_names = None, ()
     if opts.roll_column:
         name = cols.get(opts.roll_column.strip().lower())
         if name is None:
             raise BarsError(f"{where}: --roll-column '{opts.roll_column}' is not a column (found: "
                             f"{', '.join(table.column_names)}).")
+        role = _price_or_time(cols, opts, name, times=False)
+        if role is not None:
+            raise BarsError(f"{where}: --roll-column {opts.roll_column} names the {role} column '{name}', which would "
+                            "start a new segment at every price change; give the column that names each bar's "
+                            "contract (such as instrument_id), or leave the option out.")
         roll, roll_names = _codes(where, table.column(name), name, "roll")
-    warnings: list[str] = []
     ts = parse_times(where, table, cols, opts, preset, codes, warnings)
     n = table.num_rows
     return Decoded(prices, ts, codes, names if codes is not None else (series_name(where),), roll,
@@ -243,12 +260,40 @@ def _codes(where, col, name: str, what: str) -> tuple[np.ndarray, tuple]:
     return remap[codes], tuple(str(values[k]) for k in order)
 
 
-def _series_key(where, table, cols: dict, opts: ReadSpec, preset) -> tuple:
-    """``(codes, names)`` of the column :func:`.presets.series_key_column` names, or ``(None, ())``."""
+def _price_or_time(cols: dict, opts: ReadSpec, name: str, times: bool = True) -> str | None:
+    """``"close price"``, ``"time"``...: what the file column ``name`` already is to the decoder, or None."""
+    price = next((p for p in PRICE_COLUMNS if cols.get(p) == name), None)
+    if price is not None:
+        return f"{price} price"
+    named = [cols.get(c.strip().lower()) for c in (opts.time_column, opts.date_column) if c]
+    if times and name in named + [cols[t] for t in TIME_COLUMNS if t in cols]:
+        return "time"
+    return None
+
+
+def _series_key(where, table, cols: dict, opts: ReadSpec, preset, warnings: list) -> tuple:
+    """``(codes, names)`` of the column :func:`.presets.series_key_column` names, or ``(None, ())``.
+
+    A price or time column is refused as the key (``--symbol-column close`` would make a "symbol" of every
+    price); a key that leaves at least half of its (10 or more) series a single bar is warned about.
+    """
     name = series_key_column(cols, preset, opts.symbol_column)
     if name is None and opts.symbol_column:
         raise BarsError(f"{where}: --symbol-column '{opts.symbol_column}' is not a column (found: "
                         f"{', '.join(table.column_names)}).")
     if name is None:
         return None, ()
-    return _codes(where, table.column(name), name, "symbol")
+    role = _price_or_time(cols, opts, name)
+    if role is not None:
+        given = f"--symbol-column {opts.symbol_column}" if opts.symbol_column else f"the series column '{name}'"
+        raise BarsError(f"{where}: {given} names the {role} column '{name}', which would make a series of every "
+                        f"{role.split()[-1]}; give the column that names each bar's symbol or contract, or leave the "
+                        "option out (a file without one is one series, named after the file).")
+    codes, names = _codes(where, table.column(name), name, "symbol")
+    sizes = np.bincount(codes, minlength=len(names))
+    single = int(np.count_nonzero(sizes == 1))
+    if len(names) >= TINY_SERIES_MIN and 2 * single >= len(names):
+        warnings.append(f"{where}: the series column '{name}' splits {len(codes):,} rows into {len(names):,} series, "
+                        f"{single:,} of them a single bar (too short for any window); check that '{name}' names each "
+                        "bar's symbol (--symbol-column)")
+    return codes, names

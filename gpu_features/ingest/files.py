@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import BarsError
 from .inputs import FILE_SUFFIXES
-from .presets import (PRESETS, PRICE_COLUMNS, Preset, detect_from_columns, detect_from_file, pick_layout,
-                      resolve_columns, series_key_column)
+from .presets import (PRESETS, PRICE_COLUMNS, TIME_COLUMNS, Preset, check_forced_layout, detect_from_columns,
+                      detect_from_file, pick_layout, resolve_columns, series_key_column)
 from .spec import ReadSpec
 from .times import EPOCH_1980_S
 
@@ -47,6 +48,7 @@ def read_file(path: Path, spec: ReadSpec):
         raise BarsError(f"{path}: the file cannot be read ({err.strerror}); check the disk and the path.") from None
     if not name.endswith(FILE_SUFFIXES):
         raise BarsError(f"{path}: unsupported file type '{path.suffix}'; give a " + ", ".join(FILE_SUFFIXES) + " file.")
+    check_forced_layout(path, name, spec.format)
     if name.endswith((".parquet", ".pq")):
         return read_parquet(path, spec), None
     if name.endswith((".dbn", ".dbn.zst")):
@@ -129,6 +131,7 @@ def read_csv(path: Path, opts: ReadSpec, data: bytes | None = None, fmt: str | N
     first = text.split("\n", 1)[0].rstrip("\r")
     delimiter = opts.delimiter or preset.delimiter or sniff_delimiter(first)
     header = opts.header and preset.csv_header is None
+    _check_csv_options(path, opts, first, header)
     if header:
         names = [c.strip().strip('"').strip() for c in first.split(delimiter)]
     else:
@@ -149,10 +152,12 @@ def read_csv(path: Path, opts: ReadSpec, data: bytes | None = None, fmt: str | N
     sym = _key_to_encode(names, opts, pick_layout(opts.format, lambda: fmt))
     if sym:
         types[sym] = pa.dictionary(pa.int32(), pa.string())
-    for col in (opts.time_column, opts.date_column, "date", "time"):
+    # --time-format describes the file's text, so with it the time columns are read as text, never inferred.
+    text_times = (opts.time_column, opts.date_column, "date", "time") + (TIME_COLUMNS if opts.time_format else ())
+    for col in text_times:
         got = _pick(names, [col]) if col else None
-        if got and (fmt in ("sierrachart", "date-time", "ninjatrader", "ib") or col in (opts.time_column,
-                                                                                        opts.date_column)):
+        if got and (fmt in ("sierrachart", "date-time", "ninjatrader", "ib") or opts.time_format
+                    or col in (opts.time_column, opts.date_column)):
             types[got] = pa.string()
     read = pcsv.ReadOptions(column_names=None if header else names, block_size=1 << 24)
     parse = pcsv.ParseOptions(delimiter=delimiter)
@@ -171,6 +176,22 @@ def read_csv(path: Path, opts: ReadSpec, data: bytes | None = None, fmt: str | N
         raise BarsError(f"{path}: the file could not be parsed as CSV with delimiter '{delimiter}' ({first_err})"
                         f"{hint}; fix the file or pass --delimiter.") from None
     return table, fmt
+
+
+def _check_csv_options(path, opts: ReadSpec, first: str, header: bool) -> None:
+    """Refuse CSV options the file's first line contradicts, naming the option (not the file's columns)."""
+    if opts.delimiter and first and opts.delimiter not in first:
+        looks = sniff_delimiter(first)
+        raise BarsError(f"{path}: --delimiter {opts.delimiter!r} does not occur in the first line (which looks "
+                        f"{looks!r}-separated); leave --delimiter out (it is sniffed) or give the file's own.")
+    if opts.columns and header:
+        raise BarsError(f"{path}: --columns names the columns of a CSV without a header line, but the file's first "
+                        "line is read as its header; add --no-header if that line is a bar, or drop --columns.")
+    if not opts.header:
+        fields = {f.strip().strip('"').strip().lower() for f in re.split(r"[,;\t|]", first)}
+        if len(fields & set(PRICE_COLUMNS)) >= 2:
+            raise BarsError(f"{path}: --no-header reads the first line as a bar, but it names columns "
+                            f"({first.strip()[:80]}); drop --no-header (the header names the columns).")
 
 
 def _read_dbn(path: Path):

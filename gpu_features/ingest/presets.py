@@ -106,6 +106,26 @@ def pick_layout(forced: str, detected) -> Preset:
     return preset(forced if forced != "auto" else detected())
 
 
+# Files whose kind fixes their layout (by name): --format may name no other layout for them, and "scid" fits
+# no other kind of file.
+FILE_KIND_LAYOUTS = {".scid": "scid", ".dbn": "databento", ".dbn.zst": "databento", ".json": "polygon"}
+
+
+def check_forced_layout(where, name: str, forced: str) -> None:
+    """Refuse a ``--format`` that cannot describe the file ``name`` (lower case): another layout for a file whose
+    kind fixes it (``.scid``, ``.dbn``, Polygon ``.json``), or ``scid`` for a file that is not ``.scid``."""
+    kind = next((suffix for suffix in FILE_KIND_LAYOUTS if name.endswith(suffix)), None)
+    if forced == "auto" or forced not in PRESETS or (kind is not None and FILE_KIND_LAYOUTS[kind] == forced):
+        return
+    if kind is not None:
+        raise BarsError(f"{where}: --format {forced} does not fit a {kind} file, which is always read as "
+                        f"{FILE_KIND_LAYOUTS[kind]}; leave --format out (the layout is detected).")
+    if forced == "scid":
+        raise BarsError(f"{where}: --format scid is for Sierra Chart intraday files (.scid), not this file; leave "
+                        "--format out (the layout is detected), or give --format sierrachart for a Sierra Chart "
+                        "text export.")
+
+
 def detect_from_file(name: str, head: bytes) -> str | None:
     """A preset decided by the file alone (extension or first line), before columns are known.
 
@@ -163,19 +183,32 @@ def resolve_columns(where, by_lower: dict, layout: Preset, rename: dict | None, 
         where: the file, named in refusals.
         by_lower: :func:`column_map` of the file.
         layout: the file's preset (its renames apply where our name is not already a column).
-        rename: ``{file column: our column}`` given by the user (refused when the file lacks the column).
+        rename: ``{file column: our column}`` given by the user (refused when the file lacks the column, and
+            when it would make a second column of one name, as two columns differing only in case are).
         column_names: the file's columns, listed in refusals.
     """
     cols = dict(by_lower)
     for vendor, ours in layout.rename.items():
         if vendor in by_lower and ours not in by_lower:
             cols[ours] = by_lower[vendor]
+    renamed = {}  # file column (lower case) -> (as given, new name as given, new name lower case)
     for theirs, ours in (rename or {}).items():
-        got = by_lower.get(str(theirs).strip().lower())
-        if got is None:
+        key = str(theirs).strip().lower()
+        if by_lower.get(key) is None:
             raise BarsError(f"{where}: --rename names column '{theirs}', which is not in the file (found: "
                             f"{', '.join(column_names)}).")
-        cols[str(ours).strip().lower()] = got
+        renamed[key] = (theirs, ours, str(ours).strip().lower())
+    targets: dict[str, str] = {}
+    for key, (theirs, ours, target) in renamed.items():
+        if target in targets:
+            raise BarsError(f"{where}: --rename {targets[target]}={ours} and --rename {theirs}={ours} would both make "
+                            f"a column '{ours}'; keep one of them.")
+        kept = by_lower.get(target)
+        if kept is not None and target != key and target not in renamed:  # a swap (a=b, b=a) leaves no clash
+            raise BarsError(f"{where}: --rename {theirs}={ours} would make a second '{ours}' column beside the file's "
+                            f"own '{kept}'; rename that one too (--rename {kept}=OTHER) or drop this rename.")
+        targets[target] = theirs
+        cols[target] = by_lower[key]
     return cols
 
 

@@ -65,7 +65,7 @@ def read_bars(source, on_bad_bars: str = "error", reader: str = "pyarrow", *, sp
                     file_of_row=dec.file_of_row if len(dec.files) > 1 else None, label=dec.row_label,
                     file_names=[Path(f.get("path", "table")).name for f in dec.files],
                     allow_nonpositive=spec.allow_nonpositive, max_drop_fraction=spec.max_drop_fraction,
-                    on_overlap=spec.on_overlap)
+                    on_overlap=spec.on_overlap, series_column=dec.keyed)
     bars.ingest["reader"] = "pyarrow"
     if dec.warnings:
         bars.ingest["warnings"] = list(dec.warnings)

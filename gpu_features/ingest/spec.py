@@ -15,6 +15,7 @@ source identically.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from ..errors import BarsError
 
@@ -23,6 +24,7 @@ OVERLAP_POLICIES = ("error", "skip")         # bars repeated across files (and, 
 READERS = ("auto", "pyarrow", "cudf")
 DEFAULT_MAX_DROP_FRACTION = 0.01
 _RULE_FIELDS = ("allow_nonpositive", "max_drop_fraction", "on_overlap")
+_TEXT_FIELDS = ("format", "time_column", "date_column", "time_format", "timezone", "symbol_column", "roll_column")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,10 +69,24 @@ class ReadSpec:
     on_overlap: str = "error"
 
     def __post_init__(self) -> None:
+        """Refuse settings no file can be read with, naming the setting (the command line checks its options
+        where it parses them; this is the same for a spec built in Python)."""
         if self.on_overlap not in OVERLAP_POLICIES:
             raise BarsError(f"on_overlap must be one of {', '.join(OVERLAP_POLICIES)}, got {self.on_overlap!r}.")
         if not 0.0 <= float(self.max_drop_fraction) <= 1.0:
             raise BarsError(f"max_drop_fraction must lie in [0, 1], got {self.max_drop_fraction}.")
+        if self.price_scale is not None and not (math.isfinite(self.price_scale) and self.price_scale > 0):
+            raise BarsError(f"price_scale must be a finite number > 0 (1e-9 for fixed-point prices), got "
+                            f"{self.price_scale!r}.")
+        if self.delimiter is not None and (not isinstance(self.delimiter, str) or len(self.delimiter) != 1):
+            raise BarsError(f"delimiter must be one character (';', '|', a tab), got {self.delimiter!r}.")
+        named = [("rename", n) for pair in (self.rename or {}).items() for n in pair] + \
+            [("columns", n) for n in (self.columns or ())] + \
+            [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self)
+             if f.name in _TEXT_FIELDS and getattr(self, f.name) is not None]
+        for field, name in named:
+            if not isinstance(name, str) or not name.strip():
+                raise BarsError(f"{field} holds {name!r}, not a column name or value; give a non-empty name.")
 
     def replace(self, **changes) -> "ReadSpec":
         """This spec with some fields changed; an unknown field name is refused in one sentence."""

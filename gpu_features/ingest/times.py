@@ -15,11 +15,11 @@ import re
 import numpy as np
 
 from ..errors import BarsError
+from .dates import (NS_MAX, NS_MIN, NS_PER, NS_PER_DAY, days_from_civil, find_out_of_range, ns_of_days,
+                    refuse_out_of_range)
 from .presets import TIME_COLUMNS, Preset
 from .spec import ReadSpec
 
-NS_PER = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
-NS_PER_DAY = 86_400 * NS_PER["s"]
 EPOCH_1980_S = 315_532_800          # integer times below this many seconds are 1970s: warned
 SHOW_ROWS = 5                       # first rows named in a refusal
 
@@ -62,8 +62,8 @@ def parse_times(where, table, cols: dict, opts: ReadSpec, preset: Preset, codes,
     if date_name is not None:
         if time_name is None:
             raise BarsError(f"{where}: --date-column needs --time-column (the time of day) to combine with.")
-        local = _days(where, table.column(date_name), date_name) * NS_PER_DAY + \
-            _time_of_day(where, table.column(time_name), time_name)
+        local = ns_of_days(where, date_name, table.column(date_name), _days(where, table.column(date_name), date_name),
+                           _time_of_day(where, table.column(time_name), time_name))
         return _localize(where, local, tz, date_name)
     col = table.column(time_name)
     if opts.time_format:
@@ -151,17 +151,6 @@ def _extract(where, col, name: str, patterns: list[str], what: str):
     return out
 
 
-def days_from_civil(y, m, d) -> np.ndarray:
-    """``[n] int64`` days since 1970-01-01 of proleptic Gregorian dates (H. Hinnant's algorithm)."""
-    y = np.asarray(y, dtype=np.int64) - (np.asarray(m) <= 2)
-    era = np.floor_divide(y, 400)
-    yoe = y - era * 400
-    m = np.asarray(m, dtype=np.int64)
-    doy = (153 * (m + np.where(m > 2, -3, 9)) + 2) // 5 + np.asarray(d, dtype=np.int64) - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    return era * 146_097 + doe - 719_468
-
-
 def _check_date(where, name, y, m, d):
     bad = (m < 1) | (m > 12) | (d < 1) | (d > 31)
     if bad.any():
@@ -218,7 +207,8 @@ def _ninja(where, col, name: str) -> np.ndarray:
     g = _extract(where, col, name, [r"^(?P<y>\d{4})(?P<m>\d{2})(?P<d>\d{2}) (?P<h>\d{2})(?P<mi>\d{2})(?P<s>\d{2})$"],
                  "a NinjaTrader time (yyyyMMdd HHmmss)")
     _check_date(where, name, g["y"], g["m"], g["d"])
-    return days_from_civil(g["y"], g["m"], g["d"]) * NS_PER_DAY + ((g["h"] * 60 + g["mi"]) * 60 + g["s"]) * NS_PER["s"]
+    return ns_of_days(where, name, col, days_from_civil(g["y"], g["m"], g["d"]),
+                      ((g["h"] * 60 + g["mi"]) * 60 + g["s"]) * NS_PER["s"])
 
 
 def _ib(where, col, name: str, tz: str | None) -> np.ndarray:
@@ -230,7 +220,8 @@ def _ib(where, col, name: str, tz: str | None) -> np.ndarray:
     g = _extract(where, text, name, [r"^(?P<y>\d{4})(?P<m>\d{2})(?P<d>\d{2})(?: +(?P<h>\d{2}):(?P<mi>\d{2}):(?P<s>\d{2}))?"
                                      r"(?: +\S+)?$"], "an IB time (yyyymmdd hh:mm:ss zone)")
     _check_date(where, name, g["y"], g["m"], g["d"])
-    local = days_from_civil(g["y"], g["m"], g["d"]) * NS_PER_DAY + ((g["h"] * 60 + g["mi"]) * 60 + g["s"]) * NS_PER["s"]
+    local = ns_of_days(where, name, text, days_from_civil(g["y"], g["m"], g["d"]),
+                       ((g["h"] * 60 + g["mi"]) * 60 + g["s"]) * NS_PER["s"])
     zones = pc.extract_regex(text, r"^\d{8} +\d{2}:\d{2}:\d{2} +(?P<z>\S+)$")
     zone = pc.struct_field(zones, "z").fill_null("")
     enc = pc.dictionary_encode(zone)
@@ -252,9 +243,18 @@ def _strptime(where, col, name: str, fmt: str, tz: str | None) -> np.ndarray:
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    text = pc.utf8_trim_whitespace(pc.cast(col, pa.string()))
     try:
-        got = pc.strptime(pc.utf8_trim_whitespace(pc.cast(col, pa.string())), format=fmt, unit="ns")
+        got = pc.strptime(text, format=fmt, unit="ns")
     except pa.ArrowInvalid as err:
+        try:  # parsed in microseconds (their range spans 290,000 years), a time past 2262 is said as such
+            wide = pc.strptime(text, format=fmt, unit="us").cast(pa.int64()).to_numpy(zero_copy_only=False)
+        except pa.ArrowInvalid:
+            wide = None
+        if wide is not None:
+            over = (wide > NS_MAX // 1000) | (wide < NS_MIN // 1000)
+            if over.any():
+                refuse_out_of_range(where, name, col, int(np.flatnonzero(over)[0]))
         raise BarsError(f"{where}: column '{name}' does not match --time-format {fmt!r} "
                         f"({str(err).splitlines()[0]}); fix the format (strptime codes such as %Y%m%d %H%M%S).") from None
     if got.type.tz is not None:
@@ -281,10 +281,15 @@ def _auto_time(where, table, col, name: str, tz, codes, cols: dict, warnings: li
             v = _ints_of(col, "time")
             lo, hi = (int(v.min()), int(v.max())) if len(v) else (0, 0)
             if name.strip().lower() == "date" and 19_000_101 <= lo and hi <= 21_001_231:
-                ts = _localize(where, _days(where, col, name) * NS_PER_DAY, tz, name)
+                ts = _localize(where, ns_of_days(where, name, col, _days(where, col, name)), tz, name)
                 date_only = True
             else:
-                ts = v * epoch_scale(v)
+                scale = epoch_scale(v)
+                over = (v > NS_MAX // scale) | (v < -(NS_MAX // scale))
+                if over.any():
+                    unit = {v: k for k, v in NS_PER.items()}[scale]
+                    refuse_out_of_range(where, name, col, int(np.flatnonzero(over)[0]), f" (read as epoch {unit})")
+                ts = v * scale
                 if hi * epoch_scale(v) < EPOCH_1980_S * NS_PER["s"]:
                     warnings.append(f"{where}: integer times in column '{name}' read as epoch "
                                     f"{ {v: k for k, v in NS_PER.items()}[epoch_scale(v)]} fall before 1980 "
@@ -299,7 +304,7 @@ def _auto_time(where, table, col, name: str, tz, codes, cols: dict, warnings: li
                 ts = _localize(where, naive, tz, name)
         elif pa.types.is_date(t):
             date_only = True
-            ts = _localize(where, _days(where, col, name) * NS_PER_DAY, tz, name)
+            ts = _localize(where, ns_of_days(where, name, col, _days(where, col, name)), tz, name)
         elif pa.types.is_timestamp(t):
             v = pc.cast(col, pa.timestamp("ns", tz=t.tz)).cast(pa.int64()).to_numpy(zero_copy_only=False)
             ts = v if t.tz is not None else _localize(where, v, tz, name)
@@ -307,6 +312,7 @@ def _auto_time(where, table, col, name: str, tz, codes, cols: dict, warnings: li
             raise BarsError(f"{where}: time column '{name}' has type {t}, which is not a time; use ISO 8601 text, a "
                             "timestamp type or epoch integers, or give --time-format.")
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+        find_out_of_range(where, col, name)  # a time past 2262 is said as such, with its row
         raise BarsError(f"{where}: time column '{name}' could not be read as timestamps "
                         f"({str(err).splitlines()[0]}); use ISO 8601 text, a timestamp type or epoch integers, or give "
                         "--time-format.") from None

@@ -222,15 +222,26 @@ def _where(bars_or_path) -> str:
 
 
 def segment_symbols(store: Store, new: Bars, bars_or_path) -> list[str]:
-    """The store symbol of each segment of the new bars: a file without a symbol column continues a one-symbol
-    store (or dataset: :func:`.dataset.append_dataset` asks the same)."""
-    if new.ingest.get("symbol_column", True):
-        return list(new.segment_names)
-    if len(store.symbols) != 1:
-        kind = "dataset" if isinstance(store, Dataset) else "store"
-        raise StoreError(f"{_where(bars_or_path)} has no symbol column but the {kind} holds {len(store.symbols)} "
-                         f"symbols ({', '.join(store.symbols)}); add a symbol column to say which bars are whose.")
-    return [store.symbols[0]] * new.n_segments
+    """The store symbol of each segment of the new bars (:func:`.dataset.append_dataset` asks the same).
+
+    Bars of files without a symbol column are each the series named after their file: such files continue the
+    store's symbols of those names, or one file (or files of one name) continues a store of one symbol whatever
+    its name; anything else is refused, naming the way out.
+    """
+    names = list(new.segment_names)
+    if new.ingest.get("symbol_column", True) or set(names) <= set(store.symbols):
+        return names
+    kind = "dataset" if isinstance(store, Dataset) else "store"
+    if len(store.symbols) == 1 and len(set(names)) == 1:
+        return [store.symbols[0]] * new.n_segments
+    if len(store.symbols) == 1:
+        raise StoreError(f"{_where(bars_or_path)}: files without a symbol column are each a series named after the "
+                         f"file ({', '.join(sorted(set(names)))}), and the {kind} holds one symbol "
+                         f"({store.symbols[0]}); append them one at a time (each continues it), or add a symbol "
+                         "column.")
+    raise StoreError(f"{_where(bars_or_path)} has no symbol column but the {kind} holds {len(store.symbols)} "
+                     f"symbols ({', '.join(store.symbols)}); add a symbol column to say which bars are whose (or name "
+                     "each file after its symbol).")
 
 
 def _check_overlap(store, name: str, new: Bars, a: int, b: int, bars_or_path) -> None:

@@ -199,59 +199,94 @@ def test_every_text_option_refuses_an_empty_value(prog, action, empty, grid_stor
     assert name in err and not (tmp_path / "out").exists()
 
 
-# --- read options whose checks live in ingest (gpu_features/ingest) ---------------------------------
-# Rows kept here so the grid stays whole: each says what must happen, and is expected to fail
-# (strictly) until gpu_features/ingest refuses it; then the marker goes and the row stays.
+# --- read options and inputs that contradict the files: refused by gpu_features/ingest ------------------------
+# One row per case: the files written (by _FILES), the options, and what the one line must name. The option (or the
+# file and row) is named; nothing is written. Ingest's own tables (tests/ingest/) try each rule in more ways.
 
 
-def _csv(path, t0="2024-01-02T00:00:00", price=100.0, n=400):
+def _csv(path, t0="2024-01-02T00:00:00", price=100.0, n=400, symbol=None):
     import numpy as np
 
     times = np.datetime64(t0) + np.arange(n) * np.timedelta64(60, "s")
-    rows = ["timestamp,open,high,low,close"]
+    rows = ["timestamp,open,high,low,close" + (",symbol" if symbol else "")]
     rows += [f"{t},{price + k * 0.25},{price + k * 0.25 + 1},{price + k * 0.25 - 1},{price + k * 0.25 + 0.25}"
-             for k, t in enumerate(times)]
+             + (f",{symbol}" if symbol else "") for k, t in enumerate(times)]
     path.write_text("\n".join(rows) + "\n")
     return path
 
 
-def _part_b(reason):
-    return pytest.mark.xfail(strict=True, reason=f"not yet refused by gpu_features/ingest: {reason}")
+_FILES = {
+    "bars.csv": {},
+    "ES.csv": {"price": 4000.0},
+    "NQ.csv": {"t0": "2024-01-03T00:00:00", "price": 15000.0},
+    "keyed.csv": {"t0": "2024-01-03T00:00:00", "symbol": "bars"},
+    "late.csv": {"t0": "2300-01-02T00:00:00"},
+}
 
-
-PART_B = [
-    pytest.param(["--symbol-column", "close"], "--symbol-column", id="symbol-column-names-a-price-column",
-                 marks=_part_b("--symbol-column close makes one 'symbol' per price without a word")),
-    pytest.param(["--format", "scid"], "--format", id="format-scid-on-a-csv",
-                 marks=_part_b("--format scid on a CSV is recorded as scid")),
-    pytest.param(["--rename", "open=close"], "--rename", id="rename-creates-a-duplicate-column",
-                 marks=_part_b("a rename onto an existing column silently replaces it")),
+READ_REFUSALS = [  # (id, input files, options, words the one line holds)
+    ("symbol-column-names-a-price-column", ["bars.csv"], ["--symbol-column", "close"],
+     ["--symbol-column close names the close price column"]),
+    ("symbol-column-names-the-time-column", ["bars.csv"], ["--symbol-column", "timestamp"],
+     ["--symbol-column timestamp names the time column"]),
+    ("roll-column-names-a-price-column", ["bars.csv"], ["--roll-column", "close"],
+     ["--roll-column close names the close price column"]),
+    ("format-scid-on-a-csv", ["bars.csv"], ["--format", "scid"], ["--format scid is for Sierra Chart intraday files"]),
+    ("format-that-lays-out-other-columns", ["bars.csv"], ["--format", "ninjatrader", "--timezone", "UTC"],
+     ["as --format ninjatrader lays the file out"]),
+    ("rename-creates-a-duplicate-column", ["bars.csv"], ["--rename", "open=close"],
+     ["--rename open=close would make a second 'close' column"]),
+    ("two-renames-make-one-column", ["bars.csv"], ["--rename", "open=x", "--rename", "high=x"],
+     ["--rename open=x and --rename high=x would both make a column 'x'"]),
+    ("rename-without-a-new-name", ["bars.csv"], ["--rename", "open="], ["--rename 'open='"]),
+    ("rename-without-a-file-column", ["bars.csv"], ["--rename", "=close"], ["--rename '=close'"]),
+    ("delimiter-not-in-the-file", ["bars.csv"], ["--delimiter", ";"], ["--delimiter ';' does not occur"]),
+    ("columns-of-a-file-with-a-header", ["bars.csv"], ["--columns", "time,open,high,low,close"],
+     ["--columns names the columns of a CSV without a header line"]),
+    ("no-header-on-a-header-line", ["bars.csv"], ["--no-header"], ["--no-header reads the first line as a bar"]),
+    ("time-past-2262", ["late.csv"], [], ["row 0", "2262"]),
+    ("time-past-2262-with-a-time-format", ["late.csv"], ["--time-format", "%Y-%m-%dT%H:%M:%S"], ["row 0", "2262"]),
+    ("files-with-and-without-a-series-column", ["bars.csv", "keyed.csv"], [],
+     ["bars.csv has no series column but", "keyed.csv has one"]),
 ]
 
 
-@pytest.mark.parametrize("argv, option", PART_B)
-def test_read_options_that_contradict_the_file_are_refused(tmp_path, capsys, argv, option):
-    src = _csv(tmp_path / "bars.csv")
-    code, _, err = run_cli(capsys, "precompute", ["precompute", "--input", src, "--output", tmp_path / "s", "--quiet",
-                                                  *argv])
-    assert code == 2 and option in err and len(err.strip().splitlines()) == 1, (code, err)
+@pytest.mark.parametrize("files, argv, words", [r[1:] for r in READ_REFUSALS], ids=[r[0] for r in READ_REFUSALS])
+def test_read_options_and_inputs_that_contradict_the_files_are_refused(tmp_path, capsys, files, argv, words):
+    paths = [_csv(tmp_path / name, **_FILES[name]) for name in files]
+    code, _, err = run_cli(capsys, "precompute", ["precompute", "--input", *paths, "--output", tmp_path / "s",
+                                                  "--quiet", *argv])
+    line = " ".join(err.split())
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (code, err)
+    assert all(w in line for w in words), line
     assert not (tmp_path / "s").exists()
 
 
-@_part_b("files without a series column are joined into one series named after the first")
 def test_files_without_a_series_column_are_separate_series(tmp_path, capsys):
-    es = _csv(tmp_path / "ES.csv", price=4000.0)
-    nq = _csv(tmp_path / "NQ.csv", t0="2024-01-03T00:00:00", price=15000.0)
+    """Named after their files, each from a cold start: no window spans the seam between ES and NQ."""
+    import numpy as np
+
+    es, nq = (_csv(tmp_path / name, **_FILES[name]) for name in ("ES.csv", "NQ.csv"))
     code, _, err = run_cli(capsys, "precompute", ["precompute", "--input", es, nq, "--output", tmp_path / "s",
-                                                  "--quiet"])
-    if code == 0:  # either two series named after their files...
-        assert gf.open_store(tmp_path / "s").symbols == ["ES", "NQ"]
-    else:  # ...or a refusal that says how to name them
-        assert code == 2 and "symbol" in err and not (tmp_path / "s").exists()
+                                                  "--quiet", "--engine", STORE_ENGINE])
+    assert code == 0, err
+    st = gf.open_store(tmp_path / "s")
+    assert st.symbols == ["ES", "NQ"] and [g.name for g in st.segments] == ["ES", "NQ"]
+    alone = gf.read_bars(nq)
+    want = gf.compute_features(alone.open, alone.high, alone.low, alone.close, engine="reference")[0]
+    nq_rows = st.array("features")[st.segments[1].first: st.segments[1].stop]
+    np.testing.assert_array_equal(nq_rows.view(np.uint32), want.view(np.uint32))
+    # the same, appended to: each file continues the symbol named after it
+    (tmp_path / "more").mkdir()
+    later = _csv(tmp_path / "more" / "NQ.csv", t0="2024-01-03T06:40:00", price=15100.0)
+    code, out, err = run_cli(capsys, "precompute", ["precompute", "--output", tmp_path / "s", "--append", later,
+                                                    "--quiet", "--engine", STORE_ENGINE])
+    assert code == 0 and gf.open_store(tmp_path / "s").symbols == ["ES", "NQ"], err
 
 
-@_part_b("a year past 2262 in CSV text is blamed on the time column's format, not its row and range")
-def test_a_time_past_2262_names_the_row_and_the_range(tmp_path, capsys):
-    src = _csv(tmp_path / "bars.csv", t0="2300-01-02T00:00:00")
-    code, _, err = run_cli(capsys, "precompute", ["precompute", "--input", src, "--output", tmp_path / "s", "--quiet"])
-    assert code == 2 and "2262" in err and "row" in err, err
+def test_a_rename_that_swaps_two_columns_is_no_duplicate(tmp_path, capsys):
+    src = _csv(tmp_path / "bars.csv")
+    code, _, err = run_cli(capsys, "precompute", ["precompute", "--input", src, "--output", tmp_path / "s", "--quiet",
+                                                  "--engine", STORE_ENGINE, "--rename", "open=close",
+                                                  "--rename", "close=open"])
+    assert code == 0, err
+    assert gf.open_store(tmp_path / "s").sources[0]["read"]["rename"] == {"open": "close", "close": "open"}

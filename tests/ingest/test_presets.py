@@ -15,7 +15,7 @@ import pytest
 from gpu_features import read_bars
 from gpu_features.errors import BarsError
 from gpu_features.ingest.files import SCID_EPOCH_DAYS, SCID_HEADER, SCID_RECORD
-from tests.ingest.samples import refusal, table
+from tests.ingest.samples import refusal, table, write
 
 MIN = 60_000_000_000
 T0 = 1_704_205_800_000_000_000  # 2024-01-02T14:30:00Z = 09:30 in New York (EST, UTC-5)
@@ -163,7 +163,8 @@ def test_sierrachart_text_export(tmp_path):
         read_bars(path)
 
 
-def test_sierrachart_scid(tmp_path):
+def scid_records():
+    """The SCID header and the reference five bars as SCID records (``(head, records)``)."""
     head = np.zeros(1, SCID_HEADER)
     head["magic"], head["header_size"], head["record_size"], head["version"] = b"SCID", 56, 40, 1
     rec = np.zeros(N, SCID_RECORD)
@@ -171,6 +172,11 @@ def test_sierrachart_scid(tmp_path):
     for k, v in (("open", O), ("high", H), ("low", L), ("close", C)):
         rec[k] = v  # float32: the .25 grid is exact
     rec["total_volume"] = 100
+    return head, rec
+
+
+def test_sierrachart_scid(tmp_path):
+    head, rec = scid_records()
     path = tmp_path / "NQH24.scid"
     path.write_bytes(head.tobytes() + rec.tobytes())
     check(read_bars(path), symbols=["NQH24"])
@@ -336,3 +342,59 @@ def test_series_key_of_a_files_column_names_follows_the_reader(tmp_path):
     assert series_key_of("f", ["timestamp", "ticker"], ReadSpec()) is None
     assert series_key_of("f", ["timestamp", "ticker"], ReadSpec(format="polygon")) == "ticker"
     assert series_key_of("f", ["timestamp", "Contract"], ReadSpec(symbol_column="contract")) == "Contract"
+
+
+# --- --rename and --format that contradict the file: refused, like two columns differing only in case ----------
+
+RENAMES = [  # (rename, the words of the refusal; None: accepted)
+    ({"open": "close"}, "--rename open=close would make a second 'close' column beside the file's own 'close'"),
+    ({"Open": "CLOSE"}, "--rename Open=CLOSE would make a second 'CLOSE' column beside the file's own 'close'"),
+    ({"open": "x", "high": "x"}, "--rename open=x and --rename high=x would both make a column 'x'"),
+    ({"nope": "close"}, "--rename names column 'nope', which is not in the file"),
+    ({"open": "close", "close": "open"}, None),  # a swap leaves one column of each name
+    ({"close": "Close"}, None),                  # the same column, in another case
+]
+
+
+@pytest.mark.parametrize("rename, words", RENAMES, ids=[" ".join(f"{a}={b}" for a, b in r.items()) for r, _ in RENAMES])
+def test_a_rename_that_would_duplicate_a_column_is_refused(tmp_path, rename, words):
+    tbl = table(open=np.full(5, 100.25))
+    if words is not None:
+        refusal(tmp_path, tbl, words, rename=rename)
+        return
+    bars = read_bars(write(tmp_path, tbl), rename=rename)
+    swapped = rename.get("open") == "close"
+    assert bars.close.tolist() == [100.25 if swapped else 100.5] * 5
+    assert bars.open.tolist() == [100.5 if swapped else 100.25] * 5
+
+
+FORCED = [  # (file, --format, the words of the refusal; None: read, recorded as the file's layout)
+    ("bars.csv", "scid", "--format scid is for Sierra Chart intraday files (.scid), not this file"),
+    ("bars.parquet", "scid", "--format scid is for Sierra Chart intraday files (.scid), not this file"),
+    ("NQH24.scid", "ninjatrader", "--format ninjatrader does not fit a .scid file, which is always read as scid"),
+    ("NQH24.scid", "generic", "--format generic does not fit a .scid file"),
+    ("aggs.json", "databento", "--format databento does not fit a .json file, which is always read as polygon"),
+    ("NQH24.scid", "scid", None),
+    ("bars.csv", "generic", None),
+]
+
+
+@pytest.mark.parametrize("name, forced, words", FORCED, ids=[f"{n}:{f}" for n, f, _ in FORCED])
+def test_a_format_that_cannot_describe_the_file_is_refused(tmp_path, name, forced, words):
+    if name.endswith(".scid"):
+        head, rec = scid_records()
+        path = tmp_path / name
+        path.write_bytes(head.tobytes() + rec.tobytes())
+    elif name.endswith(".json"):
+        path = tmp_path / name
+        path.write_text(json.dumps({"ticker": "NQ", "results": [
+            {"t": (T0 + k * MIN) // 10**6, "o": O[k], "h": H[k], "l": L[k], "c": C[k]} for k in range(N)]}))
+    else:
+        path = write(tmp_path, table(), name)
+    if words is not None:
+        with pytest.raises(BarsError) as err:
+            read_bars(path, format=forced)
+        assert words in str(err.value) and str(err.value).startswith(str(path))
+        return
+    bars = read_bars(path, format=forced)
+    assert bars.n == N and bars.source.get("read", {}).get("format", "generic") == forced

@@ -46,14 +46,28 @@ def _frame_cases():
 def test_files_are_joined_in_time_order_and_each_is_a_source(tmp_path):
     w = walk(300)
     for k, (a, b) in enumerate(((200, 300), (0, 100), (100, 200))):  # names not in time order
-        pq.write_table(tbl(sl(w, a, b)), tmp_path / f"part{k}.parquet")
+        pq.write_table(tbl(sl(w, a, b), symbol=["NQ"] * 100), tmp_path / f"part{k}.parquet")
     files = sorted(tmp_path.glob("*.parquet"))
     for given in (files, tmp_path, str(tmp_path / "part*.parquet")):
         bars = read_bars(given)
         assert bars.n == 300 and bars.timestamp.tolist() == w["timestamp"].tolist()
-        assert bars.close.tolist() == w["close"].tolist()
+        assert bars.close.tolist() == w["close"].tolist() and bars.segment_names == ("NQ",)
         assert bars.source["kind"] == "files" and [f["path"] for f in bars.source["files"]] == [str(f) for f in files]
         assert all(len(f["sha256"]) == 64 and f["bytes"] > 0 for f in bars.source["files"])
+
+
+def test_files_without_a_series_column_are_each_a_series_named_after_the_file(tmp_path):
+    """Not one joined series (its windows would span the seam): a series per file, files of one name joined."""
+    w = walk(300)
+    (tmp_path / "later").mkdir()
+    for name, (a, b) in (("NQ.parquet", (0, 100)), ("ES.parquet", (100, 200)), ("later/NQ.parquet", (200, 300))):
+        pq.write_table(tbl(sl(w, a, b)), tmp_path / name)
+    bars = read_bars([tmp_path / "NQ.parquet", tmp_path / "ES.parquet", tmp_path / "later" / "NQ.parquet"])
+    assert bars.segment_names == ("ES", "NQ") and bars.offsets.tolist() == [0, 100]
+    assert bars.timestamp.tolist() == w["timestamp"][100:200].tolist() + w["timestamp"][:100].tolist() + \
+        w["timestamp"][200:].tolist()
+    assert bars.ingest["symbol_column"] is False  # recorded as read without a series column
+    assert read_bars(tmp_path / "ES.parquet").segment_names == ("ES",)
 
 
 @pytest.mark.parametrize("kind", _frame_cases())

@@ -34,8 +34,8 @@ def test_timestamps_must_increase(tmp_path):
 def test_overlapping_files_refused_or_identical_bars_skipped(tmp_path):
     w = walk(300)
     a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
-    pq.write_table(tbl(sl(w, 0, 200)), a)
-    pq.write_table(tbl(sl(w, 150, 300)), b)
+    pq.write_table(tbl(sl(w, 0, 200), symbol=["a"] * 200), a)  # one series over two files: its symbol in both
+    pq.write_table(tbl(sl(w, 150, 300), symbol=["a"] * 150), b)
     with pytest.raises(BarsError, match=r"50 bar\(s\) of a in b.parquet are at or before the last bar of a.parquet "
                                          r"\(first data rows, 0-based: b.parquet:0, b.parquet:1.*--on-overlap skip"):
         read_bars([a, b])
@@ -46,7 +46,7 @@ def test_overlapping_files_refused_or_identical_bars_skipped(tmp_path):
     changed["close"] = changed["close"].copy()
     changed["close"][3] += 0.25
     changed["high"] = np.maximum(changed["high"], changed["close"])
-    pq.write_table(tbl(changed), b)
+    pq.write_table(tbl(changed, symbol=["a"] * 150), b)
     with pytest.raises(BarsError, match=r"1 bar\(s\) of a in b.parquet repeat a time of a.parquet with different prices"):
         read_bars([a, b], on_overlap="skip")
 

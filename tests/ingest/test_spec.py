@@ -65,3 +65,24 @@ def test_reread_uses_the_recorded_settings_and_policy(tmp_path):
     assert again.n == bars.n == 4 and again.ingest["dropped"] == bars.ingest["dropped"]
     with pytest.raises(BarsError, match="low above min"):
         reread(dict(record, ingest=dict(bars.ingest, policy="error")), [bad])
+
+
+SETTINGS = [  # (a read setting no file can be read with, the words of the refusal naming it)
+    ({"price_scale": 0.0}, "price_scale must be a finite number > 0"),
+    ({"price_scale": float("nan")}, "price_scale must be a finite number > 0"),
+    ({"price_scale": -1e-9}, "price_scale must be a finite number > 0"),
+    ({"delimiter": "::"}, "delimiter must be one character"),
+    ({"delimiter": ""}, "delimiter must be one character"),
+    ({"rename": {"open": ""}}, "rename holds '', not a column name"),
+    ({"rename": {" ": "close"}}, "rename holds ' ', not a column name"),
+    ({"columns": ("time", "", "close")}, "columns holds '', not a column name"),
+    ({"time_column": ""}, "time_column holds '', not a column name"),
+    ({"timezone": "  "}, "timezone holds '  ', not a column name or value"),
+]
+
+
+@pytest.mark.parametrize("settings, words", SETTINGS, ids=[str(s) for s, _ in SETTINGS])
+def test_settings_no_file_can_be_read_with_are_refused_naming_the_setting(settings, words):
+    with pytest.raises(BarsError) as err:
+        ReadSpec(**settings)
+    assert words in str(err.value)

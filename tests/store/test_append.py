@@ -169,3 +169,53 @@ def test_an_append_input_inside_the_store_is_refused(fresh_store, tmp_path):
     with pytest.raises(StoreError, match="lies inside the store"):
         append_store(fresh_store.path, new)
     assert gf.open_store(fresh_store.path).n_bars == 2000
+
+
+# --- files without a symbol column: each the series named after its file, for precompute and --append alike ----
+
+
+def test_files_without_a_symbol_column_continue_the_symbols_named_after_them(make_store, bars, tmp_path):
+    es, nq = bars.take(0, N, 0), bars.take(N, 2 * N, 1)
+    (tmp_path / "new").mkdir()
+    old = [write_parquet(tmp_path / f"{name}.parquet", b, 0, 6000, symbols=False) for name, b in (("ES", es), ("NQ", nq))]
+    path = tmp_path / "s"
+    st = make_store(old, path)
+    assert st.symbols == ["ES", "NQ"] and st.manifest["sources"][0]["ingest"]["symbol_column"] is False
+    new = [write_parquet(tmp_path / "new" / f"{name}.parquet", b, 6000, None, symbols=False)
+           for name, b in (("ES", es), ("NQ", nq))]
+    st = append_store(path, new, engine=STORE_ENGINE)
+    assert st.symbols == ["ES", "NQ"] and st.manifest["appends"][0]["new_symbols"] == []
+    for name, b in (("ES", es), ("NQ", nq)):  # each continued, equal to its series computed whole
+        whole = gf.compute_features(b.open, b.high, b.low, b.close, engine="reference")[0]
+        np.testing.assert_array_equal(per_symbol(st, name, "features").view(np.uint32), whole.view(np.uint32))
+    assert verify_store(path).ok
+
+
+def test_an_append_glob_mixing_files_with_and_without_a_symbol_column_is_refused(make_store, bars, tmp_path):
+    """Not a continuation of NQ and a cold-started new symbol named after the file: refused, nothing written."""
+    path = tmp_path / "s"
+    make_store(write_parquet(tmp_path / "old.parquet", bars, 0, 6000), path)
+    before = {p.name: p.read_bytes() for p in path.iterdir()}
+    (tmp_path / "new").mkdir()
+    write_parquet(tmp_path / "new" / "a.parquet", bars, 6000, 7000)
+    write_parquet(tmp_path / "new" / "b.parquet", bars.take(7000, N, 0), symbols=False)
+    with pytest.raises(gf.BarsError, match=r"b.parquet has no series column but .*a.parquet has one, so the first "
+                                           r"would be a series of its own named 'b'"):
+        append_store(path, str(tmp_path / "new" / "*.parquet"), engine=STORE_ENGINE)
+    assert {p.name: p.read_bytes() for p in path.iterdir()} == before
+
+
+def test_several_files_without_a_symbol_column_do_not_continue_one_symbol_silently(make_store, bars, tmp_path):
+    one = bars.take(0, N, 0)
+    path = tmp_path / "s"
+    make_store(write_parquet(tmp_path / "nq.parquet", one, 0, 4000, symbols=False), path)
+    jan = write_parquet(tmp_path / "jan.parquet", one, 4000, 6000, symbols=False)
+    feb = write_parquet(tmp_path / "feb.parquet", one, 6000, None, symbols=False)
+    with pytest.raises(StoreError, match=r"files without a symbol column are each a series named after the file "
+                                         r"\(feb, jan\), and the store holds one symbol \(nq\); append them one at a "
+                                         r"time \(each continues it\)"):
+        append_store(path, [jan, feb], engine=STORE_ENGINE)
+    for f in (jan, feb):  # the way out it names gives the whole series
+        st = append_store(path, f, engine=STORE_ENGINE)
+    full = gf.compute_features(one.open, one.high, one.low, one.close, engine="reference")[0]
+    np.testing.assert_array_equal(st.array("features").view(np.uint32), full.view(np.uint32))
