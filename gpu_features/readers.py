@@ -568,6 +568,22 @@ def _series_name(where) -> str:
     return name or "series"
 
 
+def _numbers(arr) -> np.ndarray:
+    """``arr.to_numpy(zero_copy_only=False)`` of a (chunked) pyarrow array of integers or floats, through
+    DLPack when it has no nulls: pyarrow's own conversion imports pandas where it is installed (0.2-1 s
+    of a CLI run) though numbers do not need it. Read-only, as ``to_numpy`` gives."""
+    import pyarrow as pa
+
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.chunk(0) if arr.num_chunks == 1 else arr.combine_chunks()
+    t = arr.type
+    if arr.null_count == 0 and (pa.types.is_integer(t) or pa.types.is_floating(t)) and hasattr(arr, "__dlpack__"):
+        out = np.from_dlpack(arr)
+        out.flags.writeable = False
+        return out
+    return arr.to_numpy(zero_copy_only=False)
+
+
 def _float_column(where, col, name: str, fixed_point: int | None, scale: float | None) -> np.ndarray:
     """``[n] float64`` prices; text is checked for numbers first so a bad cell is named, not a traceback."""
     import pyarrow as pa
@@ -594,7 +610,7 @@ def _float_column(where, col, name: str, fixed_point: int | None, scale: float |
     if not (pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_decimal(t)):
         raise BarsError(f"{where}: column '{name}' has type {t}, not a number; give prices as numbers.")
     integer = pa.types.is_integer(t)
-    v = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    v = _numbers(pc.cast(col, pa.float64())).astype(np.float64, copy=False)
     if fixed_point and integer:
         v = v / fixed_point  # one correctly rounded division: the nearest double to the decimal price
     if scale is not None:
@@ -618,7 +634,7 @@ def _codes(where, col, name: str, what: str) -> tuple[np.ndarray, tuple]:
         col = pc.dictionary_encode(col)
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     values = arr.dictionary.cast(pa.string()).to_pylist()
-    codes = arr.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    codes = _numbers(arr.indices).astype(np.int64)
     used = np.flatnonzero(np.bincount(codes, minlength=len(values)))  # a dictionary may hold unused values
     values = [values[k] for k in used]
     order = np.argsort(np.array(values, dtype=object)) if values else np.zeros(0, dtype=np.int64)
@@ -740,7 +756,7 @@ def _localize(where, local_ns: np.ndarray, tz: str | None, column: str) -> np.nd
 def _ints_of(col, what: str):
     import pyarrow.compute as pc
 
-    return pc.cast(col, "int64").to_numpy(zero_copy_only=False)
+    return _numbers(pc.cast(col, "int64"))
 
 
 def _extract(where, col, name: str, patterns: list[str], what: str):
@@ -880,8 +896,8 @@ def _strptime(where, col, name: str, fmt: str, tz: str | None) -> np.ndarray:
         raise BarsError(f"{where}: column '{name}' does not match --time-format {fmt!r} "
                         f"({str(err).splitlines()[0]}); fix the format (strptime codes such as %Y%m%d %H%M%S).") from None
     if got.type.tz is not None:
-        return got.cast(pa.int64()).to_numpy(zero_copy_only=False)
-    return _localize(where, got.cast(pa.int64()).to_numpy(zero_copy_only=False), tz, name)
+        return _numbers(got.cast(pa.int64()))
+    return _localize(where, _numbers(got.cast(pa.int64())), tz, name)
 
 
 def _auto_time(where, table, col, name: str, tz, codes, cols: dict, warnings: list) -> np.ndarray:
@@ -915,15 +931,15 @@ def _auto_time(where, table, col, name: str, tz, codes, cols: dict, warnings: li
             text = pc.utf8_trim_whitespace(col)
             date_only = bool(pc.all(pc.match_substring_regex(text, r"^\d{4}-\d{2}-\d{2}$")).as_py())
             try:
-                ts = pc.cast(text, pa.timestamp("ns", tz="UTC")).cast(pa.int64()).to_numpy(zero_copy_only=False)
+                ts = _numbers(pc.cast(text, pa.timestamp("ns", tz="UTC")).cast(pa.int64()))
             except pa.ArrowInvalid:
-                naive = pc.cast(text, pa.timestamp("ns")).cast(pa.int64()).to_numpy(zero_copy_only=False)
+                naive = _numbers(pc.cast(text, pa.timestamp("ns")).cast(pa.int64()))
                 ts = _localize(where, naive, tz, name)
         elif pa.types.is_date(t):
             date_only = True
             ts = _localize(where, _days(where, col, name) * NS_PER_DAY, tz, name)
         elif pa.types.is_timestamp(t):
-            v = pc.cast(col, pa.timestamp("ns", tz=t.tz)).cast(pa.int64()).to_numpy(zero_copy_only=False)
+            v = _numbers(pc.cast(col, pa.timestamp("ns", tz=t.tz)).cast(pa.int64()))
             ts = v if t.tz is not None else _localize(where, v, tz, name)
         else:
             raise BarsError(f"{where}: time column '{name}' has type {t}, which is not a time; use ISO 8601 text, a "
