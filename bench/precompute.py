@@ -1,0 +1,330 @@
+"""Precompute against its floor, side by side in one run: the ratios of issue 19.
+
+For each source tree (this checkout, and any ``--compare`` checkout, e.g. an older commit's),
+measured in interleaved rounds so that every tree sees the same load:
+
+- **in process**: ``gpu_features.precompute(bars, fresh_dir)`` of synthetic bars already in memory,
+  against one engine call on the same bars (``engines.run``, as ``bench/features.py`` times it);
+  the ratio of the best times, and the median of the per-round ratios;
+- **CLI end to end**: ``python -m gpu_features precompute --input bars.parquet`` in a fresh
+  process (interpreter start, imports, reading, compute, statistics, writing, the summary);
+- **peak RSS / store bytes**: the CLI's peak resident memory (``VmHWM``) against the bytes of the
+  store it wrote, for the synthetic set of ``--rss-bars`` x 1 symbol and 10,000 x
+  ``--rss-bars / 10,000`` symbols (issue 12's cases), and for the parquet run.
+
+Before any timing, each tree's host engine is checked bit for bit against the reference engine
+on the first 200,000 bars, and its store's features, validity and timestamps against its own
+engine call (the store opened with checksums). A wrong result is never timed.
+
+The box is shared: every figure is the best of ``--repeat`` (wall seconds, and process CPU seconds
+beside it), and the JSON records the load average and how busy the CPUs were with other work
+during the run (from ``/proc/stat``), so a reader can tell which figures to trust.
+
+Usage: ``python bench/precompute.py [--bars 1800000] [--repeat 7] [--rss-bars 20000000]
+[--compare DIR] [--out bench/results/precompute.json]``. ``--rss-bars 0`` skips the synthetic RSS
+cases. Prints a table and writes JSON with a ``rows`` list for ``bench/summary.py``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Runs the CLI of the tree on PYTHONPATH, then records the process's peak resident memory in argv[1].
+CLI = ("import sys\n"
+       "from gpu_features.cli import main\n"
+       "code = main(sys.argv[2:])\n"
+       "hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')]\n"
+       "open(sys.argv[1], 'w').write(hwm[0] if hwm else '0')\n"
+       "sys.exit(code)\n")
+
+
+# --- the worker: one per tree, gpu_features from its PYTHONPATH --------------------------------
+
+def worker(n_bars: int, engine: str, tmp: Path) -> int:
+    """Serve timing commands (JSON lines on stdin) for the gpu_features on PYTHONPATH."""
+    import resource
+
+    import numpy as np
+
+    import gpu_features as gf
+    from gpu_features import engines, synthetic
+
+    def cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    def answer(obj) -> None:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+    bars = synthetic.generate(n_bars)
+
+    def call():
+        return engines.run(bars.open, bars.high, bars.low, bars.close, offsets=bars.offsets, engine=engine)
+
+    # Validate before timing: the engine against the reference, the store against the engine.
+    head = bars.take(0, min(200_000, bars.n))
+    want = engines.run(head.open, head.high, head.low, head.close, engine="reference")
+    got = engines.run(head.open, head.high, head.low, head.close, engine=engine)
+    if not (np.array_equal(np.asarray(got.features).view(np.uint32), np.asarray(want.features).view(np.uint32))
+            and np.array_equal(np.asarray(got.valid), np.asarray(want.valid))):
+        answer({"error": f"the {engine} engine differs from the reference on the first {head.n:,} bars; not timing"})
+        return 1
+    run = call()
+    store = gf.precompute(bars, tmp / "validate", engine=engine)
+    store = gf.open_store(tmp / "validate", checksums=True)
+    same = (np.array_equal(store.array("features").view(np.uint32), np.asarray(run.features).view(np.uint32))
+            and np.array_equal(store.array("valid"), np.asarray(run.valid))
+            and np.array_equal(store.array("timestamp"), bars.timestamp))
+    if not same:
+        answer({"error": "the store's arrays differ from the engine's; not timing"})
+        return 1
+    store_bytes = sum(p.stat().st_size for p in (tmp / "validate").iterdir())
+    del store, run
+    shutil.rmtree(tmp / "validate")
+    answer({"ready": True, "bars": bars.n, "store_bytes": store_bytes,
+            "validated": f"{engine} = reference on {head.n:,} bars; store = engine on {bars.n:,} bars"})
+    count = 0
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        if cmd["cmd"] == "quit":
+            break
+        if cmd["cmd"] == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pq.write_table(pa.table({"timestamp": pa.array(bars.timestamp, pa.timestamp("ns", tz="UTC")),
+                                     "open": bars.open, "high": bars.high, "low": bars.low, "close": bars.close}),
+                           cmd["path"])
+            answer({"ok": True})
+        elif cmd["cmd"] == "engine":
+            c0, t0 = cpu(), time.perf_counter()
+            r = call()
+            answer({"wall": time.perf_counter() - t0, "cpu": cpu() - c0, "kernel": r.kernel_seconds})
+            del r
+        elif cmd["cmd"] == "precompute":
+            count += 1
+            out = tmp / f"store-{count}"
+            c0, t0 = cpu(), time.perf_counter()
+            st = gf.precompute(bars, out, engine=engine)
+            wall, used = time.perf_counter() - t0, cpu() - c0
+            answer({"wall": wall, "cpu": used, "timings": st.timings, "kernel": st.engine["kernel_seconds"]})
+            del st
+            shutil.rmtree(out)  # outside the timed region: the next round writes a fresh store too
+    return 0
+
+
+class Tree:
+    """A worker process serving one source tree."""
+
+    def __init__(self, label: str, src: Path, args, tmp: Path):
+        self.label, self.src = label, src
+        self.tmp = tmp / label
+        self.tmp.mkdir()
+        self.env = dict(os.environ, PYTHONPATH=str(src))
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker", "--bars",
+                                      str(args.bars), "--engine", args.engine, "--tmp", str(self.tmp)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=self.env)
+        self.hello = self.read()
+        if "error" in self.hello:
+            raise SystemExit(f"{label}: {self.hello['error']}")
+        print(f"validated ({label}): {self.hello['validated']}")
+
+    def read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"{self.label}: the worker stopped (exit {self.proc.wait()})")
+        return json.loads(line)
+
+    def ask(self, cmd: str, **kw) -> dict:
+        self.proc.stdin.write(json.dumps(dict(kw, cmd=cmd)) + "\n")
+        self.proc.stdin.flush()
+        return self.read()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+            self.proc.stdin.close()
+            self.proc.wait()
+
+    def cli(self, argv: list, out: Path) -> dict:
+        """One CLI run in a fresh process writing the store ``out``: wall s, CPU s, peak RSS, store bytes."""
+        hwm = self.tmp / "hwm"
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-c", CLI, str(hwm), "precompute", *argv, "--output", str(out),
+                                 "--quiet"], env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        err = proc.stderr.read()
+        proc.stderr.close()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            raise SystemExit(f"{self.label}: precompute {' '.join(argv)} failed ({proc.returncode}): {err}")
+        size = sum(p.stat().st_size for p in out.iterdir())
+        rss = int(hwm.read_text()) * 1024
+        shutil.rmtree(out)
+        return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "peak_rss": rss, "store_bytes": size}
+
+
+# --- the parent: interleaved rounds, the load, the table -----------------------------------------
+
+def cpu_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all CPUs since boot, from /proc/stat (0, 0 where there is none)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return 0, 0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields[:8]) - idle, sum(fields[:8])
+
+
+def summary(values: list) -> dict:
+    values = sorted(values)
+    return {"best": values[0], "median": values[len(values) // 2], "all": values}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--bars", type=int, default=1_800_000, help="synthetic bars, one symbol [1.8M]")
+    p.add_argument("--repeat", type=int, default=7, help="interleaved rounds; figures are best-of [7]")
+    p.add_argument("--engine", default="host", help="engine of every run [host]")
+    p.add_argument("--rss-bars", type=int, default=20_000_000,
+                   help="bars of the synthetic RSS cases (1 x N and 10,000 x N/10,000; 0 skips them) [20M]")
+    p.add_argument("--compare", action="append", default=[], metavar="DIR",
+                   help="another source tree to measure side by side (repeatable), e.g. a `git worktree` of main")
+    p.add_argument("--out", help="JSON file to write")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--tmp", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        return worker(args.bars, args.engine, Path(args.tmp))
+
+    labels = ["this"] + [f"compare{k}" if len(args.compare) > 1 else "compare" for k in range(1, len(args.compare) + 1)]
+    sources = [ROOT] + [Path(d).resolve() for d in args.compare]
+    load_start, (busy0, total0), ours0 = os.getloadavg(), cpu_ticks(), os.times()
+    t_start = time.time()
+    result = {"bench": "precompute", "bars": args.bars, "engine": args.engine, "repeat": args.repeat,
+              "device": {"cpu": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"},
+              "python": platform.python_version(), "trees": {}, "rows": []}
+    with tempfile.TemporaryDirectory(prefix="gf-bench-pre-") as tmp:
+        tmp = Path(tmp)
+        trees = [Tree(label, src, args, tmp) for label, src in zip(labels, sources)]
+        try:
+            parquet = tmp / "bars.parquet"
+            trees[0].ask("parquet", path=str(parquet))
+            rec = {t.label: {"src": str(t.src), "engine": [], "precompute": [], "cli": [], "phases": []}
+                   for t in trees}
+            for t in trees:  # warm-up: kernels loaded, page cache holding the parquet file and the imports
+                t.ask("engine")
+                t.cli(["--input", str(parquet), "--engine", args.engine], tmp / "warm")
+            for r in range(args.repeat):
+                order = trees if r % 2 == 0 else trees[::-1]
+                for t in order:
+                    rec[t.label]["engine"].append(t.ask("engine"))
+                    pre = t.ask("precompute")
+                    rec[t.label]["precompute"].append(pre)
+                    rec[t.label]["cli"].append(t.cli(["--input", str(parquet), "--engine", args.engine],
+                                                     tmp / "cli"))
+                print(f"round {r + 1}/{args.repeat} done")
+            rss_cases = []
+            if args.rss_bars:
+                symbols = max(args.rss_bars // 10_000, 1)
+                rss_cases = [(f"1 x {args.rss_bars:,}", [str(args.rss_bars), "1"]),
+                             (f"{symbols:,} x 10,000", ["10000", str(symbols)])]
+            for t in trees:
+                rec[t.label]["rss"] = {}
+                for label, (n, s) in rss_cases:
+                    rec[t.label]["rss"][label] = t.cli(["--synthetic-bars", n, "--symbols", s, "--engine",
+                                                        args.engine], tmp / "rss")
+        finally:
+            for t in trees:
+                t.close()
+    busy1, total1 = cpu_ticks()
+    ours1 = os.times()
+    ours = sum(ours1[:4]) - sum(ours0[:4])  # this process and its waited-for children (workers, CLI runs)
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    elapsed = time.time() - t_start
+    others = max((busy1 - busy0) / ticks - ours, 0.0) if total1 > total0 else None
+    result["load"] = {"loadavg_start": load_start, "loadavg_end": os.getloadavg(), "seconds": elapsed,
+                      "cpus": os.cpu_count(),
+                      "others_cpu_share": others / (elapsed * (os.cpu_count() or 1)) if others is not None else None}
+    rows = result["rows"]
+    for t in trees:
+        d = rec[t.label]
+        eng = summary([x["wall"] for x in d["engine"]])
+        pre = summary([x["wall"] for x in d["precompute"]])
+        cli = summary([x["wall"] for x in d["cli"]])
+        paired = summary([p["wall"] / e["wall"] for p, e in zip(d["precompute"], d["engine"])])
+        eng_cpu = summary([x["cpu"] for x in d["engine"]])
+        pre_cpu = summary([x["cpu"] for x in d["precompute"]])
+        best = min(d["precompute"], key=lambda x: x["wall"])
+        cli_best = min(d["cli"], key=lambda x: x["wall"])
+        d["figures"] = {
+            "engine_s": eng, "precompute_s": pre, "cli_s": cli, "engine_cpu_s": eng_cpu, "precompute_cpu_s": pre_cpu,
+            "precompute_over_engine_best": pre["best"] / eng["best"],
+            "precompute_over_engine_paired_median": paired["median"],
+            "precompute_over_engine_cpu_best": pre_cpu["best"] / eng_cpu["best"],
+            "phases_of_best": best["timings"], "kernel_s_of_best": best["kernel"],
+            "cli_peak_rss_over_store": cli_best["peak_rss"] / cli_best["store_bytes"],
+            "rss": {k: dict(v, ratio=v["peak_rss"] / v["store_bytes"]) for k, v in d.get("rss", {}).items()},
+        }
+        f = d["figures"]
+        tag = f" [{t.label}]" if len(trees) > 1 else ""
+        rows += [
+            {"what": f"engine call, {args.bars:,} bars{tag}", "value": eng["best"] * 1e3, "unit": "ms"},
+            {"what": f"in-process precompute{tag}", "value": pre["best"] * 1e3, "unit": "ms"},
+            {"what": f"in-process precompute / engine call (best){tag}", "value": f["precompute_over_engine_best"],
+             "unit": "x"},
+            {"what": f"in-process precompute / engine call (median of rounds){tag}",
+             "value": f["precompute_over_engine_paired_median"], "unit": "x"},
+            {"what": f"in-process precompute / engine call (CPU s){tag}", "value": f["precompute_over_engine_cpu_best"],
+             "unit": "x"},
+            {"what": f"CLI end to end, parquet -> store{tag}", "value": cli["best"], "unit": "s"},
+            {"what": f"CLI peak RSS / store bytes, parquet{tag}", "value": f["cli_peak_rss_over_store"], "unit": "x"},
+        ]
+        for k, v in f["rss"].items():
+            rows.append({"what": f"peak RSS / store bytes, {k}{tag}", "value": v["ratio"], "unit": "x"})
+        result["trees"][t.label] = d
+    share = result["load"]["others_cpu_share"]
+    rows.append({"what": "CPU share used by other work during the run", "value": 100 * (share or 0), "unit": "%"})
+    print_table(result)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+def print_table(result: dict) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    load = result["load"]
+    t = Table(title=f"bench/precompute.py ({result['device']['cpu']}; load average {load['loadavg_start'][0]:.1f} "
+                    f"-> {load['loadavg_end'][0]:.1f})")
+    t.add_column("what")
+    t.add_column("value", justify="right")
+    t.add_column("unit")
+    for r in result["rows"]:
+        v = r["value"]
+        t.add_row(escape(r["what"]), f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.3g}", r["unit"])
+    Console().print(t)
+    for label, d in result["trees"].items():
+        ph = d["figures"]["phases_of_best"]
+        Console().print(f"{label}: phases of the best in-process run (ms): "
+                        + ", ".join(f"{k[:-2]} {v * 1e3:.0f}" for k, v in ph.items())
+                        + f"; kernels {d['figures']['kernel_s_of_best'] * 1e3:.0f}", soft_wrap=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
