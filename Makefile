@@ -151,7 +151,8 @@ bench: $(VENV)/.torch
 	$(PY) bench/train.py --world-size 2 --out $(BENCH_OUT)/train-cpu.json
 
 # GPU machine: no network, so no venv and no installs; run from the working tree. Each stage
-# (doctor, GPU tests, both benchmarks) is time-boxed and logged under $(BENCH_OUT); table last.
+# (doctor, GPU tests, precompute and training benchmarks, torchrun) is time-boxed, the whole
+# run stays under 5 minutes, logs go under $(BENCH_OUT); table last (bench/test_gpu.sh).
 test-gpu:
 	@$(PYTHON) -c "import cupy; assert cupy.cuda.runtime.getDeviceCount() > 0" 2>/dev/null \
 	  || { echo "✗ no CUDA device or CuPy here: make test-gpu needs a GPU machine (nothing run)"; exit 2; }

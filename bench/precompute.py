@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+from summary import rows_table, write_result  # noqa: E402  bench/summary.py (the script's folder is on the path)
 # Runs the CLI of the tree on PYTHONPATH, then records the process's peak resident memory in argv[1].
 CLI = ("import sys\n"
        "from gpu_features.cli import main\n"
@@ -57,6 +58,7 @@ def worker(n_bars: int, engine: str, tmp: Path) -> int:
 
     import gpu_features as gf
     from gpu_features import engines, synthetic
+    from gpu_features.arrays import to_numpy  # CuPy arrays of the gpu engine to numpy
 
     def cpu() -> float:
         r = resource.getrusage(resource.RUSAGE_SELF)
@@ -75,15 +77,15 @@ def worker(n_bars: int, engine: str, tmp: Path) -> int:
     head = bars.take(0, min(200_000, bars.n))
     want = engines.run(head.open, head.high, head.low, head.close, engine="reference")
     got = engines.run(head.open, head.high, head.low, head.close, engine=engine)
-    if not (np.array_equal(np.asarray(got.features).view(np.uint32), np.asarray(want.features).view(np.uint32))
-            and np.array_equal(np.asarray(got.valid), np.asarray(want.valid))):
+    if not (np.array_equal(to_numpy(got.features).view(np.uint32), np.asarray(want.features).view(np.uint32))
+            and np.array_equal(to_numpy(got.valid), np.asarray(want.valid))):
         answer({"error": f"the {engine} engine differs from the reference on the first {head.n:,} bars; not timing"})
         return 1
     run = call()
     store = gf.precompute(bars, tmp / "validate", engine=engine)
     store = gf.open_store(tmp / "validate", checksums=True)
-    same = (np.array_equal(store.array("features").view(np.uint32), np.asarray(run.features).view(np.uint32))
-            and np.array_equal(store.array("valid"), np.asarray(run.valid))
+    same = (np.array_equal(store.array("features").view(np.uint32), to_numpy(run.features).view(np.uint32))
+            and np.array_equal(store.array("valid"), to_numpy(run.valid))
             and np.array_equal(store.array("timestamp"), bars.timestamp))
     if not same:
         answer({"error": "the store's arrays differ from the engine's; not timing"})
@@ -280,7 +282,10 @@ def main(argv=None) -> int:
         }
         f = d["figures"]
         tag = f" [{t.label}]" if len(trees) > 1 else ""
+        d["figures"]["kernel_s_best"] = min(x["kernel"] for x in d["engine"])
         rows += [
+            {"what": f"{args.engine} kernel time, {args.bars:,} bars (best){tag}",
+             "value": d["figures"]["kernel_s_best"] * 1e3, "unit": "ms"},
             {"what": f"engine call, {args.bars:,} bars{tag}", "value": eng["best"] * 1e3, "unit": "ms"},
             {"what": f"in-process precompute{tag}", "value": pre["best"] * 1e3, "unit": "ms"},
             {"what": f"in-process precompute / engine call (best){tag}", "value": f["precompute_over_engine_best"],
@@ -298,32 +303,22 @@ def main(argv=None) -> int:
     share = result["load"]["others_cpu_share"]
     rows.append({"what": "CPU share used by other work during the run", "value": 100 * (share or 0), "unit": "%"})
     print_table(result)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1))
+    write_result(args.out, result)
     return 0
 
 
 def print_table(result: dict) -> None:
     from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
 
     load = result["load"]
-    t = Table(title=f"bench/precompute.py ({result['device']['cpu']}; load average {load['loadavg_start'][0]:.1f} "
-                    f"-> {load['loadavg_end'][0]:.1f})")
-    t.add_column("what")
-    t.add_column("value", justify="right")
-    t.add_column("unit")
-    for r in result["rows"]:
-        v = r["value"]
-        t.add_row(escape(r["what"]), f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.3g}", r["unit"])
-    Console().print(t)
+    console = Console()
+    console.print(rows_table(f"bench/precompute.py ({result['device']['cpu']}; load average "
+                             f"{load['loadavg_start'][0]:.1f} -> {load['loadavg_end'][0]:.1f})", result["rows"]))
     for label, d in result["trees"].items():
         ph = d["figures"]["phases_of_best"]
-        Console().print(f"{label}: phases of the best in-process run (ms): "
-                        + ", ".join(f"{k[:-2]} {v * 1e3:.0f}" for k, v in ph.items())
-                        + f"; kernels {d['figures']['kernel_s_of_best'] * 1e3:.0f}", soft_wrap=True)
+        console.print(f"{label}: phases of the best in-process run (ms): "
+                      + ", ".join(f"{k[:-2]} {v * 1e3:.0f}" for k, v in ph.items())
+                      + f"; kernels {d['figures']['kernel_s_of_best'] * 1e3:.0f}", soft_wrap=True)
 
 
 if __name__ == "__main__":
