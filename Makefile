@@ -35,7 +35,7 @@ help:
 	@echo "make test-gpu     GPU tests + benchmarks on a CUDA machine, no installs, table last"
 	@echo "make verify       recompute sampled bars of the demo store and compare bits"
 	@echo "make inspect      statistics, swing rates and warnings of the demo store"
-	@echo "make bench        CPU benchmarks (bench/features.py, bench/train.py)"
+	@echo "make bench        CPU benchmarks (bench/features.py, bench/precompute.py, bench/train.py)"
 	@echo "make clean        remove .venv, data/, runs/, caches and build output"
 
 # --- environments ------------------------------------------------------------------------
@@ -148,6 +148,7 @@ test: $(VENV)/.dev
 
 bench: $(VENV)/.torch
 	$(PY) bench/features.py --repeat 15 --out $(BENCH_OUT)/features-cpu.json
+	$(PY) bench/precompute.py --out $(BENCH_OUT)/precompute-cpu.json
 	$(PY) bench/train.py --world-size 2 --out $(BENCH_OUT)/train-cpu.json
 
 # GPU machine: no network, so no venv and no installs; run from the working tree. Each stage
