@@ -202,3 +202,50 @@ def _on_ticks(x: np.ndarray) -> None:
     x /= TICK
     np.round(x, out=x)
     x *= TICK
+
+
+def write_universe(folder, n_symbols: int, bars_per_symbol: int, files_per_symbol: int = 1,
+                   symbols_per_file: int = 1, seed: int = 0) -> tuple[list, Bars]:
+    """Write a synthetic universe of parquet files (the distributed build's tests and benchmark).
+
+    Symbols ``U0000``, ``U0001``... each get ``bars_per_symbol + 37 * s`` bars starting
+    ``101 * s`` minutes later than the one before, so their time ranges differ. A file holds
+    ``symbols_per_file`` symbols (a ``symbol`` column, rows symbol after symbol), and each
+    symbol's bars are cut in time into ``files_per_symbol`` consecutive files.
+
+    Returns:
+        ``(paths, bars)``: the files written, in name order, and every bar as one :class:`Bars`
+        (series in symbol order), what one process reading all files would get.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    names, cols = [], []
+    for s in range(n_symbols):
+        n, start = bars_per_symbol + 37 * s, 101 * s
+        o, h, l, c = _one_symbol(n, np.random.default_rng([seed, s]))
+        names.append(f"U{s:04d}")
+        cols.append((o, h, l, c, session_timestamps(start + n)[start:]))
+    paths = []
+    for g in range(0, n_symbols, symbols_per_file):
+        members = range(g, min(g + symbols_per_file, n_symbols))
+        for piece in range(files_per_symbol):
+            parts = []
+            for s in members:
+                cuts = np.linspace(0, len(cols[s][0]), files_per_symbol + 1).astype(np.int64)
+                sl = slice(cuts[piece], cuts[piece + 1])
+                parts.append(pa.table({
+                    "timestamp": pa.array(cols[s][4][sl], pa.timestamp("ns", tz="UTC")),
+                    "symbol": pa.array([names[s]] * (sl.stop - sl.start), pa.string()),
+                    **{k: cols[s][j][sl] for j, k in enumerate(("open", "high", "low", "close"))}}))
+            path = folder / f"{names[g]}-{piece:03d}.parquet"
+            pq.write_table(pa.concat_tables(parts), path)
+            paths.append(path)
+    sizes = [len(c[0]) for c in cols]
+    bars = Bars(*(np.concatenate([c[j] for c in cols]) for j in range(5)),
+                offsets=np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64), symbols=tuple(names),
+                source={"kind": "memory"})
+    return sorted(paths), bars
