@@ -587,13 +587,14 @@ def _numbers(arr) -> np.ndarray:
 def _float_column(where, col, name: str, fixed_point: int | None, scale: float | None) -> np.ndarray:
     """``[n] float64`` prices; text is checked for numbers first so a bad cell is named, not a traceback."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     t = col.type
     if pa.types.is_dictionary(t):
         col = col.cast(t.value_type)
         t = col.type
     if pa.types.is_string(t) or pa.types.is_large_string(t):
+        import pyarrow.compute as pc
+
         trimmed = pc.utf8_trim_whitespace(col)
         ok = pc.match_substring_regex(trimmed, _NUMBER)
         ok = pc.or_kleene(ok, pc.equal(pc.utf8_length(trimmed), 0))  # empty: missing, a bad-bar rule
@@ -610,7 +611,11 @@ def _float_column(where, col, name: str, fixed_point: int | None, scale: float |
     if not (pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_decimal(t)):
         raise BarsError(f"{where}: column '{name}' has type {t}, not a number; give prices as numbers.")
     integer = pa.types.is_integer(t)
-    v = _numbers(pc.cast(col, pa.float64())).astype(np.float64, copy=False)
+    if t != pa.float64():  # doubles as they are: pyarrow.compute (50 ms to import) only where a cast is needed
+        import pyarrow.compute as pc
+
+        col = pc.cast(col, pa.float64())
+    v = _numbers(col).astype(np.float64, copy=False)
     if fixed_point and integer:
         v = v / fixed_point  # one correctly rounded division: the nearest double to the decimal price
     if scale is not None:
@@ -903,9 +908,11 @@ def _strptime(where, col, name: str, fmt: str, tz: str | None) -> np.ndarray:
 def _auto_time(where, table, col, name: str, tz, codes, cols: dict, warnings: list) -> np.ndarray:
     """Time of the generic layout: timestamp/date types, ISO text, epoch integers by magnitude, yyyymmdd dates."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     t = col.type
+    ns_stamps = pa.types.is_timestamp(t) and t.unit == "ns"
+    if not ns_stamps:  # ns timestamps, the common case, need no cast, so not pyarrow.compute (50 ms to import)
+        import pyarrow.compute as pc
     date_only = False
     try:
         if pa.types.is_dictionary(t):
@@ -938,6 +945,9 @@ def _auto_time(where, table, col, name: str, tz, codes, cols: dict, warnings: li
         elif pa.types.is_date(t):
             date_only = True
             ts = _localize(where, _days(where, col, name) * NS_PER_DAY, tz, name)
+        elif ns_stamps:  # their int64 ns counts as stored, what a cast to int64 gives
+            v = _numbers(pa.chunked_array([c.view(pa.int64()) for c in col.chunks], pa.int64()))
+            ts = v if t.tz is not None else _localize(where, v, tz, name)
         elif pa.types.is_timestamp(t):
             v = _numbers(pc.cast(col, pa.timestamp("ns", tz=t.tz)).cast(pa.int64()))
             ts = v if t.tz is not None else _localize(where, v, tz, name)

@@ -32,28 +32,33 @@ def test_python_m_gpu_features_is_the_cli(tmp_path):
 @pytest.mark.skipif(not host.available(), reason="no C++ compiler: the run uses the host engine")
 @pytest.mark.skipif(importlib.util.find_spec("pandas") is None,
                     reason="pandas is not installed here, so nothing could import it")
-def test_precompute_of_a_parquet_file_imports_no_pandas(tmp_path):
+@pytest.mark.parametrize("symbols", [1, 2])
+def test_precompute_of_a_parquet_file_imports_only_what_it_needs(tmp_path, symbols):
     """pyarrow imports pandas where it is installed on some paths (read_table's dataset module, to_numpy):
-    0.2-1 s of a CLI run that reads numbers and needs none of it."""
+    0.2-1 s of a CLI run that reads numbers and needs none of it; a file of doubles and ns timestamps
+    without a symbol column needs no pyarrow.compute either (50 ms to import)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    bars = synthetic.generate(3000, 2, seed=1)
-    symbols = np.repeat(np.array(bars.symbols), np.diff(bars.series_bounds()))
+    bars = synthetic.generate(3000, symbols, seed=1)
+    columns = {"timestamp": pa.array(bars.timestamp, pa.timestamp("ns", tz="UTC")), "open": bars.open,
+               "high": bars.high, "low": bars.low, "close": bars.close}
+    if symbols > 1:
+        columns["symbol"] = pa.array(np.repeat(np.array(bars.symbols), np.diff(bars.series_bounds())))
     src = tmp_path / "bars.parquet"
-    pq.write_table(pa.table({"timestamp": pa.array(bars.timestamp, pa.timestamp("ns", tz="UTC")), "open": bars.open,
-                             "high": bars.high, "low": bars.low, "close": bars.close,
-                             "symbol": pa.array(symbols).dictionary_encode()}), src)
+    pq.write_table(pa.table(columns), src)
     code = ("import json, runpy, sys\n"
             "sys.argv = ['gpu-features'] + sys.argv[1:]\n"
             "try:\n"
             "    runpy.run_module('gpu_features', run_name='__main__')\n"
             "except SystemExit as done:\n"
             "    code = done.code\n"
-            "print(json.dumps([code, sorted(m for m in ('pandas', 'pyarrow.dataset') if m in sys.modules)]))\n")
+            "print(json.dumps([code, sorted(m for m in ('pandas', 'pyarrow.dataset', 'pyarrow.compute') "
+            "if m in sys.modules)]))\n")
     r = subprocess.run([sys.executable, "-c", code, "precompute", "--input", str(src), "--output",
                         str(tmp_path / "store"), "--engine", "host", "--quiet"], env=_env(), capture_output=True,
                        text=True)
     code, imported = json.loads(r.stdout.strip().splitlines()[-1])
     assert code == 0, r.stdout + r.stderr
-    assert imported == [], imported
+    # A symbol column is dictionary-decoded with pyarrow.compute; pandas and pyarrow.dataset are never needed.
+    assert imported == ([] if symbols == 1 else ["pyarrow.compute"]), imported
