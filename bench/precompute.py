@@ -39,12 +39,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 from summary import rows_table, write_result  # noqa: E402  bench/summary.py (the script's folder is on the path)
-# Runs the CLI of the tree on PYTHONPATH, then records the process's peak resident memory in argv[1].
-CLI = ("import sys\n"
+# Runs the CLI of the tree on PYTHONPATH, then records in argv[1] the process's peak resident memory (kB) and
+# where gpu_features came from.
+CLI = ("import json, sys\n"
+       "import gpu_features\n"
        "from gpu_features.cli import main\n"
        "code = main(sys.argv[2:])\n"
        "hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')]\n"
-       "open(sys.argv[1], 'w').write(hwm[0] if hwm else '0')\n"
+       "open(sys.argv[1], 'w').write(json.dumps([int(hwm[0]) if hwm else 0, gpu_features.__file__]))\n"
        "sys.exit(code)\n")
 
 
@@ -68,6 +70,10 @@ def worker(n_bars: int, engine: str, tmp: Path) -> int:
         sys.stdout.write(json.dumps(obj) + "\n")
         sys.stdout.flush()
 
+    here = Path(gf.__file__).resolve().parents[1]
+    if str(here) != os.environ.get("PYTHONPATH"):
+        answer({"error": f"gpu_features came from {here}, not from PYTHONPATH={os.environ.get('PYTHONPATH')}"})
+        return 1
     bars = synthetic.generate(n_bars)
 
     def call():
@@ -162,9 +168,10 @@ class Tree:
         """One CLI run in a fresh process writing the store ``out``: wall s, CPU s, peak RSS, store bytes."""
         hwm = self.tmp / "hwm"
         t0 = time.perf_counter()
+        # cwd: not a checkout, since `python -c` puts the working folder before PYTHONPATH on sys.path.
         proc = subprocess.Popen([sys.executable, "-c", CLI, str(hwm), "precompute", *argv, "--output", str(out),
-                                 "--quiet"], env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                text=True)
+                                 "--quiet"], env=self.env, cwd=self.tmp, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         err = proc.stderr.read()
@@ -173,7 +180,10 @@ class Tree:
         if proc.returncode != 0:
             raise SystemExit(f"{self.label}: precompute {' '.join(argv)} failed ({proc.returncode}): {err}")
         size = sum(p.stat().st_size for p in out.iterdir())
-        rss = int(hwm.read_text()) * 1024
+        kb, origin = json.loads(hwm.read_text())
+        if not Path(origin).resolve().is_relative_to(self.src):
+            raise SystemExit(f"{self.label}: the CLI ran gpu_features from {origin}, not from {self.src}")
+        rss = kb * 1024
         shutil.rmtree(out)
         return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "peak_rss": rss, "store_bytes": size}
 
