@@ -392,6 +392,9 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
     else:
         read = read_bars(bars_or_path, on_bad_bars, reader, **(read_options or {}))
     bars = read.on_host()  # timestamps and offsets for the store; the engine takes the prices where they were read
+    # The split boundaries before the features exist: with several series np.partition copies the timestamps,
+    # which would otherwise add to the peak of features and prices held together (and a bad spec costs no compute).
+    split_record = splits_mod.resolve(splits, bars.timestamp)
     progress("read", 1, 1)
     t_read = time.perf_counter()
     seg_bounds = bars.series_bounds()
@@ -412,7 +415,6 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
     engine = engine_record(run)
     del run  # the device copies go now
     symbols, series, ends = _segments(bars, seg_bounds, ends)
-    split_record = splits_mod.resolve(splits, bars.timestamp)
     split_record, stats = manifest_numbers(moments, valid, bars.timestamp, series, symbols, split_record,
                                            cfg.window_length)
     t_stats = time.perf_counter()
