@@ -188,8 +188,9 @@ class WriteClock:
 
 
 def write_workers(n_files: int) -> int:
-    """Threads for hashing and writing ``n_files`` files: the cores, at most 8."""
-    return max(1, min(os.cpu_count() or 1, 8, n_files))
+    """Threads for hashing and writing ``n_files`` files: two per core (while one waits for its file's fsync,
+    the other hashes), at most 8. Files are written in place, so a thread holds no memory of its own."""
+    return max(1, min(2 * (os.cpu_count() or 1), 8, n_files))
 
 
 def write_shards(folder: Path, first_index: int, ranges: list[tuple[int, int]], bar0: int, feats, valid,
