@@ -3,9 +3,10 @@
 For each source tree (this checkout, and any ``--compare`` checkout, e.g. an older commit's),
 measured in interleaved rounds so that every tree sees the same load:
 
-- **in process**: ``gpu_features.precompute(bars, fresh_dir)`` of synthetic bars already in memory,
-  against one engine call on the same bars (``engines.run``, as ``bench/features.py`` times it);
-  the ratio of the best times, and the median of the per-round ratios;
+- **in process**: ``gpu_features.precompute(bars, fresh_dir)`` of bars already in memory, against one
+  engine call on the same bars (``engines.run``, as ``bench/features.py`` times it); the ratio of the
+  best times, and the median of the per-round ratios. The bars are this tree's synthetic set, written
+  once and loaded by every tree the same way (also as the parquet file of the CLI runs);
 - **CLI end to end**: ``python -m gpu_features precompute --input bars.parquet`` in a fresh
   process (interpreter start, imports, reading, compute, statistics, writing, the summary);
 - **peak RSS / store bytes**: the CLI's peak resident memory (``VmHWM``) against the bytes of the
@@ -52,7 +53,23 @@ CLI = ("import json, sys\n"
 
 # --- the worker: one per tree, gpu_features from its PYTHONPATH --------------------------------
 
-def worker(n_bars: int, engine: str, tmp: Path) -> int:
+def write_bars(n_bars: int, folder: Path) -> None:
+    """The synthetic bars of this tree as ``bars.npz`` (what every worker loads) and ``bars.parquet`` (the
+    CLI's input), so that every tree times the same bars, loaded the same way."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from gpu_features import synthetic
+
+    bars = synthetic.generate(n_bars)
+    np.savez(folder / "bars.npz", open=bars.open, high=bars.high, low=bars.low, close=bars.close,
+             timestamp=bars.timestamp)
+    pq.write_table(pa.table({"timestamp": pa.array(bars.timestamp, pa.timestamp("ns", tz="UTC")), "open": bars.open,
+                             "high": bars.high, "low": bars.low, "close": bars.close}), folder / "bars.parquet")
+
+
+def worker(bars_file: Path, engine: str, tmp: Path) -> int:
     """Serve timing commands (JSON lines on stdin) for the gpu_features on PYTHONPATH."""
     import resource
 
@@ -61,6 +78,7 @@ def worker(n_bars: int, engine: str, tmp: Path) -> int:
     import gpu_features as gf
     from gpu_features import engines, synthetic
     from gpu_features.arrays import to_numpy  # CuPy arrays of the gpu engine to numpy
+    from gpu_features.bars import Bars
 
     def cpu() -> float:
         r = resource.getrusage(resource.RUSAGE_SELF)
@@ -74,7 +92,11 @@ def worker(n_bars: int, engine: str, tmp: Path) -> int:
     if str(here) != os.environ.get("PYTHONPATH"):
         answer({"error": f"gpu_features came from {here}, not from PYTHONPATH={os.environ.get('PYTHONPATH')}"})
         return 1
-    bars = synthetic.generate(n_bars)
+    # Loaded, not generated here: a generator leaves the allocator in a state of its own (glibc keeps or returns
+    # freed memory depending on the largest block freed so far), which would favour one tree's later phases.
+    with np.load(bars_file) as d:
+        bars = Bars(d["open"], d["high"], d["low"], d["close"], d["timestamp"], np.zeros(1, dtype=np.int64), ("NQ",),
+                    synthetic.synthetic_source(len(d["close"]), 1, 0))
 
     def call():
         return engines.run(bars.open, bars.high, bars.low, bars.close, offsets=bars.offsets, engine=engine)
@@ -106,15 +128,7 @@ def worker(n_bars: int, engine: str, tmp: Path) -> int:
         cmd = json.loads(line)
         if cmd["cmd"] == "quit":
             break
-        if cmd["cmd"] == "parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            pq.write_table(pa.table({"timestamp": pa.array(bars.timestamp, pa.timestamp("ns", tz="UTC")),
-                                     "open": bars.open, "high": bars.high, "low": bars.low, "close": bars.close}),
-                           cmd["path"])
-            answer({"ok": True})
-        elif cmd["cmd"] == "engine":
+        if cmd["cmd"] == "engine":
             c0, t0 = cpu(), time.perf_counter()
             r = call()
             answer({"wall": time.perf_counter() - t0, "cpu": cpu() - c0, "kernel": r.kernel_seconds})
@@ -139,8 +153,8 @@ class Tree:
         self.tmp = tmp / label
         self.tmp.mkdir()
         self.env = dict(os.environ, PYTHONPATH=str(src))
-        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker", "--bars",
-                                      str(args.bars), "--engine", args.engine, "--tmp", str(self.tmp)],
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker",
+                                      str(tmp / "bars.npz"), "--engine", args.engine, "--tmp", str(self.tmp)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=self.env)
         self.hello = self.read()
         if "error" in self.hello:
@@ -215,11 +229,15 @@ def main(argv=None) -> int:
     p.add_argument("--compare", action="append", default=[], metavar="DIR",
                    help="another source tree to measure side by side (repeatable), e.g. a `git worktree` of main")
     p.add_argument("--out", help="JSON file to write")
-    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--worker", metavar="BARS_NPZ", help=argparse.SUPPRESS)
+    p.add_argument("--write-bars", metavar="DIR", help=argparse.SUPPRESS)
     p.add_argument("--tmp", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        return worker(args.bars, args.engine, Path(args.tmp))
+        return worker(Path(args.worker), args.engine, Path(args.tmp))
+    if args.write_bars:
+        write_bars(args.bars, Path(args.write_bars))
+        return 0
 
     labels = ["this"] + [f"compare{k}" if len(args.compare) > 1 else "compare" for k in range(1, len(args.compare) + 1)]
     sources = [ROOT] + [Path(d).resolve() for d in args.compare]
@@ -230,10 +248,11 @@ def main(argv=None) -> int:
               "python": platform.python_version(), "trees": {}, "rows": []}
     with tempfile.TemporaryDirectory(prefix="gf-bench-pre-") as tmp:
         tmp = Path(tmp)
+        subprocess.run([sys.executable, str(Path(__file__).resolve()), "--write-bars", str(tmp), "--bars",
+                        str(args.bars)], env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True)
         trees = [Tree(label, src, args, tmp) for label, src in zip(labels, sources)]
         try:
             parquet = tmp / "bars.parquet"
-            trees[0].ask("parquet", path=str(parquet))
             rec = {t.label: {"src": str(t.src), "engine": [], "precompute": [], "cli": [], "phases": []}
                    for t in trees}
             for t in trees:  # warm-up: kernels loaded, page cache holding the parquet file and the imports
