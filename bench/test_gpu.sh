@@ -20,13 +20,15 @@
 # Usage: bench/test_gpu.sh OUT [--cpu]   PYTHON (python3), BUDGET and LIMIT_<STAGE> (e.g. LIMIT_PYTEST=150)
 # override. --cpu runs the same stages on this machine's CPU (host engine, --device cpu, small sizes) to
 # check the script itself where there is no GPU: the GPU tests then skip with their reasons, the
-# CUDA-graph comparison says it was skipped, and the figures are no GPU figures (give it BUDGET=1200 on a
-# busy 2-core box).
+# CUDA-graph comparison says it was skipped, and the figures are no GPU figures; a CPU trains slowly, so
+# there every limit and the budget are four times the GPU ones.
 set -u
 PY=${PYTHON:-python3}
 OUT=${1:-bench/results}
 MODE=${2:-gpu}
-BUDGET=${BUDGET:-270}
+scale=1
+[ "$MODE" = "--cpu" ] && scale=4
+BUDGET=${BUDGET:-$(( 270 * scale ))}
 mkdir -p "$OUT"
 : > "$OUT/stages.jsonl"
 export PYTHONPATH=.
@@ -64,12 +66,12 @@ else
     torchrun_args=(--torchrun --device cuda)
 fi
 
-stage doctor "${LIMIT_DOCTOR:-20}" "$PY" -c "import sys; from gpu_features.cli import main; sys.exit(main(['doctor']))"
-stage pytest-gpu "${LIMIT_PYTEST:-105}" "$PY" -m pytest -q -p no:cacheprovider -m gpu --durations=10 tests
-stage bench-precompute "${LIMIT_PRECOMPUTE:-40}" "$PY" bench/precompute.py "${precompute_args[@]}" \
+stage doctor "${LIMIT_DOCTOR:-$(( 20 * scale ))}" "$PY" -c "import sys; from gpu_features.cli import main; sys.exit(main(['doctor']))"
+stage pytest-gpu "${LIMIT_PYTEST:-$(( 105 * scale ))}" "$PY" -m pytest -q -p no:cacheprovider -m gpu --durations=10 tests
+stage bench-precompute "${LIMIT_PRECOMPUTE:-$(( 40 * scale ))}" "$PY" bench/precompute.py "${precompute_args[@]}" \
     --out "$OUT/precompute-$tag.json"
-stage bench-train "${LIMIT_TRAIN:-70}" "$PY" bench/train.py "${train_args[@]}" --out "$OUT/train-$tag.json"
-stage torchrun "${LIMIT_TORCHRUN:-35}" "$PY" bench/train.py "${torchrun_args[@]}" --out "$OUT/torchrun-$tag.json"
+stage bench-train "${LIMIT_TRAIN:-$(( 70 * scale ))}" "$PY" bench/train.py "${train_args[@]}" --out "$OUT/train-$tag.json"
+stage torchrun "${LIMIT_TORCHRUN:-$(( 35 * scale ))}" "$PY" bench/train.py "${torchrun_args[@]}" --out "$OUT/torchrun-$tag.json"
 "$PY" bench/summary.py --stages "$OUT/stages.jsonl" --pytest-log "$OUT/pytest-gpu.log" \
     "$OUT/precompute-$tag.json" "$OUT/train-$tag.json" "$OUT/torchrun-$tag.json" || status=1
 echo "make test-gpu: $(( $(date +%s) - t_start )) s in all (budget ${BUDGET} s); logs and JSON in $OUT"
