@@ -68,10 +68,12 @@ for arg in sys.argv[1:]:
         missing.append(spec or module)
 print(" ".join(missing))
 endef
-# What the test that builds a wheel needs: setuptools >= 68 (pyproject.toml) and the wheel package.
+# What the test that builds a wheel needs: setuptools >= 68 (pyproject.toml) and the wheel package, looked
+# up without importing setuptools (which puts its own vendored copy of wheel on the path).
 define WHEEL_BUILD_OK
-import setuptools, sys, wheel
-sys.exit(tuple(int(x) for x in setuptools.__version__.split(".")[:2]) < (68, 0))
+import importlib.metadata, importlib.util, sys
+version = tuple(int(x) for x in importlib.metadata.version("setuptools").split(".")[:2])
+sys.exit(version < (68, 0) or importlib.util.find_spec("wheel") is None)
 endef
 # .venv must run this checkout, not a gpu-features installed in $(PYTHON).
 define OWN_CHECKOUT
