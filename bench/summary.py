@@ -16,6 +16,28 @@ from rich.markup import escape
 from rich.table import Table
 
 
+def write_result(out: str | None, result: dict) -> None:
+    """Write a bench's JSON to ``out`` (its folder made), if given."""
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(result, indent=1) + "\n")
+
+
+def number(v: float) -> str:
+    """A bench value as the tables print it: no decimals from 100 up, else 3 significant digits."""
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.3g}"
+
+
+def rows_table(title: str, rows: list) -> Table:
+    """One bench's ``rows`` ({what, value, unit}) as a table."""
+    table = Table(title=title)
+    for col in ("what", "value", "unit"):
+        table.add_column(col, justify="right" if col == "value" else "left")
+    for row in rows:
+        table.add_row(escape(row["what"]), number(float(row["value"])), row["unit"])
+    return table
+
+
 def stage_table(stages: Path, pytest_log: Path | None) -> tuple[Table, bool]:
     """The stages of a ``make test-gpu`` run, and whether all of them exited 0."""
     table = Table(title="make test-gpu stages")
@@ -31,7 +53,8 @@ def stage_table(stages: Path, pytest_log: Path | None) -> tuple[Table, bool]:
         s = json.loads(line)
         rc = int(s["rc"])
         ok &= rc == 0
-        result = "ok" if rc == 0 else "TIMED OUT" if rc in (124, 137) else "FAILED"
+        result = ("ok" if rc == 0 else "TIMED OUT" if rc in (124, 137) else "NOT RUN (budget spent)" if rc == 125
+                  else "FAILED")
         if s["stage"] == "pytest-gpu" and closing:
             result += f": {closing}"
         table.add_row(s["stage"], str(rc), str(s["seconds"]), str(s["limit"]), escape(result))
@@ -65,8 +88,7 @@ def main(argv) -> int:
         devices.update(dev.values() if isinstance(dev, dict) else [dev] if dev else [])
         for row in data.get("rows", []):
             v = float(row["value"])
-            table.add_row(data.get("bench", path.stem), escape(row["what"]),
-                          f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.3g}", row["unit"])
+            table.add_row(data.get("bench", path.stem), escape(row["what"]), number(v), row["unit"])
     console = Console()
     if devices:
         table.caption = "devices: " + "; ".join(sorted(map(str, devices)))

@@ -23,6 +23,16 @@ processes) the DDP training step rate at B = 256 per process is measured beside
 one process, in a table with a world-size column. On a 2-core CPU two ranks
 share the cores and pay for a gloo all-reduce per step, so they are expected
 to be slower than one; the number is reported as measured.
+
+``--quick`` (what ``make test-gpu`` runs, about a minute on a GPU): the loader
+against the seed-style DataLoader at B = 256, device-loader training at B = 256
+and 4096 in fp32 and bf16, and the training step eager against replayed from a
+CUDA graph (``train/step.py``) at B = 256, from the same weights on the same
+batches: windows/s of each and whether the weights end bit-equal (the eager step
+is also run twice, and once with the graph's capturable AdamW, to tell replay
+from optimizer rounding). ``--torchrun``: only ``python -m train`` under
+``torchrun --nproc_per_node=1``, its exit status and windows/s from its summary.
+On a CPU both shrink and skip what needs CUDA, saying so.
 """
 from __future__ import annotations
 
@@ -57,10 +67,14 @@ GPU = dict(bars=1_800_000, batch_sizes=(256, 1024, 4096), train_batch_sizes=(256
            train_steps=30)
 CPU = dict(bars=200_000, batch_sizes=(256, 1024, 4096), train_batch_sizes=(256, 1024), dtypes=("fp32",),
            seed_windows=24_576, loader_seconds=2.0, warm_steps=1, seed_warm_steps=1, train_steps=3)
+# --quick: the figures issue 19 asks of a GPU session, in about a minute (make test-gpu).
+GPU_QUICK = dict(GPU, batch_sizes=(256,), train_batch_sizes=(256, 4096), seed_windows=24_576, loader_seconds=1.0,
+                 train_steps=20, seed_training=False, graph_steps=40)
+CPU_QUICK = dict(CPU, bars=100_000, batch_sizes=(256,), train_batch_sizes=(256,), seed_windows=4096,
+                 loader_seconds=0.5, train_steps=2, seed_training=False, graph_steps=0)
 # The seed loader's workers each prefetch 2 batches: this many batches are consumed before timing starts.
 SEED_WARM_BATCHES = 12
 MIN_TIMED_BATCHES = 16
-TARGETS = {"loader speedup": 30.0, "train speedup at B=256": 1.2, "train windows/s at B=4096 bf16": 150_000.0}
 
 
 class SeedWindows(Dataset):
@@ -230,6 +244,85 @@ def bench_world(store_path, world, B, warm, steps, device_type) -> float:
         return json.loads(out.read_text())["windows_per_s"]
 
 
+def bench_graph_steps(src, B: int, dtype: str, steps: int, device) -> dict:
+    """The training step of ``train/step.py`` eager and replayed from a CUDA graph, at ``B``, from the same
+    weights on the same ``steps + 3`` batches (the first 3 untimed): windows/s of each and how far apart the
+    weights end. Four runs: eager (fused AdamW, a float learning rate: what training does without graphs),
+    eager again (is eager itself reproducible?), eager with the graph's capturable AdamW and device learning
+    rate (replay against optimizer rounding), and the graph. Dropout 0, so no random stream is involved."""
+    import contextlib
+
+    from train.step import TrainStep, graph_autocast
+
+    torch.backends.cudnn.benchmark = False  # the same kernels in every run, as training sets it
+    it = device_batches(src, B)
+    batches = [tuple(t.clone() for t in next(it)) for _ in range(steps + 3)]
+    bf16 = dtype == "bf16"
+    runs = {}
+    for name, graphs, capturable in (("eager", False, False), ("eager again", False, False),
+                                     ("eager, capturable AdamW", False, True), ("graph", True, True)):
+        torch.manual_seed(0)
+        model = Jade(JadeConfig(dropout=0.0)).to(device)
+        lr = torch.tensor(1e-3, device=device) if capturable else 1e-3
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, fused=True, capturable=capturable)
+        if graphs:
+            autocast = graph_autocast(bf16)
+        else:
+            autocast = (lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16)) if bf16 else \
+                contextlib.nullcontext
+        step = TrainStep(model, model, opt, 1.0, autocast, graphs)
+        if graphs:
+            step.capture(*batches[0])  # leaves weights and AdamW state as they were
+        # The eager step with the capturable AdamW keeps its device learning rate, as the graph does (calling
+        # the step would set a float one); the others go through the step as training calls it.
+        call = (lambda X, mask, valid: step._body(X, mask, valid)) if capturable and not graphs else \
+            (lambda X, mask, valid: step(X, mask, valid, 1e-3))
+        for b in batches[:3]:
+            call(*b)
+        sync(device)
+        t0 = time.perf_counter()
+        for b in batches[3:]:
+            stats = call(*b)
+        sync(device)
+        rate = steps * B / (time.perf_counter() - t0)
+        runs[name] = {"rate": rate, "weights": [q.detach().clone() for q in model.parameters()],
+                      "last_loss": float(stats[0])}
+        step.release()
+        del step, opt, model
+
+    def apart(a: str, b: str) -> dict:
+        wa, wb = runs[a]["weights"], runs[b]["weights"]
+        diff = max(float((x - y).abs().max()) for x, y in zip(wa, wb))
+        scale = max(float(x.abs().max()) for x in wa)
+        return {"bitwise": all(torch.equal(x, y) for x, y in zip(wa, wb)), "max_abs": diff, "max_rel": diff / scale}
+
+    return {"steps": steps + 3, "windows_per_s": {k: v["rate"] for k, v in runs.items()},
+            "last_loss": {k: v["last_loss"] for k, v in runs.items()},
+            "graph_vs_eager": apart("eager", "graph"), "eager_vs_eager_again": apart("eager", "eager again"),
+            "graph_vs_eager_capturable": apart("eager, capturable AdamW", "graph")}
+
+
+def bench_torchrun(store_path, device, windows: int, tmp: Path) -> dict:
+    """``python -m train`` under ``torchrun --nproc_per_node=1`` (the full profile, B = 256, one epoch of
+    ``windows`` windows): its exit status, wall time and the windows/s of its summary."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    run_dir = tmp / "torchrun"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m", "train",
+           "--store", str(store_path), "--run-dir", str(run_dir), "--device", device.type, "--profile", "full",
+           "--epochs", "1", "--batch-size", "256", "--max-train-windows", str(windows),
+           "--max-val-windows", str(min(windows, 2048)), "--max-final-windows", str(min(windows, 2048)), "--quiet"]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, cwd=root, env=dict(os.environ, PYTHONPATH=str(root)), capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise SystemExit(f"torchrun --nproc_per_node=1 -m train failed (exit {r.returncode}):\n{r.stderr[-2000:]}")
+    s = json.loads((run_dir / "summary.json").read_text())
+    return {"exit": r.returncode, "wall_s": wall, "windows_per_s": s["windows_per_s"], "world_size": s["world_size"],
+            "device": s["device"], "bf16": s.get("bf16"), "cuda_graphs": s.get("cuda_graphs"), "windows": windows}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="JSON file to write")
@@ -239,15 +332,26 @@ def main(argv=None) -> int:
                          "none on a CPU, where --world-size 2 runs 2 gloo processes)")
     ap.add_argument("--world-only", action="store_true",
                     help="time only 1 against --world-size processes (skip the loader and seed comparisons)")
+    ap.add_argument("--quick", action="store_true",
+                    help="make test-gpu's subset: loader at B=256, device-loader training at B=256 and 4096 "
+                         "(fp32, bf16), eager against CUDA-graph steps (see the module doc)")
+    ap.add_argument("--torchrun", action="store_true",
+                    help="only python -m train under torchrun --nproc_per_node=1 (exit status and windows/s)")
+    ap.add_argument("--torchrun-windows", type=int, default=None, metavar="N",
+                    help="training windows of the --torchrun run [GPU 131072, CPU 1024]")
     args = ap.parse_args(argv)
     # 4 workers on a 2-core box is what the old pipeline did; torch's advice against it is noted, not repeated.
     warnings.filterwarnings("ignore", message="This DataLoader will create")
     console = Console()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
-    P = GPU if device.type == "cuda" else CPU
+    cuda = device.type == "cuda"
+    P = (GPU_QUICK if cuda else CPU_QUICK) if args.quick else (GPU if cuda else CPU)
+    if args.torchrun:
+        P = dict(P, bars=200_000)
     desc = device_description(device)
-    console.print(f"[bold]bench/train.py[/] on {desc}; sizes: {'full' if P is GPU else 'reduced (no GPU)'}")
+    console.print(f"[bold]bench/train.py[/] on {desc}; sizes: {'quick' if args.quick else 'full'}"
+                  f"{'' if cuda else ' (reduced: no GPU)'}{'; torchrun only' if args.torchrun else ''}")
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -255,6 +359,21 @@ def main(argv=None) -> int:
         src = WindowSource.from_store(store, device)
         console.print(f"store: {store.n_bars:,} bars ({store.engine['name']} engine, "
                       f"{time.perf_counter() - t0:.1f} s)")
+        rows, detail = [], {"loader": {}, "train": {}}
+
+        def row(what, value, unit):
+            rows.append({"what": what, "value": float(value), "unit": unit})
+            console.print(f"  {what}: {value:,.1f} {unit}")
+
+        if args.torchrun:
+            windows = args.torchrun_windows or (131_072 if cuda else 1024)
+            tr = bench_torchrun(store.path, device, windows, Path(tmp))
+            detail["torchrun"] = tr
+            row(f"python -m train under torchrun --nproc_per_node=1 (world size {tr['world_size']}, B=256, "
+                f"{'bf16' if tr['bf16'] else 'fp32'}, {windows:,} windows): exit 0", tr["windows_per_s"], "windows/s")
+            row("torchrun --nproc_per_node=1 run, start to end", tr["wall_s"], "s")
+            return _write(args, desc, cuda, P, rows, detail, [], [], console)
+
         # The seed pipeline's materialized windows: an evenly spaced subset of the training windows.
         starts = src.starts("train", max_windows=P["seed_windows"])
         feats, valid = store.array("features"), store.array("valid")
@@ -263,12 +382,6 @@ def main(argv=None) -> int:
         seed_V = np.ascontiguousarray(np.lib.stride_tricks.sliding_window_view(valid, 105)[starts])
         ds = SeedWindows(seed_X, seed_V, MASK_RATIO)
         console.print(f"seed-style windows materialized: {seed_X.shape} ({seed_X.nbytes / 1e6:.0f} MB)")
-
-        rows, detail = [], {"loader": {}, "train": {}}
-
-        def row(what, value, unit):
-            rows.append({"what": what, "value": float(value), "unit": unit})
-            console.print(f"  {what}: {value:,.1f} {unit}")
 
         for B in ([] if args.world_only else P["batch_sizes"]):
             validate_loader(src, B)
@@ -282,10 +395,10 @@ def main(argv=None) -> int:
         for dtype in ([] if args.world_only else P["dtypes"]):
             for B in P["train_batch_sizes"]:
                 res = {}
-                for kind in ("device", "seed"):
+                for kind in ("device", "seed") if P.get("seed_training", True) else ("device",):
                     torch.manual_seed(0)
                     model = Jade(JadeConfig()).to(device)
-                    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+                    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=cuda)  # as the trainer on CUDA
                     step = make_step(model, opt, device, dtype)
                     # The seed loader's first batches were prefetched while nothing was timed: warm up past them.
                     warm = P["warm_steps"] if kind == "device" else P["seed_warm_steps"]
@@ -299,8 +412,23 @@ def main(argv=None) -> int:
                     del batches
                 detail["train"][f"{B}-{dtype}"] = res
                 row(f"train B={B} {dtype}: device gather", res["device"], "windows/s")
-                row(f"train B={B} {dtype}: seed DataLoader", res["seed"], "windows/s")
-                row(f"train B={B} {dtype}: speedup", res["device"] / res["seed"], "x")
+                if "seed" in res:
+                    row(f"train B={B} {dtype}: seed DataLoader", res["seed"], "windows/s")
+                    row(f"train B={B} {dtype}: speedup", res["device"] / res["seed"], "x")
+
+        if P.get("graph_steps") and not args.world_only:
+            for dtype in P["dtypes"]:
+                g = bench_graph_steps(src, 256, dtype, P["graph_steps"], device)
+                detail.setdefault("graph_step", {})[dtype] = g
+                w = g["windows_per_s"]
+                row(f"step B=256 {dtype}: eager", w["eager"], "windows/s")
+                row(f"step B=256 {dtype}: CUDA graph", w["graph"], "windows/s")
+                row(f"step B=256 {dtype}: CUDA graph / eager", w["graph"] / w["eager"], "x")
+                for key, label in (("graph_vs_eager", "graph = eager"), ("eager_vs_eager_again", "eager = eager again"),
+                                   ("graph_vs_eager_capturable", "graph = eager with capturable AdamW")):
+                    row(f"step B=256 {dtype}: {label}, weights after {g['steps']} steps (1 = bit for bit)",
+                        1.0 if g[key]["bitwise"] else 0.0, "")
+                    row(f"step B=256 {dtype}: {label}, max |weight difference| / max |weight|", g[key]["max_rel"], "")
 
         world = args.world_size
         if world is None:
@@ -315,51 +443,68 @@ def main(argv=None) -> int:
             for w, v in detail["world"].items():
                 row(f"train B={B}/process fp32, {w} process(es)", v, "windows/s")
 
-    skipped = [] if device.type == "cuda" else [
+    skipped = [] if cuda else [
         "train B=4096 (CPU: one step takes ~10 s; the target is for an H100/H200)",
         "bf16 (CPU autocast bf16 of an LSTM is an emulation, slower than fp32; bf16 is the GPU path)"]
+    if not cuda and args.quick:
+        skipped.append("eager against CUDA-graph steps (CUDA graphs need a CUDA device)")
     targets = []
     if not args.world_only:
         loader_ratio = detail["loader"][256]["device"] / detail["loader"][256]["seed"]
         targets.append({"what": "loader speedup at B=256 >= 30x", "value": loader_ratio, "target": 30.0,
                         "met": loader_ratio >= 30.0})
         t256 = detail["train"]["256-fp32"]
-        targets.append({"what": "train speedup at B=256 fp32 >= 1.2x", "value": t256["device"] / t256["seed"],
-                        "target": 1.2, "met": t256["device"] / t256["seed"] >= 1.2})
+        if "seed" in t256:
+            targets.append({"what": "train speedup at B=256 fp32 >= 1.2x", "value": t256["device"] / t256["seed"],
+                            "target": 1.2, "met": t256["device"] / t256["seed"] >= 1.2})
+    for B in (256, 4096):
+        if f"{B}-bf16" in detail["train"] and f"{B}-fp32" in detail["train"]:
+            ratio = detail["train"][f"{B}-bf16"]["device"] / detail["train"][f"{B}-fp32"]["device"]
+            targets.append({"what": f"train B={B}: bf16 no slower than fp32", "value": ratio, "target": 1.0,
+                            "met": ratio >= 1.0})
     if "4096-bf16" in detail["train"]:
         v = detail["train"]["4096-bf16"]["device"]
-        targets.append({"what": "train B=4096 bf16 >= 150,000 windows/s", "value": v, "target": 150_000.0,
-                        "met": v >= 150_000.0})
-    result = {"bench": "train", "device": desc, "gpu": device.type == "cuda",
+        targets.append({"what": "train B=4096 bf16 >= 250,000 windows/s", "value": v, "target": 250_000.0,
+                        "met": v >= 250_000.0})
+    return _write(args, desc, cuda, P, rows, detail, targets, skipped, console)
+
+
+def _write(args, desc: str, cuda: bool, P: dict, rows: list, detail: dict, targets: list, skipped: list,
+           console) -> int:
+    """Write the JSON and print the tables, targets and skipped parts."""
+    result = {"bench": "train", "device": desc, "gpu": cuda,
               "sizes": {k: list(v) if isinstance(v, tuple) else v for k, v in P.items()},
               "model": JadeConfig().to_dict(), "mask_ratio": MASK_RATIO, "rows": rows,
-              "targets": targets, "targets_apply": device.type == "cuda", "skipped": skipped, "detail": detail}
+              "targets": targets, "targets_apply": cuda, "skipped": skipped, "detail": detail}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
 
-    table = Table(title=f"Jade windows/s: device gather vs seed-style DataLoader ({desc})")
-    for col in ("what", "B", "device gather", "seed DataLoader", "ratio"):
-        table.add_column(col, justify="left" if col == "what" else "right")
-    for B, r in detail["loader"].items():
-        table.add_row("loader", str(B), f"{r['device']:,.0f}", f"{r['seed']:,.0f}", f"{r['device'] / r['seed']:.1f}x")
-    for key, r in detail["train"].items():
-        B, dtype = key.split("-")
-        table.add_row(f"train {dtype}", B, f"{r['device']:,.0f}", f"{r['seed']:,.0f}",
-                      f"{r['device'] / r['seed']:.2f}x")
-    console.print(table)
+    if detail["loader"] or detail["train"]:
+        table = Table(title=f"Jade windows/s: device gather vs seed-style DataLoader ({desc})")
+        for col in ("what", "B", "device gather", "seed DataLoader", "ratio"):
+            table.add_column(col, justify="left" if col == "what" else "right")
+        for B, r in detail["loader"].items():
+            table.add_row("loader", str(B), f"{r['device']:,.0f}", f"{r['seed']:,.0f}",
+                          f"{r['device'] / r['seed']:.1f}x")
+        for key, r in detail["train"].items():
+            B, dtype = key.split("-")
+            seed = f"{r['seed']:,.0f}" if "seed" in r else "-"
+            ratio = f"{r['device'] / r['seed']:.2f}x" if "seed" in r else "-"
+            table.add_row(f"train {dtype}", B, f"{r['device']:,.0f}", seed, ratio)
+        console.print(table)
     if "world" in detail:
         wt = Table(title=f"Jade DDP training, B=256 per process, fp32 ({desc})")
         for col in ("world size", "backend", "threads/process", "global batch", "windows/s", "vs 1 process"):
             wt.add_column(col, justify="right")
         one = detail["world"][1]
         for w, v in detail["world"].items():
-            backend = "-" if w == 1 else ("nccl" if device.type == "cuda" else "gloo")
-            threads = "-" if device.type == "cuda" else str(max(1, (os.cpu_count() or 1) // w))
+            backend = "-" if w == 1 else ("nccl" if cuda else "gloo")
+            threads = "-" if cuda else str(max(1, (os.cpu_count() or 1) // w))
             wt.add_row(str(w), backend, threads, str(256 * w), f"{v:,.0f}", f"{v / one:.2f}x")
         console.print(wt)
     for t in targets:
-        mark = ("[green]met[/]" if t["met"] else "[red]not met[/]") if device.type == "cuda" else "[dim]GPU target[/]"
+        mark = ("[green]met[/]" if t["met"] else "[red]not met[/]") if cuda else "[dim]GPU target[/]"
         console.print(f"target {t['what']}: {t['value']:,.2f} {mark}")
     for s in skipped:
         console.print(f"[yellow]skipped[/] {s}")

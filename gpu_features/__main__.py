@@ -1,6 +1,7 @@
-"""``python -m gpu_features``: the same as ``gpu-features``."""
+"""``python -m gpu_features``: the ``gpu-features`` command line, with no installed console script needed."""
 import sys
 
 from .cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

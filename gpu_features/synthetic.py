@@ -25,19 +25,30 @@ _FIRST_MONDAY_NS = (1546819200 + 5 * 3600) * 1_000_000_000
 DEFAULT_BARS = 1_800_000
 MAX_REGENERATE_BARS = 20_000_000  # a manifest may ask regenerate() for at most this many bars (about 2 GB)
 MAX_SEED = 1 << 34  # the largest seed a store's manifest records (its count limit, store/format.py MAX_BARS)
-# Bytes of memory per generated bar: the per-symbol columns, their concatenation and the timestamps.
+# Bytes of memory per generated bar asked for before generating: an upper bound (the in-place generator's
+# peak is the result, the timestamps and one symbol's work: about 55 bytes a bar for one symbol of 20M bars).
 BYTES_PER_BAR = 88
 
 
 def session_timestamps(n_bars: int) -> np.ndarray:
     """``[n_bars] int64`` ns timestamps of consecutive Globex minutes from 2019-01-06 18:00 ET."""
-    minute = np.arange(n_bars, dtype=np.int64)
-    session = minute // SESSION_BARS
-    in_session = minute % SESSION_BARS
-    week, weekday = session // 5, session % 5
+    # Integer arithmetic in place (exact in any order): three arrays of n at most.
+    t = np.arange(n_bars, dtype=np.int64)  # minute
+    in_session = t % SESSION_BARS
+    t //= SESSION_BARS  # session
+    weekday = t % 5
+    t //= 5  # week
     # Session d (Mon..Fri) opens at 18:00 of the previous calendar day.
-    open_minutes = (week * 7 + weekday) * 24 * 60 - 6 * 60
-    return _FIRST_MONDAY_NS + (open_minutes + in_session) * _NS_PER_MIN
+    t *= 7
+    t += weekday
+    del weekday
+    t *= 24 * 60
+    t -= 6 * 60  # open_minutes
+    t += in_session
+    del in_session
+    t *= _NS_PER_MIN
+    t += _FIRST_MONDAY_NS
+    return t
 
 
 def generate(n_bars: int = DEFAULT_BARS, n_symbols: int = 1, seed: int = 0) -> Bars:
@@ -59,15 +70,24 @@ def generate(n_bars: int = DEFAULT_BARS, n_symbols: int = 1, seed: int = 0) -> B
         raise BarsError(f"{n_bars:,} synthetic bars x {n_symbols:,} symbol(s) need about {need / 1e9:,.1f} GB of "
                         f"memory and this machine has {have / 1e9:,.1f} GB available; ask for fewer with "
                         "--synthetic-bars / --symbols.")
-    cols = [_one_symbol(n_bars, np.random.default_rng([seed, s])) for s in range(n_symbols)]
+    # Memory: one symbol's arrays are the result as they are; several are written into the result one
+    # at a time, so the peak is the result plus one symbol's work, never every symbol twice.
+    if n_symbols == 1:
+        o, h, l, c = _one_symbol(n_bars, np.random.default_rng([seed, 0]))
+    else:
+        o, h, l, c = (np.empty(n_bars * n_symbols) for _ in range(4))
+        for s in range(n_symbols):
+            part = slice(s * n_bars, (s + 1) * n_bars)
+            for dst, src in zip((o, h, l, c), _one_symbol(n_bars, np.random.default_rng([seed, s]))):
+                dst[part] = src
     ts = session_timestamps(n_bars)
     names = ("NQ",) if n_symbols == 1 else tuple(f"SYN{s}" for s in range(n_symbols))
     return Bars(
-        open=np.concatenate([c[0] for c in cols]),
-        high=np.concatenate([c[1] for c in cols]),
-        low=np.concatenate([c[2] for c in cols]),
-        close=np.concatenate([c[3] for c in cols]),
-        timestamp=np.tile(ts, n_symbols),
+        open=o,
+        high=h,
+        low=l,
+        close=c,
+        timestamp=ts if n_symbols == 1 else np.tile(ts, n_symbols),
         offsets=np.arange(n_symbols, dtype=np.int64) * n_bars,
         segment_names=names,
         source=synthetic_source(n_bars, n_symbols, seed),
@@ -123,35 +143,94 @@ def _available_memory() -> int | None:
 
 def _smoothed_noise(rng: np.random.Generator, n: int, span: int) -> np.ndarray:
     """Unit-variance noise averaged over a moving box of ``span`` bars."""
-    x = rng.standard_normal(n + span)
-    c = np.cumsum(x)
-    return (c[span:] - c[:-span]) / np.sqrt(span)
+    c = np.cumsum(rng.standard_normal(n + span))
+    out = c[span:] - c[:-span]
+    del c
+    out /= np.sqrt(span)
+    return out
 
 
 def _one_symbol(n: int, rng: np.random.Generator):
+    # The arithmetic is done in place where it can be (the same operations in the same order, so the same
+    # bits), and each temporary is dropped when done: the peak is 5 or 6 arrays of n doubles, not 14.
     base = float(rng.uniform(9_000.0, 18_000.0))
     # Volatility clustering: log-vol from components living minutes to weeks.
-    log_vol = sum(w * _smoothed_noise(rng, n, span) for w, span in ((0.25, 30), (0.3, 600), (0.35, 6000)))
+    log_vol = None
+    for w, span in ((0.25, 30), (0.3, 600), (0.35, 6000)):
+        part = _smoothed_noise(rng, n, span)
+        part *= w
+        if log_vol is None:
+            log_vol = np.add(part, 0.0, out=part)  # the sum starts as sum() did, from 0 + x (-0.0 becomes 0.0)
+        else:
+            log_vol += part
+        del part
     minute = np.arange(n) % SESSION_BARS
     # U-shaped activity: quiet overnight, busy at the US cash open and close.
-    cash = np.exp(-((minute - 930) / 60.0) ** 2) + 0.7 * np.exp(-((minute - 1320) / 45.0) ** 2)
-    vol = 0.00035 * np.exp(log_vol) * (0.45 + 1.6 * cash)
-    ret = vol * rng.standard_t(4, size=n) / np.sqrt(2.0)
-    ret[minute == 0] += rng.normal(0.0, 0.004, size=int((minute == 0).sum()))
-    close = base * np.exp(np.cumsum(ret))
-    close = np.maximum(np.round(close / TICK) * TICK, TICK)
+    cash = _bump(minute, 930, 60.0)
+    cash += 0.7 * _bump(minute, 1320, 45.0)
+    opens = minute == 0  # the first bar of each session
+    del minute
+    # vol = 0.00035 * exp(log_vol) * (0.45 + 1.6 * cash)
+    vol = np.exp(log_vol, out=log_vol)
+    vol *= 0.00035
+    cash *= 1.6
+    cash += 0.45
+    vol *= cash
+    del cash
+    # ret = vol * t / sqrt(2), then the session-open jumps
+    ret = rng.standard_t(4, size=n)
+    ret *= vol
+    ret /= np.sqrt(2.0)
+    ret[opens] += rng.normal(0.0, 0.004, size=int(opens.sum()))
+    # close = max(round(base * exp(cumsum(ret)) / TICK) * TICK, TICK)
+    close = np.cumsum(ret, out=ret)
+    np.exp(close, out=close)
+    close *= base
+    _on_ticks(close)
+    np.maximum(close, TICK, out=close)
     open_ = np.empty(n)
     open_[0] = close[0]
     open_[1:] = close[:-1]
     # A session opens away from the last close (the overnight gap).
-    gap_at = np.flatnonzero(minute == 0)
+    gap_at = np.flatnonzero(opens)
     gap_at = gap_at[gap_at > 0]
     prev = close[gap_at - 1]
     open_[gap_at] = np.maximum(np.round((prev + 0.7 * (close[gap_at] - prev)) / TICK) * TICK, TICK)
-    wick = np.abs(rng.standard_normal((2, n))) * vol * close * 0.6
-    high = np.maximum(open_, close) + np.round(wick[0] / TICK) * TICK
-    low = np.maximum(np.minimum(open_, close) - np.round(wick[1] / TICK) * TICK, TICK)
+    # wick = |z| * vol * close * 0.6 for z of shape (2, n), one row at a time (the same normal draws in the same
+    # order); high = max(open, close) + ticks(wick[0]); low = max(min(open, close) - ticks(wick[1]), TICK)
+    wick = np.empty(n)
+    for row in range(2):
+        rng.standard_normal(out=wick)
+        np.abs(wick, out=wick)
+        wick *= vol
+        wick *= close
+        wick *= 0.6
+        _on_ticks(wick)
+        if row == 0:
+            high = np.maximum(open_, close)
+            high += wick
+        else:
+            del vol
+            low = np.minimum(open_, close)
+            low -= wick
+            np.maximum(low, TICK, out=low)
+    del wick
     return open_, high, low, close
+
+
+def _bump(minute: np.ndarray, center: int, width: float) -> np.ndarray:
+    """``exp(-((minute - center) / width) ** 2)``, computed in one new array."""
+    x = (minute - center) / width
+    np.square(x, out=x)
+    np.negative(x, out=x)
+    return np.exp(x, out=x)
+
+
+def _on_ticks(x: np.ndarray) -> None:
+    """``x = round(x / TICK) * TICK`` in place."""
+    x /= TICK
+    np.round(x, out=x)
+    x *= TICK
 
 
 def write_universe(folder, n_symbols: int, bars_per_symbol: int, files_per_symbol: int = 1,

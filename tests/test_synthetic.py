@@ -66,3 +66,46 @@ def test_too_many_synthetic_bars_are_refused_before_allocating(tmp_path, capsys,
     assert code == 2 and one_sentence(err) and "need about 88,000.0 GB of memory" in err, err
     with pytest.raises(gf.BarsError, match="synthetic seed must lie in 0 .. 17,179,869,184"):
         synthetic.generate(10, 1, 1 << 40)
+
+
+def _plain_one_symbol(n, rng):
+    """The generator's formulas written plainly, one new array per operation: the oracle of the in-place code."""
+    T = synthetic.TICK
+    base = float(rng.uniform(9_000.0, 18_000.0))
+
+    def smoothed(span):
+        c = np.cumsum(rng.standard_normal(n + span))
+        return (c[span:] - c[:-span]) / np.sqrt(span)
+
+    log_vol = sum(w * smoothed(span) for w, span in ((0.25, 30), (0.3, 600), (0.35, 6000)))
+    minute = np.arange(n) % synthetic.SESSION_BARS
+    cash = np.exp(-((minute - 930) / 60.0) ** 2) + 0.7 * np.exp(-((minute - 1320) / 45.0) ** 2)
+    vol = 0.00035 * np.exp(log_vol) * (0.45 + 1.6 * cash)
+    ret = vol * rng.standard_t(4, size=n) / np.sqrt(2.0)
+    ret[minute == 0] += rng.normal(0.0, 0.004, size=int((minute == 0).sum()))
+    close = np.maximum(np.round(base * np.exp(np.cumsum(ret)) / T) * T, T)
+    open_ = np.empty(n)
+    open_[0], open_[1:] = close[0], close[:-1]
+    gap_at = np.flatnonzero(minute == 0)
+    gap_at = gap_at[gap_at > 0]
+    prev = close[gap_at - 1]
+    open_[gap_at] = np.maximum(np.round((prev + 0.7 * (close[gap_at] - prev)) / T) * T, T)
+    wick = np.abs(rng.standard_normal((2, n))) * vol * close * 0.6
+    high = np.maximum(open_, close) + np.round(wick[0] / T) * T
+    low = np.maximum(np.minimum(open_, close) - np.round(wick[1] / T) * T, T)
+    return open_, high, low, close
+
+
+@pytest.mark.parametrize("n, symbols, seed", [(1, 1, 0), (1381, 1, 4), (20_000, 3, 11)])
+def test_the_in_place_generator_gives_the_plain_formulas_bits(n, symbols, seed):
+    bars = synthetic.generate(n, symbols, seed)
+    for s in range(symbols):
+        want = _plain_one_symbol(n, np.random.default_rng([seed, s]))
+        got = (bars.open, bars.high, bars.low, bars.close)
+        for w, g in zip(want, got):
+            assert np.array_equal(w.view(np.uint64), g[s * n:(s + 1) * n].view(np.uint64))
+    minute = np.arange(n, dtype=np.int64)
+    session = minute // synthetic.SESSION_BARS
+    want_ts = synthetic._FIRST_MONDAY_NS + (((session // 5) * 7 + session % 5) * 24 * 60 - 6 * 60
+                                            + minute % synthetic.SESSION_BARS) * synthetic._NS_PER_MIN
+    assert np.array_equal(bars.timestamp, np.tile(want_ts, symbols))

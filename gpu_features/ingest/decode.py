@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..arrays import arrow_numbers
 from ..errors import BarsError
 from .files import read_file
 from .inputs import expand_inputs, file_digest, is_table, series_name, table_from_object
@@ -204,13 +205,14 @@ def decode_table(where, table, opts: ReadSpec, source: dict, fmt: str | None = N
 def _float_column(where, col, name: str, fixed_point: int | None, scale: float | None) -> np.ndarray:
     """``[n] float64`` prices; text is checked for numbers first so a bad cell is named, not a traceback."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     t = col.type
     if pa.types.is_dictionary(t):
         col = col.cast(t.value_type)
         t = col.type
     if pa.types.is_string(t) or pa.types.is_large_string(t):
+        import pyarrow.compute as pc
+
         trimmed = pc.utf8_trim_whitespace(col)
         ok = pc.match_substring_regex(trimmed, _NUMBER)
         ok = pc.or_kleene(ok, pc.equal(pc.utf8_length(trimmed), 0))  # empty: missing, a bad-bar rule
@@ -227,7 +229,11 @@ def _float_column(where, col, name: str, fixed_point: int | None, scale: float |
     if not (pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_decimal(t)):
         raise BarsError(f"{where}: column '{name}' has type {t}, not a number; give prices as numbers.")
     integer = pa.types.is_integer(t)
-    v = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    if t != pa.float64():  # doubles as they are: pyarrow.compute (50 ms to import) only where a cast is needed
+        import pyarrow.compute as pc
+
+        col = pc.cast(col, pa.float64())
+    v = arrow_numbers(col).astype(np.float64, copy=False)
     if fixed_point and integer:
         v = v / fixed_point  # one correctly rounded division: the nearest double to the decimal price
     if scale is not None:
@@ -251,7 +257,7 @@ def _codes(where, col, name: str, what: str) -> tuple[np.ndarray, tuple]:
         col = pc.dictionary_encode(col)
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     values = arr.dictionary.cast(pa.string()).to_pylist()
-    codes = arr.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    codes = arrow_numbers(arr.indices).astype(np.int64)
     used = np.flatnonzero(np.bincount(codes, minlength=len(values)))  # a dictionary may hold unused values
     values = [values[k] for k in used]
     order = np.argsort(np.array(values, dtype=object)) if values else np.zeros(0, dtype=np.int64)

@@ -14,6 +14,7 @@ import re
 
 import numpy as np
 
+from ..arrays import arrow_numbers
 from ..errors import BarsError
 from .dates import (NS_MAX, NS_MIN, NS_PER, NS_PER_DAY, days_from_civil, find_out_of_range, ns_of_days,
                     refuse_out_of_range)
@@ -118,7 +119,7 @@ def _localize(where, local_ns: np.ndarray, tz: str | None, column: str) -> np.nd
 def _ints_of(col, what: str):
     import pyarrow.compute as pc
 
-    return pc.cast(col, "int64").to_numpy(zero_copy_only=False)
+    return arrow_numbers(pc.cast(col, "int64"))
 
 
 def _extract(where, col, name: str, patterns: list[str], what: str):
@@ -258,16 +259,18 @@ def _strptime(where, col, name: str, fmt: str, tz: str | None) -> np.ndarray:
         raise BarsError(f"{where}: column '{name}' does not match --time-format {fmt!r} "
                         f"({str(err).splitlines()[0]}); fix the format (strptime codes such as %Y%m%d %H%M%S).") from None
     if got.type.tz is not None:
-        return got.cast(pa.int64()).to_numpy(zero_copy_only=False)
-    return _localize(where, got.cast(pa.int64()).to_numpy(zero_copy_only=False), tz, name)
+        return arrow_numbers(got.cast(pa.int64()))
+    return _localize(where, arrow_numbers(got.cast(pa.int64())), tz, name)
 
 
 def _auto_time(where, table, col, name: str, tz, codes, cols: dict, warnings: list) -> np.ndarray:
     """Time of the generic layout: timestamp/date types, ISO text, epoch integers by magnitude, yyyymmdd dates."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     t = col.type
+    ns_stamps = pa.types.is_timestamp(t) and t.unit == "ns"
+    if not ns_stamps:  # ns timestamps, the common case, need no cast, so not pyarrow.compute (50 ms to import)
+        import pyarrow.compute as pc
     date_only = False
     try:
         if pa.types.is_dictionary(t):
@@ -298,15 +301,18 @@ def _auto_time(where, table, col, name: str, tz, codes, cols: dict, warnings: li
             text = pc.utf8_trim_whitespace(col)
             date_only = bool(pc.all(pc.match_substring_regex(text, r"^\d{4}-\d{2}-\d{2}$")).as_py())
             try:
-                ts = pc.cast(text, pa.timestamp("ns", tz="UTC")).cast(pa.int64()).to_numpy(zero_copy_only=False)
+                ts = arrow_numbers(pc.cast(text, pa.timestamp("ns", tz="UTC")).cast(pa.int64()))
             except pa.ArrowInvalid:
-                naive = pc.cast(text, pa.timestamp("ns")).cast(pa.int64()).to_numpy(zero_copy_only=False)
+                naive = arrow_numbers(pc.cast(text, pa.timestamp("ns")).cast(pa.int64()))
                 ts = _localize(where, naive, tz, name)
         elif pa.types.is_date(t):
             date_only = True
             ts = _localize(where, ns_of_days(where, name, col, _days(where, col, name)), tz, name)
+        elif ns_stamps:  # their int64 ns counts as stored, what a cast to int64 gives
+            v = arrow_numbers(pa.chunked_array([c.view(pa.int64()) for c in col.chunks], pa.int64()))
+            ts = v if t.tz is not None else _localize(where, v, tz, name)
         elif pa.types.is_timestamp(t):
-            v = pc.cast(col, pa.timestamp("ns", tz=t.tz)).cast(pa.int64()).to_numpy(zero_copy_only=False)
+            v = arrow_numbers(pc.cast(col, pa.timestamp("ns", tz=t.tz)).cast(pa.int64()))
             ts = v if t.tz is not None else _localize(where, v, tz, name)
         else:
             raise BarsError(f"{where}: time column '{name}' has type {t}, which is not a time; use ISO 8601 text, a "

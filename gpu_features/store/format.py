@@ -114,7 +114,8 @@ def canonical_safetensors(data: bytes) -> bytes:
     The safetensors library writes metadata from a hash map, so its key order (and the file's
     SHA-256) changes from run to run; sorting it makes equal tensors and metadata give equal bytes.
     The header keeps its length (same keys and values, compact JSON, the original space padding),
-    so tensor offsets are unchanged.
+    so tensor offsets are unchanged. This defines a store file's bytes; the store writer lays them out
+    directly from the arrays (``writer.safetensors_parts``) and tests compare the two.
     """
     (n,) = struct.unpack("<Q", data[:8])
     header = json.loads(data[8:8 + n])

@@ -191,7 +191,9 @@ def store_stats(m: Moments, segments: list[dict], symbols: list[str], swings_bef
 def split_counts(valid, split_ids, segment_bounds, K) -> dict:
     """Bars and usable windows per split (``window_index`` counts the windows, runs of bars at a time)."""
     n_splits = len(splits_mod.SPLIT_NAMES)
-    bars = np.bincount(np.asarray(split_ids).view(np.uint8), minlength=n_splits)
+    ids = np.asarray(split_ids)
+    # One comparison per split: np.bincount would first widen the [n] int8 ids to int64 (8 bytes a bar).
+    bars = [int(np.count_nonzero(ids == k)) for k in range(n_splits)]
     windows = window_counts(valid, split_ids, segment_bounds, K, n_splits)
     return {name: {"bars": int(bars[k]), "windows": int(windows[k])}
             for k, name in enumerate(splits_mod.SPLIT_NAMES)}

@@ -21,9 +21,12 @@ fault-injection tests kill a writer.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import json
 import os
 import shutil
+import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -38,8 +41,8 @@ from ..errors import StoreError
 from ..fileio import (absolute, fault_point, fsync_dir, now_iso, replace_dir, temp_sibling, write_json_atomic,
                       writer_lock)
 from ..progress import Progress, no_progress
-from .format import (CHECKPOINT_BARS, FORMAT, MANIFEST, SHARD_BARS, STATE_FILE, VERSION, canonical_safetensors,
-                     check_before_commit, check_output, input_paths, shard_name)
+from .format import (CHECKPOINT_BARS, FORMAT, MANIFEST, SHARD_BARS, STATE_FILE, VERSION, check_before_commit,
+                     check_output, input_paths, shard_name)
 from .reader import Store, open_store
 from .recovery import clean, recover
 from .report import EngineUse, PhaseClock
@@ -59,42 +62,103 @@ def shard_ranges(first: int, n: int, shard_bars: int) -> list[tuple[int, int]]:
     return [(a, min(shard_bars, first + n - a)) for a in range(first, first + n, shard_bars)]
 
 
-def safetensors_bytes(tensors: dict, metadata: dict) -> bytes:
-    """``tensors`` serialized in memory, metadata sorted (:func:`.format.canonical_safetensors`)."""
+# safetensors' dtype codes of the arrays a store holds, little-endian as the format is.
+_DTYPE_CODES = {np.dtype("<f4"): "F32", np.dtype("<f8"): "F64", np.dtype("<i8"): "I64", np.dtype("|b1"): "BOOL"}
+WRITE_BLOCK = 1 << 20  # bytes hashed and then written while they are still in the core's cache
+
+
+@functools.lru_cache(maxsize=None)
+def _library_order(names_dtypes: tuple) -> tuple:
+    """The order in which the safetensors library lays out tensors of these ``(name, dtype)`` (by dtype, then
+    name), asked of the library itself with one-element arrays, so the direct writer follows it."""
     from safetensors.numpy import save
 
-    return canonical_safetensors(save(tensors, metadata=metadata))
+    data = save({name: np.zeros(1, dtype) for name, dtype in names_dtypes})
+    (n,) = struct.unpack("<Q", data[:8])
+    return tuple(k for k in json.loads(data[8:8 + n]) if k != "__metadata__")
 
 
-def write_bytes(path: Path, data) -> None:
-    """``data`` to ``path`` with one write loop and an fsync, with the permissions the umask gives: where
-    every shard and state file reaches disk."""
+def safetensors_parts(tensors: dict, metadata: dict) -> list:
+    """A safetensors file as the buffers to write in order, without copying any array.
+
+    The first buffer is the 8-byte header length and the header (metadata keys sorted, space-padded to a
+    multiple of 8 bytes, tensors in the library's order); then each tensor's own memory as a byte view.
+    Their concatenation is, byte for byte, what ``safetensors.numpy.save`` gives after
+    :func:`.format.canonical_safetensors` (tests compare the two), without the two copies of every array
+    that serializing in memory makes.
+
+    Args:
+        tensors: name -> C-contiguous little-endian array (float32, float64, int64 or bool).
+        metadata: str -> str.
+    """
+    order = _library_order(tuple(sorted((name, a.dtype.str) for name, a in tensors.items())))
+    header: dict = {"__metadata__": dict(sorted(metadata.items()))}
+    views, offset = [], 0
+    for name in order:
+        a = tensors[name]
+        if not a.flags.c_contiguous:
+            raise ValueError(f"tensor {name} must be C-contiguous to be written in place")
+        header[name] = {"dtype": _DTYPE_CODES[a.dtype], "shape": list(a.shape),
+                        "data_offsets": [offset, offset + a.nbytes]}
+        offset += a.nbytes
+        views.append(a.reshape(-1).view(np.uint8))
+    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    raw += b" " * (-len(raw) % 8)
+    return [struct.pack("<Q", len(raw)) + raw, *views]
+
+
+@dataclasses.dataclass
+class WriteTimes:
+    """Seconds one :func:`write_bytes` call spent hashing and writing (fsync included)."""
+
+    hash_s: float = 0.0
+    write_s: float = 0.0
+
+
+def write_bytes(path: Path, parts, times: WriteTimes | None = None) -> dict:
+    """Write the buffers ``parts`` to ``path`` in one pass and fsync it: where every shard and state file
+    reaches disk, with the permissions the umask gives.
+
+    Each block of :data:`WRITE_BLOCK` bytes is hashed and then written while it is in cache, so memory
+    is read once and never copied in user space; both release the GIL, so threads write files in
+    parallel. Returns ``{"bytes", "sha256"}`` of what was written (hashed from memory, never re-read);
+    ``times`` gets the seconds spent in each.
+    """
+    times = times if times is not None else WriteTimes()
+    digest, size = hashlib.sha256(), 0
+    clock = time.perf_counter
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        for part in parts:
+            view = memoryview(part).cast("B")
+            size += len(view)
+            for start in range(0, len(view), WRITE_BLOCK):
+                block = view[start:start + WRITE_BLOCK]
+                t0 = clock()
+                digest.update(block)
+                t1 = clock()
+                while block:
+                    block = block[os.write(fd, block):]
+                times.hash_s += t1 - t0
+                times.write_s += clock() - t1
+        t0 = clock()
         os.fsync(fd)
+        times.write_s += clock() - t0
     finally:
         os.close(fd)
+    return {"bytes": size, "sha256": digest.hexdigest()}
 
 
-def _sha256(data) -> str:
-    return hashlib.sha256(data).hexdigest()  # releases the GIL: threads hash in parallel
-
-
-def write_safetensors(path: Path, tensors: dict, metadata: dict) -> dict:
-    """Serialize ``tensors`` in memory, write them (:func:`write_bytes`); returns ``{"bytes", "sha256"}``
-    of the written bytes (hashed in memory, never re-read)."""
-    data = safetensors_bytes(tensors, metadata)
-    write_bytes(path, data)
-    return {"bytes": len(data), "sha256": _sha256(data)}
+def write_safetensors(path: Path, tensors: dict, metadata: dict, times: WriteTimes | None = None) -> dict:
+    """Write ``tensors`` as a safetensors file in place (:func:`safetensors_parts`, :func:`write_bytes`);
+    returns ``{"bytes", "sha256"}`` of the written bytes."""
+    return write_bytes(path, safetensors_parts(tensors, metadata), times)
 
 
 def _shard_tensors(feats, valid, timestamp, first: int) -> tuple[dict, dict]:
-    return ({"features": np.ascontiguousarray(feats, dtype=np.float32),
-             "timestamp": np.ascontiguousarray(timestamp, dtype=np.int64),
-             "valid": np.ascontiguousarray(valid, dtype=np.bool_)},
+    return ({"features": np.ascontiguousarray(feats, dtype="<f4"),
+             "timestamp": np.ascontiguousarray(timestamp, dtype="<i8"),
+             "valid": np.ascontiguousarray(valid, dtype="|b1")},
             {"format": FORMAT, "version": str(VERSION), "first_bar": str(first)})
 
 
@@ -107,16 +171,29 @@ def write_shard(path: Path, feats, valid, timestamp, first: int) -> dict:
 
 @dataclasses.dataclass
 class WriteClock:
-    """Wall seconds of the writing stages, for the manifest's timings (they add up to the writing time)."""
+    """Wall seconds of the writing stages, for the manifest's timings (they add up to the writing time).
+
+    ``serialize_s`` lays out the headers; hashing and writing run interleaved in the same threads, so the
+    wall time of that stage is split between ``hash_s`` and ``write_s`` in proportion to the time the
+    threads spent in each.
+    """
 
     serialize_s: float = 0.0
     hash_s: float = 0.0
     write_s: float = 0.0
 
+    def add_write_stage(self, wall_s: float, spent: list) -> None:
+        """Add a stage of ``wall_s`` seconds in which threads spent ``spent`` (:class:`WriteTimes`)."""
+        hashing, writing = sum(t.hash_s for t in spent), sum(t.write_s for t in spent)
+        share = hashing / (hashing + writing) if hashing + writing > 0 else 0.5
+        self.hash_s += wall_s * share
+        self.write_s += wall_s * (1.0 - share)
+
 
 def write_workers(n_files: int) -> int:
-    """Threads for serializing, hashing and writing ``n_files`` files: the cores, at most 8."""
-    return max(1, min(os.cpu_count() or 1, 8, n_files))
+    """Threads for hashing and writing ``n_files`` files: two per core (while one waits for its file's fsync,
+    the other hashes), at most 8. Files are written in place, so a thread holds no memory of its own."""
+    return max(1, min(2 * (os.cpu_count() or 1), 8, n_files))
 
 
 def write_shards(folder: Path, first_index: int, ranges: list[tuple[int, int]], bar0: int, feats, valid,
@@ -124,10 +201,11 @@ def write_shards(folder: Path, first_index: int, ranges: list[tuple[int, int]], 
                  clock: WriteClock | None = None) -> list[dict]:
     """Write the shards ``ranges`` (store bar positions) of arrays that start at store bar ``bar0``.
 
-    The files and records are those of :func:`write_shard`; shards go in groups of
-    :func:`write_workers`, each group through three parallel stages (serialize in memory, SHA-256 of
-    those bytes, write + fsync), so memory holds one group's bytes and ``clock`` gets each stage's
-    wall time. The fault points ``{fault}.after_shard_{k}`` follow each group's writes, in order.
+    The files and records are those of :func:`write_shard`. Every file is written in place from the
+    arrays (:func:`write_bytes`: no serialized copy in memory) by :func:`write_workers` threads, so
+    memory holds nothing but the arrays themselves; ``clock`` gets the stage times. The fault points
+    ``{fault}.after_shard_{k}`` follow each shard's write, in order. A failure is raised once the
+    files in flight (one per thread) have finished; no file is started after it.
 
     Args:
         folder: where the files go; first_index: number of the first new shard file.
@@ -140,43 +218,41 @@ def write_shards(folder: Path, first_index: int, ranges: list[tuple[int, int]], 
         The shards' manifest records.
     """
     clock = clock if clock is not None else WriteClock()
-    workers = write_workers(len(ranges))
-    records = []
-
-    def serialize(item):
-        a, count = item
+    t0 = time.perf_counter()
+    jobs = []
+    for k, (a, count) in enumerate(ranges):
         lo, hi = a - bar0, a - bar0 + count
-        return safetensors_bytes(*_shard_tensors(feats[lo:hi], valid[lo:hi], timestamp[lo:hi], a))
-
+        jobs.append((folder / shard_name(first_index + k),
+                     safetensors_parts(*_shard_tensors(feats[lo:hi], valid[lo:hi], timestamp[lo:hi], a))))
+    t1 = time.perf_counter()
+    clock.serialize_s += t1 - t0
+    spent = [WriteTimes() for _ in jobs]
+    written.extend(path for path, _ in jobs)
+    records = []
+    workers = write_workers(len(jobs))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for g in range(0, len(ranges), workers):
-            group = ranges[g:g + workers]
-            paths = [folder / shard_name(first_index + g + k) for k in range(len(group))]
-            t0 = time.perf_counter()
-            blobs = list(pool.map(serialize, group))
-            t1 = time.perf_counter()
-            digests = list(pool.map(_sha256, blobs))
-            t2 = time.perf_counter()
-            written.extend(paths)
-            list(pool.map(write_bytes, paths, blobs))
-            t3 = time.perf_counter()
-            clock.serialize_s += t1 - t0
-            clock.hash_s += t2 - t1
-            clock.write_s += t3 - t2
-            records += [{"file": path.name, "first": int(a), "count": int(count), "bytes": len(data), "sha256": digest}
-                        for path, (a, count), data, digest in zip(paths, group, blobs, digests)]
-            del blobs
-            for k in range(g, g + len(group)):
-                fault_point(f"{fault}.after_shard_{k}")
-            progress("write", g + len(group), len(ranges))
+        # At most one file per thread in flight, taken in order: after a failure no new file is started.
+        def submit(k: int):
+            return pool.submit(write_bytes, jobs[k][0], jobs[k][1], spent[k])
+
+        futures = [submit(k) for k in range(min(workers, len(jobs)))]
+        for k, ((path, _), (a, count)) in enumerate(zip(jobs, ranges)):
+            done = futures[k].result()
+            if k + workers < len(jobs):
+                futures.append(submit(k + workers))
+            records.append({"file": path.name, "first": int(a), "count": int(count), "bytes": done["bytes"],
+                            "sha256": done["sha256"]})
+            fault_point(f"{fault}.after_shard_{k}")
+            progress("write", k + 1, len(ranges))
+    clock.add_write_stage(time.perf_counter() - t1, spent)
     return records
 
 
 def write_state(path: Path, checkpoint_bar, checkpoint_state, end_state, every: int) -> dict:
     """Write the state file; returns its manifest record."""
-    written = write_safetensors(path, {"checkpoint_bar": np.ascontiguousarray(checkpoint_bar, dtype=np.int64),
-                                       "checkpoint_state": np.ascontiguousarray(checkpoint_state, dtype=np.float64),
-                                       "end_state": np.ascontiguousarray(end_state, dtype=np.float64)},
+    written = write_safetensors(path, {"checkpoint_bar": np.ascontiguousarray(checkpoint_bar, dtype="<i8"),
+                                       "checkpoint_state": np.ascontiguousarray(checkpoint_state, dtype="<f8"),
+                                       "end_state": np.ascontiguousarray(end_state, dtype="<f8")},
                                 {"format": FORMAT, "version": str(VERSION)})
     return {"file": path.name, "bytes": written["bytes"], "sha256": written["sha256"], "checkpoint_every": every}
 
@@ -282,6 +358,9 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
     else:
         read = read_bars(bars_or_path, on_bad_bars, reader, spec=spec)
     bars = read.on_host()  # timestamps and offsets for the store; the engine takes the prices where they were read
+    # The split boundaries before the features exist: with several series np.partition copies the timestamps,
+    # which would otherwise add to the peak of features and prices held together (and a bad spec costs no compute).
+    split_record = splits_mod.resolve(splits, bars.timestamp)
     progress("read", 1, 1)
     clock.lap("read")
     seg_bounds = bars.segment_bounds()
@@ -302,7 +381,6 @@ def precompute(bars_or_path, out_dir, config: FeatureConfig | None = None, engin
     engine = EngineUse.of_run(run)
     del run  # the device copies go now
     symbols, series, ends = _segments(bars, seg_bounds, ends)
-    split_record = splits_mod.resolve(splits, bars.timestamp)
     split_record, stats = manifest_numbers(moments, valid, bars.timestamp, series, symbols, split_record,
                                            cfg.window_length)
     clock.lap("stats")
