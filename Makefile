@@ -17,6 +17,8 @@ DASK ?= dask[distributed]==2026.8.0
 NVRTC ?= nvidia-cuda-nvrtc==13.0.88
 # Ingest tests read real DBN files and pandas DataFrames (polars, 170 MB, is tested only where installed).
 INGEST_DEV ?= databento_dbn=databento-dbn==0.72.0 pandas=pandas==3.1.1
+# Sweeps (python -m train sweep) are Optuna studies (extra 'optuna').
+OPTUNA ?= optuna==5.1.0
 BENCH_OUT ?= bench/results
 # Extra flags for `make precompute`, e.g. PRECOMPUTE_ARGS="--synthetic-bars 5000 --quiet".
 PRECOMPUTE_ARGS ?=
@@ -103,7 +105,7 @@ $(VENV)/.torch: $(VENV)/.core
 	@touch $@
 
 $(VENV)/.dev: $(VENV)/.torch
-	@$(call install_missing,pytest matplotlib importlinter=import-linter==2.17 distributed=$(DASK) $(INGEST_DEV))
+	@$(call install_missing,pytest matplotlib importlinter=import-linter==2.17 distributed=$(DASK) $(INGEST_DEV) optuna=$(OPTUNA))
 	@$(PY) -c "import wheel" 2>/dev/null || $(PIP) wheel \
 	  || echo "note: wheel not installed; the test that builds a wheel will skip"
 	@$(PY) -m pip show -q nvidia-cuda-nvrtc >/dev/null 2>&1 || $(PIP) $(NVRTC) \

@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Pretrain the Jade BiLSTM masked autoencoder on a gpu-features store. On a CPU the "
                     "'small' profile trains a reduced model on a subset of windows (minutes); on a GPU the "
                     "'full' profile trains Jade 2x128 at B=256 on every window. Also: `python -m train plot "
-                    "RUN_DIR --out curves.png` draws a run's curves.",
+                    "RUN_DIR --out curves.png` draws a run's curves; `python -m train sweep --help`: "
+                    "hyperparameter sweeps.",
         epilog="Writes RUN_DIR/metrics.jsonl, checkpoint.json + checkpoint-eNNNN.safetensors (every epoch), "
                "model.safetensors, encoder.safetensors and summary.json.")
     p.add_argument("--store", action="append", default=None, metavar="DIR",
@@ -203,5 +204,9 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "plot":
         return guarded(lambda: cmd_plot(argv[1:], console), err_console, "interrupted")
+    if argv and argv[0] in ("sweep", "sweep-report"):
+        from .sweep import main as sweep_main
+
+        return sweep_main(argv, console, err_console)
     args = build_parser().parse_args(argv)
     return guarded(lambda: cmd_train(args, console, err_console), err_console, "interrupted")

@@ -57,30 +57,44 @@ def _parse(path: Path) -> object:
     raise TrainError(f"{path}: unknown run file type {suffix or '(none)'!r}; use .toml, .json, .yaml or .yml.")
 
 
-def load_run_file(path) -> dict:
-    """The keys of a run file, checked: a table of known keys; ``store`` becomes a list of paths.
+def read_table(path, what: str = "a run file") -> dict:
+    """The top-level table of a TOML, JSON or YAML file (run files, sweep files), parsed as data.
 
     Raises:
-        TrainError: missing or unparsable file, not a table, unknown keys, a bad ``store``.
+        TrainError: missing or unparsable file, or not a table.
     """
     path = Path(path)
     if not path.is_file():
         raise TrainError(f"--config {path}: no such file.")
     data = _parse(path)
     if not isinstance(data, dict):
-        raise TrainError(f"{path}: a run file holds a table of settings (key = value), got {type(data).__name__}.")
+        raise TrainError(f"{path}: {what} holds a table of settings (key = value), got {type(data).__name__}.")
+    return data
+
+
+def load_run_file(path) -> dict:
+    """The keys of a run file, checked: a table of known keys; ``store`` becomes a list of paths.
+
+    Raises:
+        TrainError: missing or unparsable file, not a table, unknown keys, a bad ``store``.
+    """
+    return check_run_table(read_table(path), path)
+
+
+def check_run_table(data: dict, where) -> dict:
+    """A run file's table checked (the keys of :func:`load_run_file`); ``where`` names it in messages."""
     unknown = sorted(set(data) - set(allowed_keys()))
     if unknown:
-        raise TrainError(f"{path}: unknown key(s) {', '.join(unknown)}; allowed keys are {', '.join(allowed_keys())}.")
+        raise TrainError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed keys are {', '.join(allowed_keys())}.")
     out = dict(data)
     if "store" in out:
         stores = out["store"] if isinstance(out["store"], list) else [out["store"]]
         if not stores or not all(isinstance(s, str) and s for s in stores):
-            raise TrainError(f"{path}: store must be a path or a list of paths, got {out['store']!r}.")
+            raise TrainError(f"{where}: store must be a path or a list of paths, got {out['store']!r}.")
         out["store"] = stores
     for key, kind in (("run_dir", str), ("tensorboard", bool)):
         if key in out and not isinstance(out[key], kind):
-            raise TrainError(f"{path}: {key} must be {kind.__name__}, got {out[key]!r}.")
+            raise TrainError(f"{where}: {key} must be {kind.__name__}, got {out[key]!r}.")
     return out
 
 
@@ -89,4 +103,4 @@ def resolved(cfg: TrainConfig, stores, tensorboard: bool = False) -> dict:
     return {**cfg.to_dict(), "store": [str(s) for s in stores], "tensorboard": bool(tensorboard)}
 
 
-__all__ = ["RESOLVED", "RUN_KEYS", "allowed_keys", "load_run_file", "resolved"]
+__all__ = ["RESOLVED", "RUN_KEYS", "allowed_keys", "check_run_table", "load_run_file", "read_table", "resolved"]

@@ -61,6 +61,7 @@ CHECK_EVERY = 20          # steps between (lagged, non-blocking) reads of the lo
 _S_INIT, _S_DROPOUT, _S_TRAIN, _S_VAL, _S_TEST = 100, 101, 102, 103, 104
 
 OnBatch = Callable[[int, int, tuple, torch.nn.Module], None]
+OnEpoch = Callable[[dict], bool]  # the epoch's metrics line, after its checkpoint; True stops the run there
 
 
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
@@ -298,8 +299,14 @@ class Run:
 
     # --- training ---------------------------------------------------------------------------------
 
-    def fit(self, on_batch: OnBatch | None = None) -> None:
-        """Train the remaining epochs (none when the checkpoint already finished them)."""
+    def fit(self, on_batch: OnBatch | None = None, on_epoch: OnEpoch | None = None) -> bool:
+        """Train the remaining epochs (none when the checkpoint already finished them).
+
+        ``on_epoch(line)`` is called after each epoch's checkpoint is committed; when it returns True
+        the run stops there (a sweep's pruner), its checkpoint resumable as after an interruption
+        (under torchrun every rank must return the same). Returns whether it was stopped so.
+        """
+        stopped = False
         cfg, model = self.cfg, self.model
         with self._progress() as progress:
             while not self.done_training:
@@ -371,7 +378,11 @@ class Run:
                 if self.state["stopped_early"]:
                     self._print(f"[yellow]early stop[/]: no better validation MAE for {cfg.patience} epochs "
                                 f"(best epoch {self.state['best_epoch']})")
+                if on_epoch is not None and on_epoch(line):
+                    stopped = True
+                    break
         self.step.release()
+        return stopped
 
     def _capture(self, X, mask, valid) -> None:
         """Capture the step after the epoch's seed (see train.step).
