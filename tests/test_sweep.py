@@ -122,6 +122,16 @@ def test_the_report_prints_the_trials_and_writes_csv_best_json_and_a_png(grid_sw
     assert (width, height) == (1260, 320)  # lr, dropout and the history: one row of three panels
 
 
+def test_without_matplotlib_the_report_writes_the_rest_and_says_so(grid_sweep, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    (grid_sweep / "trials.csv").unlink()
+    assert cli.main(["sweep-report", str(grid_sweep)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "no sweep.png: the sweep's plot needs matplotlib, which is not installed; install it with pip install " \
+           "'gpu-features[plot]'" in out
+    assert (grid_sweep / "trials.csv").is_file() and (grid_sweep / "best.json").is_file()
+
+
 def test_running_a_finished_sweep_again_runs_nothing_and_other_settings_are_refused(grid_sweep, store, capsys):
     before = {t.number: t.value for t in _trials(grid_sweep)}
     assert cli.main(_args(store, grid_sweep)) == 0
@@ -217,6 +227,27 @@ pruner = {{ kind = "median", startup_trials = 1, warmup_epochs = 0 }}
     assert cli.main(["sweep-report", str(study_dir), "--storage", url]) == 0
     with open(study_dir / "trials.csv") as f:
         assert [r["state"] for r in csv.DictReader(f)] == ["COMPLETE", "PRUNED"]
+
+
+def test_a_claim_skips_trials_whose_worker_lives_and_takes_over_a_dead_workers_trial(store, tmp_path):
+    from train.sweep import trial_name, try_lock
+
+    spec = quick_grid(["lr=1e-3,3e-3", "dropout=0.0,0.2"], {"device": "cpu", "store": [str(store.path)]})
+    sweep = Sweep.open(tmp_path / "study", spec)
+    assert [t.state.name for t in sweep.study.get_trials()] == ["WAITING"] * 4  # the whole grid, queued once
+    live = sweep.claim()
+    assert (live.trial.number, live.resumed, live.trial.params) == (0, False, {"lr": 1e-3, "dropout": 0.0})
+    # a worker killed inside ask(): trial 1 popped from the queue, RUNNING, its parameters not yet set
+    dead = sweep.study.ask()
+    assert dead.number == 1 and dead.params == {}
+    took = sweep.claim()
+    assert (took.trial.number, took.resumed, took.trial.params) == (1, True, {"lr": 1e-3, "dropout": 0.2})
+    assert try_lock(tmp_path / "study" / trial_name(1)) is None  # held by the claim until the trial ends
+    took.lock.release()
+    again = Sweep.open(tmp_path / "study").claim()  # another worker: trial 0's lock is held, trial 1's is free
+    assert (again.trial.number, again.resumed) == (1, True)
+    for c in (again, live):
+        c.lock.release()
 
 
 def test_folders_and_flags_a_sweep_refuses(store, tmp_path, capsys):

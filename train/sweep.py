@@ -53,8 +53,8 @@ STORAGE_ENV = "GPU_FEATURES_SWEEP_STORAGE"  # how the launcher hands a database 
 CLAIM_TIMEOUT_S = 600.0
 # Files of a study folder (a folder holding anything else is not ours to fill).
 OURS = (SWEEP_JSON, JOURNAL, CLAIM_LOCK, "trials.csv", "best.json", "sweep.png")
-INTERRUPTED = "interrupted; finished trials are kept and the one running continues from its last epoch " \
-              "checkpoint: run the same command again"
+INTERRUPTED = ("interrupted; finished trials are kept and a trial that was running continues from its last epoch "
+               "checkpoint (or starts again if it had none): run the same command again")
 
 
 def require_optuna():
@@ -146,11 +146,17 @@ def _check_folder(root: Path, need_record: bool) -> None:
     if need_record:
         raise TrainError(f"{root} holds no sweep ({SWEEP_JSON} is missing); start one with --config FILE or "
                          "--grid NAME=V1,V2,...")
-    foreign = sorted(p.name for p in root.iterdir() if p.name not in OURS and not p.name.startswith(".trial-")
-                     and not p.name.startswith(f"{JOURNAL}.")) if root.is_dir() else []
+    foreign = sorted(p.name for p in root.iterdir() if not _ours(p.name)) if root.is_dir() else []
     if foreign:
         raise TrainError(f"--study-dir {root} already holds other files ({', '.join(foreign[:5])}"
                          f"{', ...' if len(foreign) > 5 else ''}) and no {SWEEP_JSON}; choose a new or empty folder.")
+
+
+def _ours(name: str) -> bool:
+    """A name a sweep writes at the top of its folder before sweep.json exists (two commands starting at once):
+    its files, their hidden temporary siblings, the journal's lock files."""
+    return (name in OURS or name.startswith(f"{JOURNAL}.")
+            or any(name.startswith(f".{ours}.") for ours in OURS))
 
 
 def _read_record(root: Path) -> dict | None:
@@ -187,6 +193,17 @@ def make_sampler(optuna, spec: SweepSpec, n: int):
     if spec.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
     return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _suggest(trial, name: str, dist):
+    """``trial.suggest_*`` for one distribution (a stored or queued value is returned as it is)."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
 
 
 def make_pruner(optuna, spec: SweepSpec):
@@ -261,7 +278,14 @@ class Sweep:
                 if t.state == optuna.trial.TrialState.RUNNING:
                     lock = try_lock(self.root / trial_name(t.number))
                     if lock is not None:  # its worker is gone (a live one holds this lock)
-                        return Claim(optuna.trial.Trial(self.study, t._trial_id), lock, True)
+                        trial = optuna.trial.Trial(self.study, t._trial_id)  # FrozenTrial names no public id
+                        # A worker killed inside ask() leaves a trial without all its parameters: the queued
+                        # grid point still holds them, a sampled trial draws them as trial t.number would.
+                        self.study.sampler = make_sampler(optuna, self.spec, t.number)
+                        for name, dist in self.spec.distributions().items():
+                            if name not in t.params:
+                                _suggest(trial, name, dist)
+                        return Claim(trial, lock, True)
             if self.spec.sampler == "grid":
                 if not any(t.state == optuna.trial.TrialState.WAITING for t in trials):
                     return None
@@ -297,6 +321,7 @@ class Sweep:
         params = dict(trial.params)
         before = self.frozen(n)
         resume = (run_dir / CHECKPOINT_JSON).is_file()
+        note = ""
         segments = int(before.user_attrs.get("segments", 0)) + 1
         spent = float(before.user_attrs.get("seconds", 0.0))
         t0 = time.perf_counter()
@@ -307,6 +332,10 @@ class Sweep:
             cfg = self.spec.trial_config(params)
             run = prepare(self.spec.stores, run_dir, cfg, resume=resume, overwrite=not resume, quiet=True,
                           tensorboard=bool(self.spec.run.get("tensorboard", False)))
+            if resume:
+                note = f", resumed after epoch {run.state['epoch']}"
+            elif segments > 1:
+                note = ", started again (an earlier worker died before an epoch ended)"
             trial.set_user_attr("threads", torch.get_num_threads() if run.device.type == "cpu" else None)
             trial.set_user_attr("device", str(run.device) + _visible_devices())
             for line in run.state["history"]:  # epochs a dead worker committed but did not report
@@ -317,7 +346,8 @@ class Sweep:
                 trial.report(line["val_mae"], line["epoch"])
                 trial.set_user_attr("seconds", spent + time.perf_counter() - t0)  # kept if this worker dies
                 fault_point("sweep.after_epoch")
-                return self.spec.pruner is not None and trial.should_prune()
+                # after its last epoch a trial is evaluated, not pruned: there is nothing left to save
+                return self.spec.pruner is not None and not run.done_training and trial.should_prune()
 
             pruned = run.fit(on_epoch=on_epoch)
             if pruned:
@@ -337,8 +367,8 @@ class Sweep:
         trial.set_user_attr("seconds", seconds)
         self.study.tell(trial, value, state=state)
         if out is not None:
-            _print_trial(out, label, n, params, state.name, value, epochs, segments, self.spec.objective.name,
-                         seconds, trial)
+            _print_trial(out, label, n, params, state.name, value, epochs, self.spec.objective.name, seconds,
+                         trial, note)
         return state.name
 
     def work(self, out=None, label: str = "", threads: int | None = None) -> dict:
@@ -361,13 +391,11 @@ class Sweep:
         return counts
 
     def progress(self) -> dict:
-        """How many trials are in each state, and how many the sweep still has to run or resume."""
+        """How many trials are in each state, and how many have finished (complete, pruned or failed)."""
         states: dict = {}
-        trials = self.study.get_trials(deepcopy=False)
-        for t in trials:
+        for t in self.study.get_trials(deepcopy=False):
             states[t.state.name] = states.get(t.state.name, 0) + 1
-        finished = sum(states.get(s, 0) for s in ("COMPLETE", "PRUNED", "FAIL"))
-        return {"states": states, "finished": finished, "left": self.spec.trials - finished}
+        return {"states": states, "finished": sum(states.get(s, 0) for s in ("COMPLETE", "PRUNED", "FAIL"))}
 
 
 def _study(optuna, storage, spec: SweepSpec, root: Path, create: bool):
@@ -384,6 +412,8 @@ def _study(optuna, storage, spec: SweepSpec, root: Path, create: bool):
                              f"{JOURNAL} removed?); move the folder away and start again.") from None
         study = optuna.create_study(study_name=spec.name, storage=storage, direction=spec.objective.direction)
         study.set_user_attr("sweep", digest)
+    if "sweep" not in study.user_attrs and not study.get_trials(deepcopy=False):
+        study.set_user_attr("sweep", digest)  # a start killed between creating the study and marking it
     if study.user_attrs.get("sweep") != digest:
         raise TrainError(f"the storage already holds a study named {spec.name!r} that is not this sweep; set "
                          "study.name in the sweep file to another name.")
@@ -404,15 +434,14 @@ def _visible_devices() -> str:
     return f" (CUDA_VISIBLE_DEVICES={v})" if v is not None else ""
 
 
-def _print_trial(out, label, n, params, state, value, epochs, segments, objective, seconds, trial) -> None:
+def _print_trial(out, label, n, params, state, value, epochs, objective, seconds, trial, note) -> None:
     from rich.markup import escape
 
     shown = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
     what = f"{objective} {value:.6g}" if value is not None else state.lower()
     if state == "FAIL":
         what = f"failed: {trial.user_attrs.get('error', '')}"
-    again = f", resumed ({segments} parts)" if segments > 1 else ""
-    out.print(escape(f"{label}trial {n} [{shown}]: {what}, {epochs} epoch(s), {seconds:.1f} s{again}"),
+    out.print(escape(f"{label}trial {n} [{shown}]: {what}, {epochs} epoch(s), {seconds:.1f} s{note}"),
               soft_wrap=True, highlight=False)
 
 

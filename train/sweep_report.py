@@ -22,7 +22,7 @@ import os
 import warnings
 from pathlib import Path
 
-from gpu_features.fileio import fsync_dir, temp_sibling, write_json_atomic
+from gpu_features.fileio import write_json_atomic, write_text_atomic
 
 from .config import TrainError
 from .config_file import RESOLVED
@@ -45,7 +45,8 @@ def trial_rows(sweep) -> list[dict]:
                "objective": t.value if t.state.name == "COMPLETE" else None}
         if probe:
             row["low"], row["high"] = (a.get("interval") or [None, None])
-        row.update({n: t.params.get(n) for n in names})
+        params = t.params or t.system_attrs.get("fixed_params", {})  # a queued grid point: its values
+        row.update({n: params.get(n) for n in names})
         row.update({"epochs": a.get("epochs_run", len(t.intermediate_values)), "seconds": a.get("seconds"),
                     "segments": a.get("segments"), "worker": a.get("worker"), "device": a.get("device"),
                     "threads": a.get("threads"), "run_dir": a.get("run_dir"), "error": a.get("error")})
@@ -69,16 +70,7 @@ def write_csv(rows: list[dict], path: Path) -> None:
         w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
-    tmp = temp_sibling(path, "tmp")
-    try:
-        with open(tmp, "w") as f:
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
+    write_text_atomic(path, buf.getvalue())
 
 
 def _fmt(v) -> str:
@@ -96,8 +88,9 @@ def table(sweep, rows: list[dict], best: dict | None):
     shown = [r for r in rows if r["state"] != "WAITING"]
     queued = len(rows) - len(shown)
     if len(shown) > MAX_TABLE_ROWS:  # keep the best finished ones and say so
-        key = (lambda r: r["objective"]) if sweep.spec.objective.direction == "minimize" else (lambda r: -r["objective"])
-        done = sorted((r for r in shown if r["objective"] is not None), key=key)[:MAX_TABLE_ROWS]
+        sign = 1 if sweep.spec.objective.direction == "minimize" else -1
+        done = sorted((r for r in shown if r["objective"] is not None), key=lambda r: sign * r["objective"])
+        done = done[:MAX_TABLE_ROWS]
         shown = sorted(done, key=lambda r: r["trial"])
     obj = sweep.spec.objective
     t = Table(title=f"{sweep.root}: {len(rows) - queued} trial(s) run or running"
@@ -142,8 +135,8 @@ def plot(sweep, rows: list[dict], out: Path) -> tuple[int, int]:
     try:
         import matplotlib
     except ImportError:
-        raise TrainError("the sweep's plot needs matplotlib, which is not installed; install it with "
-                         "pip install 'gpu-features[plot]' (the table, trials.csv and best.json are written).") from None
+        raise TrainError("the sweep's plot needs matplotlib, which is not installed; install it with pip install "
+                         "'gpu-features[plot]' (the table, trials.csv and best.json are written).") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
