@@ -40,6 +40,16 @@ GPU_TRIAL = ["--device", "cuda", "--epochs", "2", "--batch-size", "256", "--hidd
              "--max-train-windows", "16384", "--max-val-windows", "4096", "--max-final-windows", "4096"]
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -98,7 +108,7 @@ def main(argv=None) -> int:
             # one thread (what each of two jobs gets), and two jobs: separates the thread count from the jobs
             configs = [("1 job", ["--jobs", "1"]), ("1 job, 1 thread", ["--jobs", "1", "--threads-per-job", "1"]),
                        ("2 jobs", ["--jobs", "2"])]
-            trial, device = CPU_TRIAL, f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+            trial, device = CPU_TRIAL, f"{cpu_name()}, {os.cpu_count()} cores"
         for name, workers in configs:
             detail[name] = run_sweep(Path(tmp) / name.replace(" ", "-"), store, trial, workers)
             console.print(f"{name}: {detail[name]}")
