@@ -5,8 +5,9 @@
   siblings of their target (``.NAME.<tag>-<random>``), so a rename into place never
   crosses a file system and leftovers are recognisable.
 - :func:`write_json_atomic`, :func:`write_text_atomic`, :func:`replace_dir`: JSON and text
-  files and whole directories replaced by a rename, after an fsync; a directory is swapped with its replacement
-  in one ``renameat2(RENAME_EXCHANGE)`` on Linux, so there is no moment without it.
+  files and whole directories replaced by a rename, after an fsync; a directory is swapped
+  with its replacement in one ``renameat2(RENAME_EXCHANGE)`` on Linux, so there is no moment
+  without it.
 - :func:`fsync_file`, :func:`fsync_dir`: durability.
 - :func:`writer_lock`: the one lock a writer of a store or export holds (``filelock``).
 - :func:`fault_point`: named steps where the fault-injection tests kill a writer.

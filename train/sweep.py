@@ -565,19 +565,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="sweep file (.toml, .json, .yaml with PyYAML)")
     p.add_argument("--grid", action="append", metavar="NAME=V1,V2,...",
                    help="a grid axis without a file (repeat for more axes), e.g. --grid lr=1e-3,3e-3")
-    p.add_argument("--objective", metavar="NAME", help="val_mae (default) or probe:TARGET:ARM:METRIC (overrides the file)")
+    p.add_argument("--objective", metavar="NAME",
+                   help="val_mae (default) or probe:TARGET:ARM:METRIC (overrides the file)")
     p.add_argument("--pruner", choices=("none", "median", "hyperband"), help="stop hopeless trials early, "
                    "comparing each epoch's val_mae (overrides the file) [none]")
     p.add_argument("--trials", type=int, metavar="N", help="number of trials (overrides the file)")
     p.add_argument("--storage", metavar="URL", default=os.environ.get(STORAGE_ENV),
                    help=f"database URL of the study (e.g. postgresql://...) instead of DIR/{JOURNAL} "
                         f"[${STORAGE_ENV}]")
-    p.add_argument("--jobs", type=int, metavar="N", help="worker processes on this machine [1 on a CPU; devices x "
-                                            "jobs-per-device on GPUs]")
+    p.add_argument("--jobs", type=int, metavar="N",
+                   help="worker processes on this machine [1 on a CPU; devices x jobs-per-device on GPUs]")
     p.add_argument("--devices", metavar="LIST", help="CUDA device indices for the workers, e.g. 0,1 [all]")
     p.add_argument("--jobs-per-device", type=int, metavar="K", help="worker processes per GPU [1]")
-    p.add_argument("--threads-per-job", type=int, metavar="T", help="torch CPU threads per worker [cores / jobs; one worker: "
-                                                       "torch's default]")
+    p.add_argument("--threads-per-job", type=int, metavar="T",
+                   help="torch CPU threads per worker [cores / jobs; one worker: torch's default]")
     p.add_argument("--worker", metavar="NAME", help=argparse.SUPPRESS)  # a process started by --jobs
     p.add_argument("--quiet", action="store_true", help="no line per trial")
     return p
@@ -628,17 +629,16 @@ def cmd_sweep(args, rest: list[str], console, err_console) -> int:
 
         for store in spec.stores:  # the trainer's own refusal, once, not in every trial
             _open_store(store)
-    def plan() -> WorkerPlan:
-        return plan_workers(spec, args.jobs, args.devices, args.jobs_per_device, args.threads_per_job)
-
-    workers = plan() if spec is not None and not args.worker else None  # refused before the folder is made
+    workers = None
+    if spec is not None and not args.worker:  # refused before the study folder is made
+        workers = plan_workers(spec, args.jobs, args.devices, args.jobs_per_device, args.threads_per_job)
     sweep = Sweep.open(args.study_dir, spec, args.storage)
     out = None if args.quiet else console
     if args.worker:
         sweep.work(out, f"[{args.worker}] ", args.threads_per_job)
         return 0
     spec = sweep.spec
-    workers = workers or plan()
+    workers = workers or plan_workers(spec, args.jobs, args.devices, args.jobs_per_device, args.threads_per_job)
     p = sweep.progress()
     params = ", ".join(q.name for q in spec.search)
     running = p["states"].get("RUNNING", 0)
