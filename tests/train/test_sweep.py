@@ -250,6 +250,133 @@ def test_a_claim_skips_trials_whose_worker_lives_and_takes_over_a_dead_workers_t
         c.lock.release()
 
 
+TINY_RUN = {"device": "cpu", "epochs": 1, "batch_size": 32, "hidden_size": 8, "max_train_windows": 128,
+            "max_val_windows": 64, "max_final_windows": 64}
+
+
+def _free(path) -> bool:
+    """Whether another holder could take the lock file ``path`` now (a second FileLock is a second flock, which
+    waits for the first even in this process)."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return False
+    lock.release()
+    return True
+
+
+def test_a_trial_takes_its_run_directorys_own_lock_inside_its_claim_and_releases_it_before(store, tmp_path,
+                                                                                       monkeypatch):
+    """The claim (.trial-NNNN.claim) and the trainer's run lock (.trial-NNNN.lock) are two files, taken in one
+    order: the claim, then the run's lock for prepare .. close. One file for both would make the trainer wait for
+    the sweep's own claim (a second flock in one process waits like any other)."""
+    from gpu_features.fileio import lock_path
+    from train import sweep as sweep_module
+    from train.sweep import claim_path, trial_name, try_lock
+
+    sweep = Sweep.open(tmp_path / "study", quick_grid(["lr=1e-3"], {**TINY_RUN, "store": [str(store.path)]}))
+    claim = sweep.claim()
+    run_dir = sweep.root / trial_name(0)
+    assert claim_path(run_dir) != lock_path(run_dir)
+    held = []
+    monkeypatch.setattr(sweep_module, "fault_point", lambda name: held.append(
+        (name, _free(lock_path(run_dir)), _free(claim_path(run_dir)))))
+    assert sweep.run_claim(claim) == "COMPLETE"
+    assert held == [("sweep.after_epoch", False, False)]  # during the epoch: both held
+    assert _free(lock_path(run_dir)) and not _free(claim_path(run_dir))  # the run closed; the claim is still ours
+    assert json.loads((run_dir / "run.json").read_text())["format"] == "jade-run"  # an ordinary run directory
+    claim.lock.release()
+    assert _free(claim_path(run_dir))
+    again = try_lock(run_dir)
+    assert again is not None
+    again.release()
+
+
+def test_a_trial_whose_run_directory_another_trainer_holds_is_left_running_for_the_next_command(
+        store, tmp_path, monkeypatch):
+    """A trainer started by hand on a trial's folder holds the run's lock: the sweep's worker is refused as that
+    trainer would be (LockError, exit 2), and the trial is not failed: the next command runs it."""
+    from filelock import FileLock
+
+    from gpu_features.errors import LockError
+    from gpu_features.fileio import lock_path
+    from train.sweep import trial_name
+
+    monkeypatch.setenv("GPU_FEATURES_LOCK_TIMEOUT", "0.2")
+    sweep = Sweep.open(tmp_path / "study", quick_grid(["lr=1e-3"], {**TINY_RUN, "store": [str(store.path)]}))
+    claim = sweep.claim()
+    by_hand = FileLock(str(lock_path(sweep.root / trial_name(0))))
+    by_hand.acquire()
+    with pytest.raises(LockError, match="is being written by another process"):
+        sweep.run_claim(claim)
+    claim.lock.release()
+    by_hand.release()
+    assert [t.state.name for t in sweep.study.get_trials()] == ["RUNNING"]
+    again = sweep.claim()
+    assert (again.trial.number, again.resumed) == (0, True)
+    assert sweep.run_claim(again) == "COMPLETE"
+    again.lock.release()
+
+
+def test_a_trial_folder_holding_a_users_file_fails_that_trial_and_keeps_the_file(store, tmp_path):
+    from train.sweep import trial_name
+
+    sweep = Sweep.open(tmp_path / "study", quick_grid(["lr=1e-3"], {**TINY_RUN, "store": [str(store.path)]}))
+    (sweep.root / trial_name(0)).mkdir()
+    (sweep.root / trial_name(0) / "notes.txt").write_text("keep me")
+    claim = sweep.claim()
+    assert sweep.run_claim(claim) == "FAIL"
+    claim.lock.release()
+    (trial,) = sweep.study.get_trials()
+    assert "is not a run directory: it holds notes.txt" in trial.user_attrs["error"]
+    assert sorted(p.name for p in (sweep.root / trial_name(0)).iterdir()) == ["notes.txt"]
+
+
+def test_a_study_folder_is_ours_only_with_our_sweep_json_and_nothing_is_written_into_another(store, tmp_path,
+                                                                                           capsys):
+    grid = ["--grid", "lr=1e-3", "--device", "cpu", "--store", str(store.path)]
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (tmp_path / "afile").write_text("x")
+    cases = [
+        ("/", "study folder / is the filesystem root"),
+        (str(tmp_path / "afile" / "below"), "is a file, not a folder, so nothing can be made below it"),
+        (str(store.path), f"is the feature store {store.path}"),
+        (str(store.path / "studies"), f"is inside the feature store {store.path}"),
+    ]
+    for text, message in (("not json", "not valid JSON"), ('{"format": "mine"}', "is not a sweep record")):
+        (theirs / "sweep.json").write_text(text)
+        cases.append((str(theirs), message))
+        for argv in (["sweep", "--study-dir", str(theirs), *grid], ["sweep", "--study-dir", str(theirs)],
+                     ["sweep-report", str(theirs)]):
+            assert cli.main(argv) == 2, argv
+            err = " ".join(capsys.readouterr().err.split())
+            assert message in err, err
+    for folder, message in cases[:4]:
+        assert cli.main(["sweep", "--study-dir", folder, *grid]) == 2
+        err = capsys.readouterr().err
+        assert message in " ".join(err.split()) and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in theirs.iterdir()) == ["sweep.json"]
+    assert not (store.path / "studies").exists() and sorted(os.listdir(tmp_path)) == ["afile", "theirs"]
+
+
+def test_an_sqlite_storage_is_written_only_where_a_database_of_ours_may_go(store, tmp_path, capsys):
+    (tmp_path / "notes.db").write_text("the user's notes")
+    (tmp_path / "folder.db").mkdir()
+    grid = ["--grid", "lr=1e-3", "--device", "cpu", "--store", str(store.path)]
+    for db, message in ((tmp_path / "notes.db", "is not an SQLite database, so it is not ours to write"),
+                        (tmp_path / "folder.db", "is a folder, not an SQLite database file"),
+                        (store.path / "study.db", f"the database would lie inside the feature store {store.path}")):
+        assert cli.main(["sweep", "--study-dir", str(tmp_path / "study"), "--storage", f"sqlite:///{db}", *grid]) == 2
+        err = capsys.readouterr().err
+        assert message in " ".join(err.split()) and len(err.strip().splitlines()) == 1, err
+    assert (tmp_path / "notes.db").read_text() == "the user's notes" and not (tmp_path / "study").exists()
+    assert not (store.path / "study.db").exists()
+
+
 def test_folders_and_flags_a_sweep_refuses(store, tmp_path, capsys):
     (tmp_path / "theirs").mkdir()
     (tmp_path / "theirs" / "notes.txt").write_text("keep me")
