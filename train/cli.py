@@ -344,7 +344,7 @@ def cmd_sweep(args, rest: list[str], console, err_console) -> int:
     sweep = Sweep.open(args.study_dir, spec, args.storage)
     out = None if args.quiet else console
     if args.worker:
-        sweep.work(out, f"[{escape(args.worker)}] ", args.threads_per_job)
+        sweep.work(out, f"[{args.worker}] ", args.threads_per_job)  # each trial line is escaped whole
         return 0
     spec = sweep.spec
     workers = workers or plan_workers(spec, args.jobs, args.devices, args.jobs_per_device, args.threads_per_job)
