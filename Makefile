@@ -119,7 +119,7 @@ $(VENV)/.torch: $(VENV)/.core
 	@touch $@
 
 $(VENV)/.dev: $(VENV)/.torch
-	@$(call install_missing,pytest matplotlib importlinter=import-linter==2.17 distributed=$(DASK) $(INGEST_DEV),make test)
+	@$(call install_missing,pytest matplotlib importlinter=import-linter==2.17 distributed=$(DASK) $(INGEST_DEV) optuna=optuna==5.1.0,make test)
 	@$(PY) -c "$$WHEEL_BUILD_OK" 2>/dev/null || $(PIP) "setuptools>=70.1" wheel 2>/dev/null \
 	  || echo "note: setuptools>=68 and wheel not installed; the test that builds a wheel will skip"
 	@$(PY) -m pip show -q nvidia-cuda-nvrtc >/dev/null 2>&1 || $(PIP) $(NVRTC) \

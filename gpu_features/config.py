@@ -58,7 +58,7 @@ class FrozenConfig:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            want, optional = _field_type(f)
+            want, optional = field_type(f)
             value = getattr(self, f.name)
             if optional and value is None:
                 continue
@@ -111,7 +111,7 @@ class FrozenConfig:
 _TYPE_NAMES = {"int": int, "float": float, "bool": bool, "str": str}
 
 
-def _field_type(f: dataclasses.Field) -> tuple[type, bool]:
+def field_type(f: dataclasses.Field) -> tuple[type, bool]:
     """``(type, optional)`` of a field annotated ``T`` or ``T | None`` (string annotations included)."""
     text = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
     parts = [p.strip() for p in text.split("|")]

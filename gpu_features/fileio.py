@@ -4,9 +4,10 @@
 - :func:`temp_sibling`: the one naming rule for temporary files and folders, hidden
   siblings of their target (``.NAME.<tag>-<random>``), so a rename into place never
   crosses a file system and leftovers are recognisable.
-- :func:`write_json_atomic`, :func:`replace_dir`: JSON files and whole directories
-  replaced by a rename, after an fsync; a directory is swapped with its replacement
-  in one ``renameat2(RENAME_EXCHANGE)`` on Linux, so there is no moment without it.
+- :func:`write_json_atomic`, :func:`write_text_atomic`, :func:`replace_dir`: JSON and text
+  files and whole directories replaced by a rename, after an fsync; a directory is swapped
+  with its replacement in one ``renameat2(RENAME_EXCHANGE)`` on Linux, so there is no moment
+  without it.
 - :func:`fsync_file`, :func:`fsync_dir`: durability.
 - :func:`writer_lock`: the one lock a writer of a store, export or run directory holds (``filelock``).
 - :func:`fault_point`: named steps where the fault-injection tests kill a writer.
@@ -76,14 +77,17 @@ def write_json_atomic(path, obj, lines: bool = False) -> None:
     an fsync and a rename, then fsync the folder: readers see the old file or the new one, never a
     part, and the new one survives a power cut once this returns. Keys keep their insertion order
     (writers build their dicts in a fixed order), so equal inputs give equal bytes."""
+    write_text_atomic(path, "".join(json.dumps(x) + "\n" for x in obj) if lines else json_text(obj))
+
+
+def write_text_atomic(path, text: str) -> None:
+    """Write ``text`` through a temporary sibling, an fsync and a rename, then fsync the folder (as
+    :func:`write_json_atomic`: readers see the old file or the new one, never a part)."""
     path = Path(path)
     tmp = temp_sibling(path, "tmp")
     try:
         with open(tmp, "w") as f:
-            if lines:
-                f.writelines(json.dumps(x) + "\n" for x in obj)
-            else:
-                f.write(json_text(obj))
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
-from gpu_features.errors import GpuFeaturesError
 from gpu_features.guard import escape, guarded, make_console
 from gpu_features.options import OneLineParser, count, number
 from gpu_features.windows import MASK_KINDS
@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Pretrain the Jade BiLSTM masked autoencoder on a gpu-features store. On a CPU the "
                     "'small' profile trains a reduced model on a subset of windows (minutes); on a GPU the "
                     "'full' profile trains Jade 2x128 at B=256 on every window. Also: `python -m train plot "
-                    "RUN_DIR --out curves.png` draws a run's curves.",
+                    "RUN_DIR --out curves.png` draws a run's curves; `python -m train sweep --help`: "
+                    "hyperparameter sweeps.",
         epilog="Writes RUN_DIR/metrics.jsonl, checkpoint.json + checkpoint-eNNNN.safetensors (every epoch), "
                "model.safetensors, encoder.safetensors and summary.json.")
     p.add_argument("--store", action="append", default=None, metavar="DIR",
@@ -153,10 +154,8 @@ def _stores(args) -> list[str]:
 
 
 def _config(args):
-    from gpu_features.devices import resolve_device
-
     from .checkpoint import CHECKPOINT_JSON, read_checkpoint_record
-    from .config import TrainConfig, TrainError, make_config
+    from .config import TrainConfig, TrainError, auto_profile, make_config
 
     overrides = {f.name: getattr(args, f.name) for f in config_fields()}
     if args.resume:
@@ -167,13 +166,7 @@ def _config(args):
         if args.profile != "auto":
             explicit["profile"] = args.profile
         return TrainConfig.from_dict({**saved, **explicit}) if explicit else None
-    profile = args.profile
-    if profile == "auto":
-        try:
-            profile = "full" if resolve_device(args.device).type == "cuda" else "small"
-        except GpuFeaturesError as err:
-            raise TrainError(str(err)) from None
-    return make_config(profile, **overrides)
+    return make_config(auto_profile(args.device) if args.profile == "auto" else args.profile, **overrides)
 
 
 def cmd_train(args, console, err_console) -> int:
@@ -247,10 +240,172 @@ def cmd_plot(argv, console) -> int:
     return 0
 
 
+# --- sweeps (train/sweep.py: the study; train/sweep_file.py: sweep files; train/sweep_report.py: results) ------
+
+MAX_JOBS = 1024  # worker processes of one command (as many as precompute --workers)
+
+
+def sweep_parser() -> argparse.ArgumentParser:
+    """``python -m train sweep``: its own options; every other flag is a training flag of :func:`build_parser`."""
+    from .sweep import JOURNAL, STORAGE_ENV
+
+    p = OneLineParser(
+        prog="python -m train sweep", allow_abbrev=False,
+        description="Run a hyperparameter sweep: an Optuna study whose trials are ordinary runs in "
+                    "DIR/trial-NNNN. Re-running the same command continues it (finished trials kept, a trial "
+                    "left by a dead worker resumed from its checkpoint). Any training flag of `python -m train` "
+                    "(e.g. --epochs 2 --store S) sets the base run. Ends with the report of "
+                    "`python -m train sweep-report DIR`.",
+        epilog="Sweep file: [run] (run-file keys), [search] (lists, {low, high, log, step} ranges, {choices}), "
+               "[study] (sampler grid|random|tpe, trials, objective, direction, pruner, seed, name); "
+               "see examples/sweep.toml and the README's Sweeps section.")
+    p.add_argument("--study-dir", required=True, metavar="DIR",
+                   help="the study folder: new, empty, or one a sweep made (it holds sweep.json)")
+    p.add_argument("--config", metavar="FILE", help="sweep file (.toml, .json, .yaml with PyYAML)")
+    p.add_argument("--grid", action="append", metavar="NAME=V1,V2,...",
+                   help="a grid axis without a file (repeat for more axes), e.g. --grid lr=1e-3,3e-3")
+    p.add_argument("--objective", metavar="NAME",
+                   help="val_mae (default); probe:TARGET:ARM:METRIC once the downstream probe exists (overrides the "
+                        "file)")
+    p.add_argument("--pruner", choices=("none", "median", "hyperband"), help="stop hopeless trials early, "
+                   "comparing each epoch's val_mae (overrides the file) [none]")
+    p.add_argument("--trials", type=count(1), metavar="N", help="number of trials (overrides the file) [a grid: "
+                                                                 "all its points]")
+    p.add_argument("--storage", metavar="URL", default=os.environ.get(STORAGE_ENV),
+                   help=f"database URL of the study (e.g. postgresql://...) instead of DIR/{JOURNAL} "
+                        f"[${STORAGE_ENV}]")
+    p.add_argument("--jobs", type=count(1, MAX_JOBS), metavar="N",
+                   help="worker processes on this machine [1 on a CPU; devices x jobs-per-device on GPUs]")
+    p.add_argument("--devices", metavar="LIST", help="CUDA device indices for the workers, e.g. 0,1 [all]")
+    p.add_argument("--jobs-per-device", type=count(1, MAX_JOBS), metavar="K", help="worker processes per GPU [1]")
+    p.add_argument("--threads-per-job", type=count(1, MAX_JOBS), metavar="T",
+                   help="torch CPU threads per worker [cores / jobs; one worker: torch's default]")
+    p.add_argument("--worker", metavar="NAME", help=argparse.SUPPRESS)  # a process started by --jobs
+    p.add_argument("--quiet", action="store_true", help="no line per trial")
+    return p
+
+
+def sweep_run_settings(rest: list[str]) -> dict:
+    """The base run given as training flags, parsed by the trainer's own parser (:func:`build_parser`: the same
+    names, types, ranges and choices); only what was given is kept, and ``--profile auto`` is left to the sweep
+    file's rule (the device picks it, as for ``python -m train``)."""
+    from .config import TrainError
+    from .config_file import allowed_keys
+
+    parser = build_parser()
+    parser.prog = "python -m train sweep"
+    ns = parser.parse_args(rest)
+    for flag, dest in (("--run-dir", "run_dir"), ("--resume", "resume"), ("--overwrite", "overwrite"),
+                       ("--allow-world-size-change", "allow_world_size_change"), ("--config", "config")):
+        if getattr(ns, dest, None):
+            raise TrainError(f"{flag} is not a sweep setting: every trial runs in DIR/trial-NNNN and is resumed by "
+                             "running the same sweep command again; drop it.")
+    out = {k: v for k, v in vars(ns).items() if v is not None and k in allowed_keys() and k != "profile"}
+    if ns.profile != "auto":
+        out["profile"] = ns.profile
+    return out
+
+
+def _sweep_spec(args, rest: list[str]):
+    """The sweep the flags describe; None: continue the one the study folder holds."""
+    from .config import TrainError
+    from .sweep_file import load_sweep_file, quick_grid
+
+    overrides = sweep_run_settings(rest)
+    study = {k: getattr(args, k) for k in ("objective", "pruner", "trials") if getattr(args, k) is not None}
+    if args.worker:
+        return None
+    if args.config and args.grid:
+        raise TrainError("--grid builds a sweep without a file; with --config put the grid in the file's [search] "
+                         "table.")
+    if args.config:
+        return load_sweep_file(args.config, overrides, study)
+    if args.grid:
+        return quick_grid(args.grid, overrides, study)
+    if overrides or study:
+        raise TrainError(f"settings without --config or --grid: to continue the sweep in {args.study_dir} give no "
+                         "settings (they are in its sweep.json), or repeat the --config/--grid it was started with.")
+    return None
+
+
+def cmd_sweep(args, rest: list[str], console, err_console) -> int:
+    from .loop import open_training_store
+    from .sweep import JOURNAL, Sweep, check_study_dir, plan_workers, require_optuna, run_workers
+    from .sweep_report import report
+
+    spec = _sweep_spec(args, rest)  # a bad sweep file or flag is refused first, Optuna or not
+    require_optuna()
+    workers = None
+    if spec is not None:  # refused before the study folder is made
+        check_study_dir(args.study_dir, need_record=False)
+        for store in spec.stores:  # the trainer's own refusal, once, not in every trial
+            open_training_store(store)
+        workers = plan_workers(spec, args.jobs, args.devices, args.jobs_per_device, args.threads_per_job)
+    sweep = Sweep.open(args.study_dir, spec, args.storage)
+    out = None if args.quiet else console
+    if args.worker:
+        sweep.work(out, f"[{args.worker}] ", args.threads_per_job)  # each trial line is escaped whole
+        return 0
+    spec = sweep.spec
+    workers = workers or plan_workers(spec, args.jobs, args.devices, args.jobs_per_device, args.threads_per_job)
+    p = sweep.progress()
+    params = ", ".join(q.name for q in spec.search)
+    running = p["states"].get("RUNNING", 0)
+    console.print("[bold]sweep[/] " + escape(f"{sweep.root}: {spec.sampler} over {params}, {spec.trials} trial(s), objective "
+                         f"{spec.objective.name} ({spec.objective.direction})"
+                         + (f", {spec.pruner['kind']} pruner" if spec.pruner else "")
+                         + f"; {p['finished']} finished" + (f", {running} left running" if running else "")
+                         + f"; {workers.describe()}; study in "
+                         + (sweep.storage if args.storage else str(sweep.root / JOURNAL))),
+                  soft_wrap=True, highlight=False)
+    code = 0
+    if workers.in_process:
+        sweep.work(out, "", workers.threads)
+    else:
+        codes = run_workers(sweep.root, workers, args.storage, args.quiet)
+        failed = [(i, c) for i, c in enumerate(codes) if c != 0]
+        if failed:
+            err_console.print("worker(s) " + ", ".join(f"w{i} (exit {c})" for i, c in failed) + " stopped early; "
+                              "their trials stay running in the study: run the same command again to resume them.",
+                              soft_wrap=True)
+            code = max(c for _, c in failed) if all(c in (2, 3, 130) for _, c in failed) else 3
+    report(sweep, console)
+    return code
+
+
+def sweep_report_parser() -> argparse.ArgumentParser:
+    from .sweep import STORAGE_ENV
+    from .sweep_report import BEST, CSV, PNG
+
+    p = OneLineParser(prog="python -m train sweep-report", allow_abbrev=False,
+                      description=f"Print a sweep's trials and write DIR/{CSV}, DIR/{BEST} (the best trial's run "
+                                  f"file) and DIR/{PNG}.")
+    p.add_argument("study_dir", metavar="DIR", help="the study folder of `python -m train sweep` (it holds sweep.json)")
+    p.add_argument("--storage", metavar="URL", default=os.environ.get(STORAGE_ENV),
+                   help=f"the database URL, when the sweep was started with --storage [${STORAGE_ENV}]")
+    return p
+
+
+def cmd_sweep_report(argv, console) -> int:
+    from .sweep import Sweep
+    from .sweep_report import report
+
+    args = sweep_report_parser().parse_args(argv)
+    report(Sweep.open(args.study_dir, None, args.storage, create=False), console)
+    return 0
+
+
 def main(argv=None) -> int:
     console, err_console = make_console(), make_console(stderr=True)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "plot":
         return guarded(lambda: cmd_plot(argv[1:], console), err_console, "interrupted")
+    if argv and argv[0] == "sweep-report":
+        return guarded(lambda: cmd_sweep_report(argv[1:], console), err_console, "interrupted")
+    if argv and argv[0] == "sweep":
+        from .sweep import INTERRUPTED
+
+        sweep_args, rest = sweep_parser().parse_known_args(argv[1:])
+        return guarded(lambda: cmd_sweep(sweep_args, rest, console, err_console), err_console, INTERRUPTED)
     args = build_parser().parse_args(argv)
     return guarded(lambda: cmd_train(args, console, err_console), err_console, "interrupted")

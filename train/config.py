@@ -138,3 +138,17 @@ def make_config(profile: str, **overrides) -> TrainConfig:
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["profile"] = profile
     return TrainConfig.from_dict(values)
+
+
+def auto_profile(device: str) -> str:
+    """The profile ``--profile auto`` picks: ``full`` where ``device`` is (or ``auto`` finds) a GPU, else ``small``.
+
+    Raises:
+        TrainError: ``device`` cannot be used here (``cuda`` without a GPU).
+    """
+    from gpu_features.devices import resolve_device
+
+    try:
+        return "full" if resolve_device(device).type == "cuda" else "small"
+    except GpuFeaturesError as err:
+        raise TrainError(str(err)) from None

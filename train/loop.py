@@ -37,7 +37,7 @@ import torch
 from torch.nn import functional as F
 
 from gpu_features.config import FEATURE_NAMES
-from gpu_features.errors import GpuFeaturesError, StoreError
+from gpu_features.errors import GpuFeaturesError, LockError, StoreError
 from gpu_features.fileio import write_json_atomic
 from gpu_features.store import MANIFEST, is_dataset, open_store
 from gpu_features.windows import WindowSource, check_combinable, derive_seed, resolve_device
@@ -61,6 +61,7 @@ CHECK_EVERY = 20          # steps between (lagged, non-blocking) reads of the lo
 _S_INIT, _S_DROPOUT, _S_TRAIN, _S_VAL, _S_TEST = 100, 101, 102, 103, 104
 
 OnBatch = Callable[[int, int, tuple, torch.nn.Module], None]
+OnEpoch = Callable[[dict], bool]  # the epoch's metrics line, after its checkpoint; True stops the run there
 
 
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
@@ -87,7 +88,8 @@ def deterministic_cublas() -> None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
-def _open_store(path):
+def open_training_store(path):
+    """Open a store (or dataset) to train on, or refuse in one sentence how the trainer does."""
     path = Path(path)
     if not ((path / MANIFEST).is_file() or is_dataset(path)):  # a dataset of part stores is one store
         raise TrainError(f"{path}: no feature store there; build the demo store with `make precompute` "
@@ -293,8 +295,14 @@ class Run:
 
     # --- training ---------------------------------------------------------------------------------
 
-    def fit(self, on_batch: OnBatch | None = None) -> None:
-        """Train the remaining epochs (none when the checkpoint already finished them)."""
+    def fit(self, on_batch: OnBatch | None = None, on_epoch: OnEpoch | None = None) -> bool:
+        """Train the remaining epochs (none when the checkpoint already finished them).
+
+        ``on_epoch(line)`` is called after each epoch's checkpoint is committed; when it returns True
+        the run stops there (a sweep's pruner), its checkpoint resumable as after an interruption
+        (under torchrun every rank must return the same). Returns whether it was stopped so.
+        """
+        stopped = False
         cfg, model = self.cfg, self.model
         with self._progress() as progress:
             while not self.done_training:
@@ -366,7 +374,11 @@ class Run:
                 if self.state["stopped_early"]:
                     self._print(f"[yellow]early stop[/]: no better validation MAE for {cfg.patience} epochs "
                                 f"(best epoch {self.state['best_epoch']})")
+                if on_epoch is not None and on_epoch(line):
+                    stopped = True
+                    break
         self.step.release()
+        return stopped
 
     def _capture(self, X, mask, valid) -> None:
         """Capture the step after the epoch's seed (see train.step).
@@ -472,7 +484,7 @@ def prepare(store_path, run_dir, cfg: TrainConfig | None = None, resume: bool = 
     dist = distributed.init(run_cfg.device)  # refuses a missing GPU before touching the run directory
     error, state, tensors, stores, held = None, None, None, [], contextlib.ExitStack()
     try:
-        stores = [_open_store(p) for p in paths]
+        stores = [open_training_store(p) for p in paths]
         if len(stores) > 1:
             check_combinable(stores)
         identities = [store_identity(s) for s in stores]
@@ -497,8 +509,8 @@ def prepare(store_path, run_dir, cfg: TrainConfig | None = None, resume: bool = 
                                      f"{before} process(es), or pass --allow-world-size-change to continue anyway.")
                 state.setdefault("world_size_changes", []).append(
                     {"epoch": state["epoch"], "from": before, "to": dist.world_size})
-    except GpuFeaturesError as err:
-        error = err if isinstance(err, TrainError) else TrainError(str(err))
+    except GpuFeaturesError as err:  # a held run directory stays a LockError: a sweep tells it from a bad trial
+        error = err if isinstance(err, (TrainError, LockError)) else TrainError(str(err))
     try:
         _start_or_refuse(dist, error)
         try:  # windows, loaders and model before the run directory is touched: a refusal here leaves it as it was
@@ -544,4 +556,5 @@ def train(store_path, run_dir, cfg: TrainConfig | None = None, resume: bool = Fa
         return run.finish()
 
 
-__all__ = ["Run", "TIMING_FIELDS", "evaluate", "lr_at", "prepare", "train"]
+__all__ = ["OnBatch", "OnEpoch", "Run", "TIMING_FIELDS", "evaluate", "lr_at", "open_training_store", "prepare",
+           "train"]

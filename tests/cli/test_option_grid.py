@@ -62,16 +62,21 @@ ACCEPTED = {
     ("train", "--grad-clip"): {"tiny", "huge", "int64max"},  # huge: no clipping
     ("train", "--window-length"): set(),
     ("train plot", "--dpi"): set(),
+    ("train sweep", "--trials"): set(),            # int64max: more than the one-point grid has, refused by the sweep
+    ("train sweep", "--jobs"): set(),              # 1 .. 1024 worker processes
+    ("train sweep", "--jobs-per-device"): set(),   # 1 .. 1024
+    ("train sweep", "--threads-per-job"): set(),   # 1 .. 1024
 }
 DISTRIBUTED = ("--workers", "--symbols-per-task", "--bars-per-task")
 READ_OPTIONS = ("--price-scale", "--max-drop-fraction")
 
 
 def parsers() -> dict:
-    from train.cli import build_parser as train_parser, plot_parser
+    from train.cli import build_parser as train_parser, plot_parser, sweep_parser, sweep_report_parser
 
     sub = build_parser()._subparsers._group_actions[0].choices
-    return {**sub, "train": train_parser(), "train plot": plot_parser()}
+    return {**sub, "train": train_parser(), "train plot": plot_parser(), "train sweep": sweep_parser(),
+            "train sweep-report": sweep_report_parser()}
 
 
 def value_actions():
@@ -116,6 +121,10 @@ def _argv(prog, store, bar_file, out):
         "plot": ["plot", store, "--out", out],
         "train": ["--store", store, "--run-dir", out, "--device", "cpu", "--quiet"],
         "train plot": ["plot", out],
+        # the sweep's own options; its training flags are the trainer's (rows above)
+        "train sweep": ["sweep", "--study-dir", out, "--store", store, "--grid", "lr=1e-3", "--device", "cpu",
+                        "--quiet"],
+        "train sweep-report": ["sweep-report", out],
         "stream": ["stream", "--store", store],
     }[prog]
 

@@ -2,11 +2,13 @@
 
 Kinds: ``.`` (a folder of the user's), ``/``, an existing file of the user's, the store itself, a
 file of the store, a folder of user files, a path inside the store, an empty folder, a new path, a
-run directory (with a user file in it), an existing export. :data:`CASES` says which kinds each
-option accepts; every other cell must be a clean refusal (exit 2, or exit 1 for ``verify``, one
-line, no traceback), and in every cell the user's files, the store (unless the command may write
-it) and the filesystem root are exactly as they were.
+run directory (with a user file in it), an existing export, a sweep's study folder (its ``sweep.json``,
+journal and queued grid). :data:`CASES` says which kinds each option accepts; every other cell must be
+a clean refusal (exit 2, or exit 1 for ``verify``, one line, no traceback), and in every cell the user's
+files, the store and the study (unless the command may write them) and the filesystem root are exactly
+as they were.
 """
+import importlib.util
 import io
 import json
 import os
@@ -21,7 +23,7 @@ from tests.harness import STORE_ENGINE, write_parquet
 
 KINDS = {"dot": ".", "root": "/", "file": "notes{sfx}", "store": "store", "store_file": "store/manifest.json",
          "user_dir": "user", "in_store": "store/x{sfx}", "empty": "empty", "missing": "missing{sfx}", "run": "run",
-         "export": "export{sfx}"}
+         "export": "export{sfx}", "study": "study"}
 
 # name -> (argv with {P} for the path, suffix of file-like kinds, the kinds accepted, what it may change)
 CASES = {
@@ -62,6 +64,12 @@ CASES = {
     "stream --config": (["stream", "--config", "{P}"], ".json", set(), None),
     "stream --resume": (["stream", "--resume", "{P}"], "", set(), None),
     "stream --save": (["stream", "--store", "store", "--save", "{P}"], "", {"missing"}, None),
+    # A sweep starts only in a new or empty folder, and continues only in a folder holding our sweep.json.
+    "train sweep --study-dir": (["sweep", "--study-dir", "{P}", "--store", "store", "--grid", "lr=1e-3", "--device",
+                                 "cpu", "--quiet"], "", {"empty", "missing"}, None),
+    "train sweep --study-dir (continue)": (["sweep", "--study-dir", "{P}", "--quiet"], "", {"study"}, "study"),
+    "train sweep --config": (["sweep", "--config", "{P}", "--study-dir", "newstudy"], ".json", set(), None),
+    "train sweep-report STUDY_DIR": (["sweep-report", "{P}"], "", {"study"}, "study"),
 }
 USER_FILES = ["notes", "notes.parquet", "notes.png", "notes.json", "user/notes.txt", "run/notes.txt"]
 
@@ -69,7 +77,11 @@ USER_FILES = ["notes", "notes.parquet", "notes.png", "notes.json", "user/notes.t
 # The text options that are not paths (every other text option of both parsers must have a case above).
 NOT_PATHS = {"--split-fractions", "--split-dates", "--time-column", "--date-column", "--time-format", "--timezone",
              "--symbol-column", "--roll-column", "--rename", "--delimiter", "--columns", "--scheduler", "--symbol",
-             "--start", "--end", "--features"}
+             "--start", "--end", "--features",
+             # python -m train sweep: a grid axis, an objective, CUDA device indices, a worker's name, and the
+             # study's database URL (an SQLite file's checks: tests/train/test_sweep.py)
+             "--grid", "--objective", "--devices", "--worker", "--storage"}
+OPTUNA = importlib.util.find_spec("optuna") is not None
 
 
 def test_every_path_option_has_a_case():
@@ -97,12 +109,30 @@ def template(make_store, tmp_path_factory):
     assert main(["export", str(root / "store"), "--output", str(root / "export"), "--quiet"]) == 0
     assert main(["export", str(root / "store"), "--layout", "parquet", "--output", str(root / "export.parquet")]) == 0
     assert main(["plot", str(root / "store"), "--out", str(root / "export.png"), "--last", "50"]) == 0
+    _make_study(root / "study", root / "store")
     return root
+
+
+def _make_study(folder, store):
+    """A sweep's study folder: one queued grid point on ``store`` (Optuna's journal where Optuna is installed;
+    without it, the record alone, which is what makes a folder a study for every other command)."""
+    from train.sweep_file import quick_grid
+
+    spec = quick_grid(["lr=1e-3"], {"store": [str(store)], "device": "cpu", "epochs": 1})
+    if OPTUNA:
+        from train.sweep import Sweep
+
+        Sweep.open(folder, spec)
+    else:
+        from gpu_features.fileio import write_json_atomic
+
+        folder.mkdir()
+        write_json_atomic(folder / "sweep.json", {**spec.record(), "name": "study", "storage": "journal"})
 
 
 @pytest.fixture
 def world(template, tmp_path, monkeypatch):
-    for name in ("store", "export"):
+    for name in ("store", "export", "study"):
         shutil.copytree(template / name, tmp_path / name)
     for name in ("new.parquet", "export.parquet", "export.png"):
         shutil.copy(template / name, tmp_path / name)
@@ -116,10 +146,12 @@ def world(template, tmp_path, monkeypatch):
     return tmp_path
 
 
-def _snapshot(world: Path, with_store: bool) -> dict:
+def _snapshot(world: Path, with_store: bool, with_study: bool = True) -> dict:
     snap = {name: (world / name).read_bytes() for name in USER_FILES}
     if with_store:
         snap["store"] = sorted((p.name, p.read_bytes()) for p in (world / "store").iterdir())
+    if with_study:
+        snap["study"] = sorted((p.name, p.read_bytes()) for p in (world / "study").iterdir() if p.is_file())
     snap["/"] = sorted(os.listdir("/"))
     return snap
 
@@ -128,8 +160,8 @@ def _stub_training(monkeypatch):
     """Accepted training commands prepare the run (run directory, config, lock) but train no epoch."""
     from train import loop, report
 
-    monkeypatch.setattr(loop.Run, "fit", lambda self, on_batch=None: None)
-    monkeypatch.setattr(loop.Run, "finish", lambda self: {})
+    monkeypatch.setattr(loop.Run, "fit", lambda self, on_batch=None, on_epoch=None: False)
+    monkeypatch.setattr(loop.Run, "finish", lambda self: {"val": {"mae": {"model": 0.5}}})  # a sweep's objective
     monkeypatch.setattr(report, "print_report", lambda *a, **kw: None)
 
 
@@ -137,7 +169,7 @@ CELLS = [(case, kind) for case in CASES for kind in KINDS]
 
 
 @pytest.mark.parametrize("case, kind", CELLS, ids=[f"{c}={k}" for c, k in CELLS])
-def test_path_kind_grid(case, kind, world, capsys, monkeypatch):
+def test_path_kind_grid(case, kind, world, template, capsys, monkeypatch):
     from train import cli as train_cli
 
     argv, sfx, accepted, writes = CASES[case]
@@ -146,13 +178,17 @@ def test_path_kind_grid(case, kind, world, capsys, monkeypatch):
     if "--engine" not in argv and argv[0] == "precompute":
         argv += ["--engine", STORE_ENGINE]
     trainer = case.startswith("train")
-    if trainer and argv[0] != "plot":
-        argv += ["--device", "cpu", "--quiet"]
+    if trainer and argv[0] not in ("plot", "sweep-report"):
+        if argv[0] != "sweep":  # a sweep's cases say their own flags (a continued sweep takes no settings)
+            argv += ["--device", "cpu", "--quiet"]
         _stub_training(monkeypatch)
+    if "sweep" in case and not OPTUNA:
+        pytest.skip("sweeps need Optuna (pip install 'gpu-features[optuna]'), not installed here")
     if argv[0] == "stream":  # no bars on standard input: the stream opens, ends and saves
         monkeypatch.setattr("sys.stdin", io.StringIO(""))
     protect_store = not (writes == "store" and kind == "store" and kind in accepted)
-    before = _snapshot(world, protect_store)
+    protect_study = not (writes == "study" and kind == "study" and kind in accepted)
+    before = _snapshot(world, protect_store, protect_study)
     try:
         code = (train_cli.main if trainer else main)(argv)
     except SystemExit as e:
@@ -165,7 +201,10 @@ def test_path_kind_grid(case, kind, world, capsys, monkeypatch):
         assert code in ((1, 2) if case.startswith("verify") else (2,)), (code, out, err)
         if code == 2:
             assert len(err.strip().splitlines()) == 1, err
-    assert _snapshot(world, protect_store) == before, "a user's file, the store or / changed"
+    assert _snapshot(world, protect_store, protect_study) == before, "a user's file, the store, the study or / changed"
     if kind == "run" and kind in accepted:  # only the run's own files were replaced
         assert (world / "run" / "notes.txt").read_text() == "the user's run/notes.txt"
         assert json.loads((world / "run" / "config.json").read_text())["store"] == ["store"]
+    if kind == "study" and kind in accepted:  # our own study: its record kept, its report written beside it
+        assert (world / "study" / "sweep.json").read_bytes() == (template / "study" / "sweep.json").read_bytes()
+        assert (world / "study" / "trials.csv").is_file()
