@@ -14,7 +14,7 @@ import numpy as np
 
 from .config import FEATURE_NAMES
 from .errors import GpuFeaturesError
-from .fileio import absolute, check_writable, fsync_file, inside, temp_sibling
+from .fileio import absolute, check_replaceable, check_writable, fsync_file, inside, temp_sibling
 
 
 def store_to_arrow(store):
@@ -70,13 +70,7 @@ def write_parquet(store, out, overwrite: bool = False) -> Path:
     if inside(out, store.path):
         raise GpuFeaturesError(f"--output {given} lies inside the store {store.path} it exports; an export is written "
                                "outside the store, so choose another --output.")
-    if out.exists() or out.is_symlink():
-        if not is_parquet_export(out):
-            raise GpuFeaturesError(f"{given} already exists and is not a gpu-features parquet export; refusing to "
-                                   "replace it (even with --overwrite), choose another --output.")
-        if not overwrite:
-            raise GpuFeaturesError(f"{given} already exists (a gpu-features parquet export); pass --overwrite to "
-                                   "replace it or choose another --output.")
+    check_replaceable(out, given, is_parquet_export, "a gpu-features parquet export", overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     check_writable(out.parent, "--output")  # a read-only target is not a full disk
     table = store_to_arrow(store)

@@ -317,6 +317,22 @@ def check_parents(path, option: str, error: type | None = None) -> None:
             return
 
 
+def check_replaceable(out: Path, given, ours, what: str, overwrite: bool, error: type | None = None,
+                      option: str = "--output") -> None:
+    """Refuse an existing ``out`` that ``ours(out)`` says this command did not write (never replaced, even with
+    ``overwrite``), and one of ours without ``overwrite``; ``what`` names our kind of file (``a gpu-features
+    parquet export``), ``given`` is the path as the user typed it."""
+    from .errors import GpuFeaturesError
+
+    error = error or GpuFeaturesError
+    if out.exists() or out.is_symlink():
+        if not ours(out):
+            raise error(f"{given} already exists and is not {what}; refusing to replace it (even with --overwrite), "
+                        f"choose another {option}.")
+        if not overwrite:
+            raise error(f"{given} already exists ({what}); pass --overwrite to replace it or choose another {option}.")
+
+
 def inside(path, folder) -> bool:
     """True when ``path`` is ``folder`` or lies below it (links resolved, so a second name is caught)."""
     try:
