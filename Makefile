@@ -24,13 +24,16 @@ BENCH_OUT ?= bench/results
 PRECOMPUTE_ARGS ?=
 # Extra flags for `make train`, e.g. TRAIN_ARGS="--epochs 1 --quiet".
 TRAIN_ARGS ?=
+# Extra flags for `make probe`, e.g. PROBE_ARGS="--finetune".
+PROBE_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help precompute train test test-gpu verify inspect bench clean FORCE
+.PHONY: help precompute train probe test test-gpu verify inspect bench clean FORCE
 
 help:
 	@echo "make precompute   compute the demo store ($(STORE)) from the embedded synthetic bars"
 	@echo "make train        pretrain Jade on the demo store (builds it first if missing) -> $(RUN)"
+	@echo "make probe        measure the trained demo run downstream (sign and volatility) -> $(RUN)/probe.json"
 	@echo "make test         run the test suite (CPU; GPU tests skip with their reason)"
 	@echo "make test-gpu     GPU tests + benchmarks on a CUDA machine, no installs, table last"
 	@echo "make verify       recompute sampled bars of the demo store and compare bits"
@@ -119,7 +122,7 @@ $(VENV)/.torch: $(VENV)/.core
 	@touch $@
 
 $(VENV)/.dev: $(VENV)/.torch
-	@$(call install_missing,pytest matplotlib importlinter=import-linter==2.17 distributed=$(DASK) $(INGEST_DEV) optuna=optuna==5.1.0,make test)
+	@$(call install_missing,pytest matplotlib importlinter=import-linter==2.17 distributed=$(DASK) $(INGEST_DEV) optuna=optuna==5.1.0 sklearn=scikit-learn==1.7.2,make test)
 	@$(PY) -c "$$WHEEL_BUILD_OK" 2>/dev/null || $(PIP) "setuptools>=70.1" wheel 2>/dev/null \
 	  || echo "note: setuptools>=68 and wheel not installed; the test that builds a wheel will skip"
 	@$(PY) -m pip show -q nvidia-cuda-nvrtc >/dev/null 2>&1 || $(PIP) $(NVRTC) \
@@ -136,6 +139,10 @@ $(STORE)/manifest.json: | $(VENV)/.core
 
 train: $(VENV)/.torch $(STORE)/manifest.json
 	$(PY) -m train --store $(STORE) --run-dir $(RUN) --overwrite $(TRAIN_ARGS)
+
+# The trained demo run used downstream (README: Using the encoder); `make train` first.
+probe: $(VENV)/.torch
+	$(PY) -m train probe --run $(RUN) --target return-sign:5 --target realized-vol:5 $(PROBE_ARGS)
 
 verify: $(VENV)/.core $(STORE)/manifest.json
 	$(PY) -m gpu_features verify $(STORE)

@@ -186,6 +186,14 @@ class WindowSource:
                                      split, min_valid_fraction)
         return evenly_spaced(stride_starts(starts, stride), max_windows)
 
+    def gather(self, starts):
+        """``X [B, K, D]`` and ``valid [B, K]`` of the windows at ``starts`` (``[B] int64`` torch, on the device),
+        unmasked: what embedding and probing read (training batches come from :class:`WindowLoader`)."""
+        import torch
+
+        idx = starts.unsqueeze(1) + torch.arange(self.window_length, device=starts.device)
+        return self.features[idx], self.valid[idx]
+
     def loader(self, split: str = "train", batch_size: int = 256, *, stride: int = 1,
                min_valid_fraction: float = 1.0, max_windows: int | None = None, shuffle: bool | None = None,
                drop_last: bool = False, **options) -> "WindowLoader":

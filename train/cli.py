@@ -98,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Pretrain the Jade BiLSTM masked autoencoder on a gpu-features store. On a CPU the "
                     "'small' profile trains a reduced model on a subset of windows (minutes); on a GPU the "
                     "'full' profile trains Jade 2x128 at B=256 on every window. Also: `python -m train plot "
-                    "RUN_DIR --out curves.png` draws a run's curves; `python -m train sweep --help`: "
-                    "hyperparameter sweeps.",
+                    "RUN_DIR --out curves.png` draws a run's curves; `python -m train embed --help` and `python -m "
+                    "train probe --help`: use a trained run; `python -m train sweep --help`: hyperparameter sweeps.",
         epilog="Writes RUN_DIR/metrics.jsonl, checkpoint.json + checkpoint-eNNNN.safetensors (every epoch), "
                "model.safetensors, encoder.safetensors and summary.json.")
     p.add_argument("--store", action="append", default=None, metavar="DIR",
@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(p)
     p.add_argument("--tensorboard", action="store_true", default=None,
                    help="also log metrics to RUN_DIR/tensorboard (pip install 'gpu-features[tensorboard]')")
+    p.add_argument("--probe", action="append", default=None, metavar="TARGET",
+                   help="after training, run the downstream probe on TARGET (return-sign:N, realized-vol:N; repeat "
+                        "for more) and record its headline numbers in summary.json (see `python -m train probe`)")
     p.add_argument("--allow-world-size-change", action="store_true",
                    help="--resume with another number of processes than the run had (not exact)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -131,7 +134,7 @@ def _apply_run_file(args) -> None:
         # A resumed run's own config.json: its stores (the same bars moved elsewhere) and tensorboard are honoured;
         # its settings are checked against the checkpoint when the run is prepared (train.rundir).
         own = read_config_json(args.run_dir or DEFAULT_RUN) or {}
-        data = {k: v for k, v in own.items() if k in ("store", "tensorboard")}
+        data = {k: v for k, v in own.items() if k in ("store", "tensorboard", "probe")}
     for key, value in data.items():
         if key == "profile":
             if args.profile == "auto":
@@ -140,6 +143,7 @@ def _apply_run_file(args) -> None:
             setattr(args, key, value)
     args.run_dir = args.run_dir or DEFAULT_RUN
     args.tensorboard = bool(args.tensorboard)
+    args.probe = list(args.probe or [])
 
 
 def _stores(args) -> list[str]:
@@ -176,7 +180,8 @@ def cmd_train(args, console, err_console) -> int:
     stores = _stores(args)
     cfg = _config(args)
     run = prepare(stores, args.run_dir, cfg, resume=args.resume, overwrite=args.overwrite, console=err_console,
-                  quiet=args.quiet, tensorboard=args.tensorboard, allow_world_size_change=args.allow_world_size_change)
+                  quiet=args.quiet, tensorboard=args.tensorboard, allow_world_size_change=args.allow_world_size_change,
+                  probe=args.probe)
     with contextlib.closing(run):  # the run directory's lock is held until everything is written
         return _train(run, args, stores, console, err_console)
 
@@ -237,6 +242,118 @@ def cmd_plot(argv, console) -> int:
     data = plot_run(args.run_dir, out, dpi=args.dpi)
     console.print(f"wrote {escape(out)} ({data['width']}x{data['height']} px): {len(data['epochs'])} epoch(s), "
                   f"per-feature MAE on {data['split']}")
+    return 0
+
+
+# --- using a trained run (train/load.py, train/embed.py, train/probe.py) -----------------------------------
+
+
+def _run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", default=DEFAULT_RUN, metavar="RUN_DIR", help=f"a finished run directory [{DEFAULT_RUN}]")
+    p.add_argument("--store", action="append", default=None, metavar="DIR",
+                   help="store(s) to apply the run to, with the run's feature config [the run's own]")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="where the encoder runs [auto]")
+    p.add_argument("--batch-size", type=count(1, 1 << 20), default=512, metavar="B", help="windows per batch [512]")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def embed_parser() -> argparse.ArgumentParser:
+    from .embed import SPLIT_CHOICES
+
+    p = OneLineParser(prog="python -m train embed", allow_abbrev=False,
+                      description="Write one embedding per usable window of a store (the mean of the trained "
+                                  "encoder's last-layer states over the window's valid bars), with the window's "
+                                  "last-bar time, symbol and split, as parquet (embedding: fixed-size list of "
+                                  "float32) or safetensors, by the extension of --output.")
+    _run_arguments(p)
+    p.add_argument("--split", choices=SPLIT_CHOICES, default="all", help="which split's windows [all]")
+    p.add_argument("--stride", type=count(1), default=1, metavar="N", help="every N-th usable window [1]")
+    p.add_argument("--output", required=True, metavar="FILE", help="new .parquet or .safetensors file")
+    p.add_argument("--overwrite", action="store_true", help="replace an embeddings file written by this command")
+    return p
+
+
+def cmd_embed(argv, console, err_console) -> int:
+    import time
+
+    from .embed import check_embeddings_output, embed_run, write_embeddings
+    from .load import load_run
+
+    args = embed_parser().parse_args(argv)
+    check_embeddings_output(args.output, args.overwrite)  # refused before any work
+    run = load_run(args.run, args.device)
+    stores = args.store or run.stores
+    t0 = time.perf_counter()
+    emb = embed_run(run, stores, args.split, args.stride, args.batch_size)
+    out = write_embeddings(emb, args.output, args.overwrite, {"run_dir": str(run.run_dir), "stores": list(stores),
+                                                               "split": args.split, "stride": args.stride})
+    console.print(f"[bold green]wrote[/] {escape(out)}: {len(emb.start):,} embeddings of {emb.embedding.shape[1]} "
+                  f"floats ({args.split} split{'s' if args.split == 'all' else ''}, stride {args.stride}, "
+                  f"K={emb.window_length}) from {escape(run.run_dir)} on {emb.embedding.device} in "
+                  f"{time.perf_counter() - t0:.1f} s", highlight=False)
+    return 0
+
+
+def probe_parser() -> argparse.ArgumentParser:
+    from .probe import ProbeSettings
+
+    d = ProbeSettings()
+    p = OneLineParser(prog="python -m train probe", allow_abbrev=False,
+                      description="Measure a trained encoder downstream: linear heads on its frozen embeddings "
+                                  "against a trivial baseline, the raw window features and a random encoder of the "
+                                  "same shape (optionally the encoder fine-tuned), on identical purged and "
+                                  "embargoed samples; heads fitted on train, tuned on val, reported on test with "
+                                  "block-bootstrap intervals. Writes RUN_DIR/probe.json and probe.png.")
+    _run_arguments(p)
+    p.add_argument("--target", action="append", required=True, metavar="TARGET",
+                   help="return-sign:N (sign of the log return over the next N bars) or realized-vol:N (log "
+                        "realized volatility of the next N bars); repeat for more")
+    p.add_argument("--source", action="append", metavar="FILE",
+                   help="the store's source bar files, in order, when they moved (as verify --source)")
+    p.add_argument("--stride", type=count(1, 10_000), default=d.stride, metavar="N",
+                   help=f"every N-th usable window [{d.stride}]")
+    p.add_argument("--max-windows", type=count(100, 10**9), default=d.max_windows, metavar="N",
+                   help=f"windows per split at most, evenly spaced [{d.max_windows:,}]")
+    p.add_argument("--embargo", type=count(0, 10**7), default=None, metavar="BARS",
+                   help="bars between splits, at least K + N [K + N]")
+    p.add_argument("--resamples", type=count(10, 100_000), default=d.resamples, metavar="R",
+                   help=f"bootstrap resamples per interval [{d.resamples}]")
+    p.add_argument("--seed", type=count(0), default=d.seed, help=f"random arm, bootstrap, fine-tuning [{d.seed}]")
+    p.add_argument("--finetune", action="store_true", help="also fine-tune the encoder with the head (slow on a CPU)")
+    p.add_argument("--finetune-epochs", type=count(1, 1000), default=d.finetune_epochs, metavar="E",
+                   help=f"[{d.finetune_epochs}]")
+    p.add_argument("--no-chart", action="store_true", help="do not draw probe.png")
+    return p
+
+
+def cmd_probe(argv, console, err_console) -> int:
+    import time
+
+    from . import rundir
+    from .load import load_run
+    from .probe import ProbeSettings, probe_tables, protocol_lines, run_probe, write_probe
+    from .targets import parse_targets
+
+    args = probe_parser().parse_args(argv)
+    parse_targets(args.target)  # a bad target is refused before the run is loaded
+    settings = ProbeSettings(stride=args.stride, max_windows=args.max_windows, embargo=args.embargo,
+                             resamples=args.resamples, seed=args.seed, finetune=args.finetune,
+                             finetune_epochs=args.finetune_epochs, batch_size=args.batch_size)
+    t0 = time.perf_counter()
+    say = (lambda m: None) if args.quiet else (lambda m: err_console.print(f"probe: {escape(m)}", highlight=False))
+    run = load_run(args.run, args.device)  # refused before the run directory's lock is taken
+    with rundir.lock(args.run):  # probe.json is written into the run directory: not while a trainer writes there
+        record = run_probe(run, args.target, args.store, args.source, settings, progress=say)
+        written = write_probe(record, run.run_dir, chart=not args.no_chart)
+    for table in probe_tables(record):
+        console.print(table)
+    for line in protocol_lines(record):
+        console.print(escape(line), highlight=False)
+    console.print("what it means: an arm helps only where its interval clears the baseline's and the raw "
+                  "features'; on synthetic bars (the demo store) nothing is predictable, so no arm should.",
+                  highlight=False)
+    console.print(f"[bold green]wrote[/] {escape(', '.join(str(w) for w in written))} in {time.perf_counter() - t0:.1f} s",
+                  highlight=False)
     return 0
 
 
@@ -400,6 +517,9 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "plot":
         return guarded(lambda: cmd_plot(argv[1:], console), err_console, "interrupted")
+    if argv and argv[0] in ("embed", "probe"):
+        command = cmd_embed if argv[0] == "embed" else cmd_probe
+        return guarded(lambda: command(argv[1:], console, err_console), err_console, "interrupted")
     if argv and argv[0] == "sweep-report":
         return guarded(lambda: cmd_sweep_report(argv[1:], console), err_console, "interrupted")
     if argv and argv[0] == "sweep":

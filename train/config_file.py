@@ -16,7 +16,7 @@ from gpu_features.fileio import MAX_CONFIG_BYTES, read_json_file
 
 from .config import TrainConfig, TrainError
 
-RUN_KEYS = ("store", "run_dir", "tensorboard")
+RUN_KEYS = ("store", "run_dir", "tensorboard", "probe")
 RESOLVED = "config.json"
 DEFAULT_STORE = "data/features/demo"  # the store a run file or the command line that names none trains on
 
@@ -114,15 +114,22 @@ def check_run_table(data: dict, where) -> dict:
         if not stores or not all(isinstance(s, str) and s for s in stores):
             raise TrainError(f"{where}: store must be a path or a list of paths, got {out['store']!r}.")
         out["store"] = stores
+    if "probe" in out:  # downstream probe targets (train.targets), checked where the run starts
+        targets = out["probe"] if isinstance(out["probe"], list) else [out["probe"]]
+        if not all(isinstance(t, str) and t for t in targets):
+            raise TrainError(f"{where}: probe must be a target or a list of them (e.g. ['return-sign:5']), got "
+                             f"{out['probe']!r}.")
+        out["probe"] = targets
     for key, kind in (("run_dir", str), ("tensorboard", bool)):
         if key in out and not isinstance(out[key], kind):
             raise TrainError(f"{where}: {key} must be {kind.__name__}, got {out[key]!r}.")
     return out
 
 
-def resolved(cfg: TrainConfig, stores, tensorboard: bool = False) -> dict:
-    """The run as a run file: every TrainConfig field plus the stores (what ``config.json`` holds)."""
-    return {**cfg.to_dict(), "store": [str(s) for s in stores], "tensorboard": bool(tensorboard)}
+def resolved(cfg: TrainConfig, stores, tensorboard: bool = False, probe=()) -> dict:
+    """The run as a run file: every TrainConfig field plus the stores and the probe targets (``config.json``)."""
+    return {**cfg.to_dict(), "store": [str(s) for s in stores], "tensorboard": bool(tensorboard),
+            "probe": list(probe)}
 
 
 __all__ = ["DEFAULT_STORE", "RESOLVED", "RUN_KEYS", "allowed_keys", "check_run_table", "load_run_file", "read_table",

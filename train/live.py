@@ -2,9 +2,11 @@
 
 ::
 
-    stream = gf.FeatureStream.from_store("data/features/nq")
-    model = ...                                  # a trained Jade (train.load_run(run_dir) once it lands)
-    encoder = LiveEncoder(model)                 # eval mode; on CUDA the fixed-shape batch is a CUDA graph
+    stream_store = gf.open_store("data/features/nq")
+    stream = gf.FeatureStream.from_store(stream_store)
+    run = train.load_run("runs/demo", device="cuda")
+    run.check_store(stream_store)                # the stream's features must be the run's
+    encoder = LiveEncoder(run)                   # eval mode; on CUDA the fixed-shape batch is a CUDA graph
     stream.update(closed_bars)
     out = encoder(*stream.window())              # every symbol in one batch
     out.embedding       # [S, 2H] mean of the encoder states over the window's valid bars
@@ -22,7 +24,9 @@ from typing import NamedTuple
 
 import torch
 
+from .embed import encode_windows
 from .jade import Jade
+from .load import LoadedRun
 from .step import GRAPH_WARMUP_STEPS
 
 
@@ -31,7 +35,7 @@ class LiveOutput(NamedTuple):
 
     Attributes:
         embedding: ``[S, 2 * hidden_size] float32``, the encoder states averaged over each window's valid bars
-            (zeros for a window with none).
+            (zeros for a window with none): :func:`train.embed.pool`, as ``python -m train embed`` writes them.
         reconstruction: ``[S, K, n_features] float32``.
         usable: ``[S] bool``, True where all K bars are valid.
     """
@@ -67,14 +71,7 @@ def _check(model: Jade, X: torch.Tensor, valid: torch.Tensor) -> None:
 
 
 def _forward(model: Jade, X: torch.Tensor, valid: torch.Tensor) -> LiveOutput:
-    S, K, _ = X.shape
-    if model.config.position_channel:
-        t = torch.arange(K, device=X.device, dtype=X.dtype) / (K - 1)
-        X = torch.cat([X, t.view(1, K, 1).expand(S, K, 1)], dim=-1)
-    mask = torch.zeros((S, K), dtype=torch.bool, device=X.device)
-    states = model.encode(X, mask)                                   # [S, K, 2H]
-    w = valid.unsqueeze(-1).to(states.dtype)
-    embedding = (states * w).sum(dim=1) / w.sum(dim=1).clamp(min=1.0)
+    embedding, states = encode_windows(model, X, valid)  # the project's one pooling (train.embed)
     return LiveOutput(embedding, model.decoder(states), valid.all(dim=1))
 
 
@@ -82,8 +79,8 @@ class LiveEncoder:
     """:func:`encode_window` for a stream's every update; on CUDA the fixed-shape batch is a CUDA graph.
 
     Args:
-        model: a Jade (``train.load_run(run_dir)``'s model once that lands, or any trained Jade); put in eval
-            mode here and left there.
+        model: a :class:`train.load.LoadedRun` (``train.load_run(run_dir)``) or a Jade; put in eval mode here
+            and left there.
         graphs: ``"auto"`` (capture on CUDA), ``True`` or ``False``. A graph is captured for the first
             window shape seen and again whenever the shape changes (a symbol joins the stream).
 
@@ -91,7 +88,8 @@ class LiveEncoder:
     graph's static outputs).
     """
 
-    def __init__(self, model: Jade, graphs="auto"):
+    def __init__(self, model: Jade | LoadedRun, graphs="auto"):
+        model = model.model if isinstance(model, LoadedRun) else model
         self.model = model.eval()
         device = next(model.parameters()).device
         self.graphs = device.type == "cuda" if graphs == "auto" else bool(graphs)

@@ -37,9 +37,8 @@ import torch
 from torch.nn import functional as F
 
 from gpu_features.config import FEATURE_NAMES
-from gpu_features.errors import GpuFeaturesError, LockError, StoreError
-from gpu_features.fileio import write_json_atomic
-from gpu_features.store import MANIFEST, is_dataset, open_store
+from gpu_features.errors import GpuFeaturesError, LockError
+from gpu_features.fileio import sha256_file, write_json_atomic
 from gpu_features.windows import WindowSource, check_combinable, derive_seed, resolve_device
 
 from . import baselines, distributed, rundir
@@ -48,11 +47,12 @@ from .checkpoint import (CHECKPOINT_JSON, load_checkpoint, optimizer_from_tensor
 from .config import TrainConfig, TrainError
 from .config_file import RESOLVED, resolved
 from .jade import Jade
+from .load import ENCODER, FILE_HASHES, MODEL, PROBE_JSON, PROBE_PNG, SUMMARY, LoadedRun, open_training_store
 from .step import LaggedCheck, TrainStep, finite, graph_autocast
 
-METRICS, SUMMARY, MODEL, ENCODER = "metrics.jsonl", "summary.json", "model.safetensors", "encoder.safetensors"
+METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
-RUN_FILES = (CHECKPOINT_JSON, METRICS, SUMMARY, MODEL, ENCODER, RESOLVED)
+RUN_FILES = (CHECKPOINT_JSON, METRICS, SUMMARY, MODEL, ENCODER, RESOLVED, PROBE_JSON, PROBE_PNG)
 # Fields of a metrics line that measure the machine, not the run (differ between identical runs).
 TIMING_FIELDS = ("windows_per_s", "data_wait_fraction", "epoch_s", "eval_s")
 EVAL_BATCH = 512          # fixed, so validation masks do not depend on the training batch size
@@ -86,18 +86,6 @@ def deterministic_cublas() -> None:
     already set is kept.
     """
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-
-
-def open_training_store(path):
-    """Open a store (or dataset) to train on, or refuse in one sentence how the trainer does."""
-    path = Path(path)
-    if not ((path / MANIFEST).is_file() or is_dataset(path)):  # a dataset of part stores is one store
-        raise TrainError(f"{path}: no feature store there; build the demo store with `make precompute` "
-                         f"(or `gpu-features precompute --output {path}`).")
-    try:
-        return open_store(path)
-    except StoreError as err:
-        raise TrainError(f"cannot train on {path}: {err}") from None
 
 
 def _store_paths(store_path) -> list:
@@ -167,8 +155,10 @@ class Run:
 
     def __init__(self, src: WindowSource, stores: list[dict], run_dir: Path, cfg: TrainConfig, state: dict | None,
                  tensors: dict | None, console=None, quiet: bool = False, dist: distributed.Dist | None = None,
-                 tensorboard: bool = False):
+                 tensorboard: bool = False, feature_config: dict | None = None, probe: tuple[str, ...] = ()):
         self.src, self.stores, self.run_dir, self.cfg = src, stores, run_dir, cfg
+        self.feature_config = feature_config or {}  # the stores' FeatureConfig as a dict (model file headers)
+        self.probe_targets = tuple(probe)           # downstream probe targets run by finish()
         self.dist = dist or distributed.Dist(device=resolve_device(cfg.device))
         self.is_main = self.dist.is_main
         self.console, self.quiet = (console, quiet) if self.is_main else (None, True)
@@ -410,6 +400,13 @@ class Run:
         if held is not None:
             held.close()
 
+    def loaded(self, summary: dict) -> LoadedRun:
+        """This run's best weights as :func:`train.load.load_run` would return them (the probe's input)."""
+        from gpu_features.config import FeatureConfig
+
+        return LoadedRun(self.model.eval(), self.cfg, FeatureConfig.from_dict(self.feature_config),
+                         self.src.window_length, summary, self.run_dir)
+
     def finish(self) -> dict:
         """Evaluate the best weights on val and test; rank 0 writes the model files and ``summary.json``."""
         if self.best is not None:
@@ -438,9 +435,19 @@ class Run:
             summary[f"features_beating_interp_{split}"] = int(sum(m < b for m, b in zip(r["model"], r["interp"])))
         if self.is_main:
             meta = dict(self.model.metadata(), feature_names=json.dumps(list(FEATURE_NAMES)),
-                        train_config=json.dumps(self.cfg.to_dict()), best_epoch=str(self.state["best_epoch"]))
+                        train_config=json.dumps(self.cfg.to_dict()), best_epoch=str(self.state["best_epoch"]),
+                        feature_config=json.dumps(self.feature_config, sort_keys=True))
             save_tensors_atomic(self.run_dir / MODEL, self.model.state_dict(), meta)
             save_tensors_atomic(self.run_dir / ENCODER, self.model.encoder_state_dict(), meta)
+            summary[FILE_HASHES] = {name: sha256_file(self.run_dir / name) for name in (MODEL, ENCODER)}
+            if self.probe_targets:  # the downstream probe of the best weights (train.probe), its headline numbers
+                from .probe import headline, run_probe, write_probe
+
+                say = (lambda m: None) if self.quiet or self.console is None else \
+                    (lambda m: self.console.print(f"probe: {m}", highlight=False))
+                record = run_probe(self.loaded(summary), self.probe_targets, progress=say)
+                write_probe(record, self.run_dir)
+                summary["probe"] = headline(record)
             write_json_atomic(self.run_dir / SUMMARY, summary)
             if self.tb is not None:
                 self.tb.close()
@@ -460,11 +467,13 @@ def _start_or_refuse(dist: distributed.Dist, error: GpuFeaturesError | None) -> 
 
 def prepare(store_path, run_dir, cfg: TrainConfig | None = None, resume: bool = False, overwrite: bool = False,
             console=None, quiet: bool = False, tensorboard: bool = False,
-            allow_world_size_change: bool = False) -> Run:
+            allow_world_size_change: bool = False, probe=()) -> Run:
     """Open the stores and the run directory (fresh, replaced with ``overwrite``, or resumed).
 
     Args:
         store_path: a store, or a list of stores trained on as one dataset.
+        probe: downstream probe targets (``return-sign:5``, ...) run on the best weights at the end
+            (:mod:`train.probe`); their headline numbers go into ``summary.json``.
         allow_world_size_change: resume with another number of processes than the checkpoint's
             run had (the result then differs from an uninterrupted run).
     """
@@ -514,14 +523,20 @@ def prepare(store_path, run_dir, cfg: TrainConfig | None = None, resume: bool = 
     try:
         _start_or_refuse(dist, error)
         try:  # windows, loaders and model before the run directory is touched: a refusal here leaves it as it was
+            if probe:
+                from .targets import parse_targets
+
+                probe = tuple(t.name for t in parse_targets(probe))  # refused before anything is written
             src = WindowSource.from_stores(stores, dist.device, run_cfg.window_length)
+            feature_config = stores[0].config.to_dict()
             del stores  # the source holds the one host copy; the stores' own arrays can go
-            run = Run(src, identities, run_dir, run_cfg, state, tensors, console, quiet, dist, tensorboard=False)
+            run = Run(src, identities, run_dir, run_cfg, state, tensors, console, quiet, dist, tensorboard=False,
+                      feature_config=feature_config, probe=probe)
         except GpuFeaturesError as err:
             raise (err if isinstance(err, TrainError) else TrainError(str(err))) from None
         dist.barrier()  # every rank has looked at the run directory before rank 0 changes it
         if dist.is_main:
-            rundir.start(run_dir, RUN_FILES, resolved(run_cfg, paths, tensorboard), fresh=not resume)
+            rundir.start(run_dir, RUN_FILES, resolved(run_cfg, paths, tensorboard, probe), fresh=not resume)
         dist.barrier()
         if tensorboard and run.is_main:
             run.tb = run._tensorboard()  # its folder goes into the run directory, so after run.json
@@ -534,7 +549,7 @@ def prepare(store_path, run_dir, cfg: TrainConfig | None = None, resume: bool = 
 
 def train(store_path, run_dir, cfg: TrainConfig | None = None, resume: bool = False, overwrite: bool = False,
           console=None, quiet: bool = True, on_batch: OnBatch | None = None, tensorboard: bool = False,
-          allow_world_size_change: bool = False) -> dict:
+          allow_world_size_change: bool = False, probe=()) -> dict:
     """Train (or resume) and evaluate; returns the summary (also in ``run_dir/summary.json``).
 
     Args:
@@ -546,11 +561,12 @@ def train(store_path, run_dir, cfg: TrainConfig | None = None, resume: bool = Fa
         console: a rich Console for progress and messages (None: silent).
         on_batch: ``callback(epoch, index, batch, model)`` before each training step (tests use it).
         tensorboard: also log the metrics to ``run_dir/tensorboard`` (needs the ``tensorboard`` package).
-        allow_world_size_change: see :func:`prepare`.
+        allow_world_size_change, probe: see :func:`prepare`.
 
     Under torchrun, call it in every process; rank 0 writes the files, every rank returns the summary.
     """
-    run = prepare(store_path, run_dir, cfg, resume, overwrite, console, quiet, tensorboard, allow_world_size_change)
+    run = prepare(store_path, run_dir, cfg, resume, overwrite, console, quiet, tensorboard, allow_world_size_change,
+                  probe)
     with contextlib.closing(run):
         run.fit(on_batch)
         return run.finish()

@@ -406,7 +406,8 @@ class Sweep:
         try:
             cfg = self.spec.trial_config(params)
             run = prepare(self.spec.stores, run_dir, cfg, resume=resume, overwrite=not resume, quiet=True,
-                          tensorboard=bool(self.spec.run.get("tensorboard", False)))
+                          tensorboard=bool(self.spec.run.get("tensorboard", False)),
+                          probe=self.spec.trial_run(params).get("probe", ()))
             with contextlib.closing(run):  # the run directory's lock, held until the run has written everything
                 if resume:
                     note = f", resumed after epoch {run.state['epoch']}"
@@ -433,6 +434,8 @@ class Sweep:
                     low, high = self.spec.objective.interval(summary)
                     if low is not None or high is not None:
                         trial.set_user_attr("interval", [low, high])
+                    if self.spec.objective.is_probe:  # shown beside the validation value, never ranked by
+                        trial.set_user_attr("test", self.spec.objective.test_value(summary, run_dir / "summary.json"))
         except LockError:  # another process runs this folder: not the trial's fault, so it stays RUNNING
             raise
         except GpuFeaturesError as err:  # the trainer's refusals (settings, a NaN loss): this trial fails

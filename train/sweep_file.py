@@ -54,7 +54,9 @@ RANGE_KEYS = ("low", "high", "log", "step")
 NOT_SEARCHED = ("device", "profile")  # the sweep places trials on devices; the profile picks defaults
 MAX_GRID = 10_000  # every grid point is a queued trial in the study; beyond this, sample instead
 
-# Downstream probe (issue 20): summary["probe"][TARGET][ARM][METRIC] = {"value", "low", "high"}.
+# Downstream probe (train.probe): summary["probe"][TARGET][SPLIT][ARM][METRIC] = {"value", "low", "high"}, SPLIT
+# "validation" or "test". A sweep ranks by the validation numbers: choosing settings by test scores would make
+# the test split part of the training, so its numbers are shown beside them, never used to rank.
 PROBE_ARMS = ("baseline", "raw", "random", "pretrained", "finetuned")
 PROBE_METRICS = {"auc": "maximize", "accuracy": "maximize", "r2": "maximize", "log_loss": "minimize",
                  "qlike": "minimize"}
@@ -83,14 +85,22 @@ class Objective:
                 return float(summary["val"]["mae"]["model"])
             except (KeyError, TypeError, ValueError):
                 raise TrainError(f"{where}: no val.mae.model in the run's summary; the run did not finish.") from None
+        return self.probe_entry(summary, where, "validation")
+
+    def probe_entry(self, summary: dict, where, split: str) -> dict:
+        """``{"value", "low", "high"}`` of this probe objective on ``split`` (``validation`` or ``test``)."""
         try:
-            entry = summary["probe"][self.target][self.arm][self.metric]
+            entry = summary["probe"][self.target][split][self.arm][self.metric]
             float(entry["value"])
         except (KeyError, TypeError, ValueError):
-            raise TrainError(f"{where}: the run's summary has no probe result {self.target} / {self.arm} / "
-                             f"{self.metric} (summary['probe'][target][arm][metric]['value']); the trial must run "
-                             f"with probe = [{self.target!r}].") from None
+            raise TrainError(f"{where}: the run's summary has no probe result {self.target} / {split} / {self.arm} / "
+                             f"{self.metric} (summary['probe'][target][split][arm][metric]['value']); the trial must "
+                             f"run with probe = [{self.target!r}].") from None
         return entry
+
+    def test_value(self, summary: dict, where="summary.json") -> float | None:
+        """The probe metric on the test split (shown beside the validation value a sweep ranks by)."""
+        return float(self.probe_entry(summary, where, "test")["value"]) if self.is_probe else None
 
     def value(self, summary: dict, where="summary.json") -> float:
         entry = self.entry(summary, where)
@@ -139,6 +149,17 @@ def parse_objective(text, direction=None, where: str = "") -> Objective:
         better = "lower" if natural == "minimize" else "higher"
         raise TrainError(f"{at}study.direction {direction} contradicts objective {text} ({better} is better); drop "
                          f"direction or set it to {natural}.")
+    if parts is not None:
+        from .heads import CLASSIFICATION
+        from .targets import parse_target
+
+        try:
+            target = parse_target(parts[0])
+        except TrainError as err:
+            raise TrainError(f"{said}: {err}") from None
+        if (parts[2] in CLASSIFICATION) != target.is_classification:
+            fits = "auc, log_loss or accuracy" if target.is_classification else "r2 or qlike"
+            raise TrainError(f"{said}: {target.kind} is measured by {fits}, not {parts[2]}.")
     return Objective(text, direction, *(parts or ()))
 
 
@@ -389,9 +410,6 @@ def from_tables(run: dict, search: dict, study: dict, where, resolved: bool = Fa
         raise TrainError(f"{where}: [search] is empty; name at least one setting to search, e.g. lr = [1e-3, 3e-3].")
     params = tuple(_param(name, spec, run, where) for name, spec in search.items())
     objective = parse_objective(study.get("objective", "val_mae"), study.get("direction"), str(where))
-    if objective.is_probe and "probe" not in allowed_keys():
-        raise TrainError(f"{where}: objective {objective.name} needs the downstream probe (python -m train --probe, "
-                         "issue 20), which this build does not have; use objective = val_mae.")
     sampler = study.get("sampler", "grid")
     if sampler not in SAMPLERS:
         raise TrainError(f"{where}: study.sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}.")

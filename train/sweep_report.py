@@ -43,6 +43,7 @@ def trial_rows(sweep) -> list[dict]:
                "objective": t.value if t.state.name == "COMPLETE" else None}
         if probe:
             row["low"], row["high"] = (a.get("interval") or [None, None])
+            row["test"] = a.get("test")
         params = t.params or t.system_attrs.get("fixed_params", {})  # a queued grid point: its values
         row.update({n: params.get(n) for n in names})
         row.update({"epochs": a.get("epochs_run", len(t.intermediate_values)), "seconds": a.get("seconds"),
@@ -100,15 +101,17 @@ def table(sweep, rows: list[dict], best: dict | None):
     t.add_column("trial", justify="right")
     for n in names:
         t.add_column(n, justify="right")
-    t.add_column(obj.name if not obj.is_probe else obj.metric, justify="right")
+    t.add_column(obj.name if not obj.is_probe else f"{obj.metric} val", justify="right")
     if obj.is_probe:
         t.add_column("interval", justify="right")
+        t.add_column(f"{obj.metric} test", justify="right")
     for col in ("epochs", "state", "time"):
         t.add_column(col, justify="right")
     for r in shown:
         cells = [str(r["trial"])] + [_fmt(r[n]) for n in names] + [_fmt(r["objective"])]
         if obj.is_probe:
             cells.append(f"[{_fmt(r['low'])}, {_fmt(r['high'])}]" if r["low"] is not None else "")
+            cells.append(_fmt(r["test"]))
         cells += [_fmt(r["epochs"]), r["state"].lower(), f"{r['seconds']:.1f} s" if r["seconds"] is not None else ""]
         t.add_row(*cells, style="bold" if best is not None and r["trial"] == best["trial"] else None)
     return t
@@ -230,8 +233,9 @@ def report(sweep, console) -> dict:
                              f"{_fmt(best['objective'])}; train it again with python -m train --config "
                              f"{sweep.root / BEST} --run-dir runs/best"), soft_wrap=True, highlight=False)
     if sweep.spec.objective.is_probe:
-        console.print("note: the probe's numbers come from its test split, so the best trial's test score is "
-                      "optimistic after choosing on it; confirm it on later bars.", soft_wrap=True)
+        console.print("note: trials are ranked by the probe on the validation split; the test column is shown "
+                      "beside it and never ranked by, so the best trial's test score is an honest estimate only "
+                      "for that one trial: confirm it on later bars.", soft_wrap=True)
     console.print(escape(f"wrote {', '.join(str(sweep.root / w) for w in wrote)}"), soft_wrap=True, highlight=False)
     return out
 

@@ -439,3 +439,32 @@ def test_two_workers_share_one_gpu(store, tmp_path):
     trials = _trials(study_dir)
     assert [t.state.name for t in trials] == ["COMPLETE"] * 4
     assert all(t.user_attrs["device"] == "cuda:0 (CUDA_VISIBLE_DEVICES=0)" for t in trials)
+
+
+def test_a_probe_objective_ranks_trials_by_validation_and_reproduces_standalone(make_store, tmp_path, capsys):
+    """Each trial runs the downstream probe (train.probe) after training; the sweep ranks by its validation
+    number, keeps the test number beside it, and the trial's config.json gives the same numbers again."""
+    store = make_store(synthetic.generate(6_000, 1, 5), tmp_path / "s", splits={"fractions": [0.6, 0.2, 0.2]})
+    study = tmp_path / "study"
+    objective = "probe:return-sign:2:pretrained:auc"
+    assert cli.main(["sweep", "--study-dir", str(study), "--store", str(store.path), *TINY, "--grid", "lr=1e-3,3e-3",
+                     "--objective", objective, "--threads-per-job", "1"]) == 0
+    report = capsys.readouterr().out
+    assert "auc val" in report and "auc test" in report and "ranked by the probe on the validation split" in report
+    trials = _trials(study)
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 2
+    for t in trials:
+        run_dir = study / f"trial-{t.number:04d}"
+        summary = json.loads((run_dir / "summary.json").read_text())
+        probe = summary["probe"]["return-sign:2"]
+        assert t.value == probe["validation"]["pretrained"]["auc"]["value"]
+        assert t.user_attrs["test"] == probe["test"]["pretrained"]["auc"]["value"]
+        assert t.user_attrs["interval"] == [probe["validation"]["pretrained"]["auc"][k] for k in ("low", "high")]
+        assert json.loads((run_dir / "config.json").read_text())["probe"] == ["return-sign:2"]
+        assert (run_dir / "probe.json").is_file()
+    rows = list(csv.DictReader((study / "trials.csv").open()))
+    assert [float(r["test"]) for r in rows] == [t.user_attrs["test"] for t in trials]
+    again = tmp_path / "again"
+    assert cli.main(["--config", str(study / "trial-0001" / "config.json"), "--run-dir", str(again), "--quiet"]) == 0
+    assert json.loads((again / "summary.json").read_text())["probe"] == \
+        json.loads((study / "trial-0001" / "summary.json").read_text())["probe"]

@@ -7,7 +7,6 @@ import pytest
 pytest.importorskip("torch")
 
 from train import cli, sweep_file  # noqa: E402
-from train.config_file import allowed_keys  # noqa: E402
 from train.sweep_file import load_sweep_file, parse_grid_flag, parse_objective, quick_grid  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,15 +104,15 @@ pruner = { kind = "hyperband", min_epochs = 1 }
     (BASE + "[search]\nlr = [1e-3]\n[study]\nobjective = \"test_mae\"\n", "study.objective = 'test_mae' is not an objective"),
     (BASE + "[search]\nlr = [1e-3]\n[study]\ndirection = \"maximize\"\n",
      "study.direction maximize contradicts objective val_mae (lower is better)"),
-    (BASE + "[search]\nlr = [1e-3]\n[study]\nobjective = \"probe:return-sign:5:pretrained:auc\"\n",
-     "needs the downstream probe (python -m train --probe, issue 20), which this build does not have"),
+    (BASE + "[search]\nlr = [1e-3]\n[study]\nobjective = \"probe:return-sign:5:pretrained:r2\"\n",
+     "return-sign is measured by auc, log_loss or accuracy, not r2"),
+    (BASE + "[search]\nlr = [1e-3]\n[study]\nobjective = \"probe:sign:5:pretrained:auc\"\n",
+     "probe target 'sign:5' is not one of return-sign:N, realized-vol:N"),
     ("[run]\nstore = 3\n[search]\nlr = [1e-3]\n", "store must be a path or a list of paths, got 3"),
     ("[run]\nepochs = 0\n[search]\nlr = [1e-3]\n", "[run] is not a valid run (training option epochs = 0"),
     ("run = 3\n[search]\nlr = [1e-3]\n", "[run] must be a table, got 3"),
 ])
 def test_bad_sweep_files_are_refused_in_one_sentence(tmp_path, text, message):
-    if "probe:" in text and "probe" in allowed_keys():
-        pytest.skip("this build has the probe (issue 20): the refusal no longer applies")
     path = _file(tmp_path, text)
     with pytest.raises(sweep_file.TrainError) as err:
         load_sweep_file(path)
@@ -168,31 +167,40 @@ def test_objectives_and_their_directions():
         assert message in str(err.value)
     with pytest.raises(sweep_file.TrainError, match="contradicts objective probe:x:raw:log_loss"):
         parse_objective("probe:x:raw:log_loss", "maximize")
+    with pytest.raises(sweep_file.TrainError, match="realized-vol is measured by r2 or qlike, not auc"):
+        parse_objective("probe:realized-vol:5:raw:auc")
 
 
-def test_a_probe_objective_is_read_from_the_runs_summary(tmp_path):
-    """The encoder's probe (issue 20) records summary["probe"][TARGET][ARM][METRIC] = {value, low, high}."""
+def test_a_probe_objective_is_read_from_the_runs_validation_numbers(tmp_path):
+    """train.probe records summary["probe"][TARGET][SPLIT][ARM][METRIC] = {value, low, high}; a sweep ranks by
+    the validation split and keeps the test number beside it."""
+    def entry(v):
+        return {"value": v, "low": v - 0.02, "high": v + 0.02}
+
     summary = {"val": {"mae": {"model": 0.17}},
-               "probe": {"return-sign:5": {"pretrained": {"auc": {"value": 0.5123, "low": 0.49, "high": 0.53},
-                                                          "log_loss": {"value": 0.6931, "low": 0.69, "high": 0.70}},
-                                           "raw": {"auc": {"value": 0.5001, "low": 0.48, "high": 0.52}}}}}
+               "probe": {"return-sign:5": {
+                   "validation": {"pretrained": {"auc": entry(0.5123), "log_loss": entry(0.6931)},
+                                  "raw": {"auc": entry(0.5001)}},
+                   "test": {"pretrained": {"auc": entry(0.4987)}, "raw": {"auc": entry(0.51)}}}}}
     path = tmp_path / "summary.json"
     path.write_text(json.dumps(summary))
     summary = json.loads(path.read_text())
     o = parse_objective("probe:return-sign:5:pretrained:auc")
-    assert o.value(summary) == 0.5123 and o.interval(summary) == (0.49, 0.53)
+    assert o.value(summary) == 0.5123 and o.interval(summary) == (0.5123 - 0.02, 0.5123 + 0.02)
+    assert o.test_value(summary) == 0.4987
     assert parse_objective("probe:return-sign:5:raw:auc").value(summary) == 0.5001
     assert parse_objective("val_mae").value(summary) == 0.17 and parse_objective("val_mae").interval(summary) == (None, None)
+    assert parse_objective("val_mae").test_value(summary) is None
     with pytest.raises(sweep_file.TrainError) as err:
         parse_objective("probe:return-sign:5:finetuned:auc").value(summary, path)
-    assert str(err.value).startswith(str(path)) and "no probe result return-sign:5 / finetuned / auc" in str(err.value)
+    assert str(err.value).startswith(str(path)) and "no probe result return-sign:5 / validation / finetuned / auc" in \
+        str(err.value)
     with pytest.raises(sweep_file.TrainError, match="no val.mae.model"):
         parse_objective("val_mae").value({"probe": {}}, path)
 
 
-def test_a_probe_objective_gives_each_trial_its_probe_once_the_build_has_one(tmp_path, monkeypatch):
-    """With the probe merged (``probe`` a run-file key), the trial's run file asks for the objective's target."""
-    monkeypatch.setattr(sweep_file, "allowed_keys", lambda: [*allowed_keys(), "probe"])
+def test_a_probe_objective_gives_each_trial_its_probe(tmp_path):
+    """``probe`` is a run-file key: the trial's run file asks for the objective's target."""
     text = BASE + "[search]\nlr = [1e-3, 3e-3]\n[study]\nobjective = \"probe:return-sign:5:pretrained:auc\"\n"
     spec = load_sweep_file(_file(tmp_path, text))
     assert spec.objective.direction == "maximize"
