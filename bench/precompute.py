@@ -1,4 +1,4 @@
-"""Precompute against its floor, side by side in one run: the ratios of issue 19.
+"""Precompute against its floor, side by side in one run: the ratios of the README's performance table.
 
 For each source tree (this checkout, and any ``--compare`` checkout, e.g. an older commit's),
 measured in interleaved rounds so that every tree sees the same load:
@@ -11,7 +11,7 @@ measured in interleaved rounds so that every tree sees the same load:
   process (interpreter start, imports, reading, compute, statistics, writing, the summary);
 - **peak RSS / store bytes**: the CLI's peak resident memory (``VmHWM``) against the bytes of the
   store it wrote, for the synthetic set of ``--rss-bars`` x 1 symbol and 10,000 x
-  ``--rss-bars / 10,000`` symbols (issue 12's cases), and for the parquet run.
+  ``--rss-bars / 10,000`` symbols (one long series and many short ones), and for the parquet run.
 
 Before any timing, each tree's host engine is checked bit for bit against the reference engine
 on the first 200,000 bars, and its store's features, validity and timestamps against its own

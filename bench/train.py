@@ -67,7 +67,7 @@ GPU = dict(bars=1_800_000, batch_sizes=(256, 1024, 4096), train_batch_sizes=(256
            train_steps=30)
 CPU = dict(bars=200_000, batch_sizes=(256, 1024, 4096), train_batch_sizes=(256, 1024), dtypes=("fp32",),
            seed_windows=24_576, loader_seconds=2.0, warm_steps=1, seed_warm_steps=1, train_steps=3)
-# --quick: the figures issue 19 asks of a GPU session, in about a minute (make test-gpu).
+# --quick: the figures a GPU session records (README: Performance), in about a minute (make test-gpu).
 GPU_QUICK = dict(GPU, batch_sizes=(256,), train_batch_sizes=(256, 4096), seed_windows=24_576, loader_seconds=1.0,
                  train_steps=20, seed_training=False, graph_steps=40)
 CPU_QUICK = dict(CPU, bars=100_000, batch_sizes=(256,), train_batch_sizes=(256,), seed_windows=4096,

@@ -66,17 +66,27 @@ ACCEPTED = {
     ("train sweep", "--jobs"): set(),              # 1 .. 1024 worker processes
     ("train sweep", "--jobs-per-device"): set(),   # 1 .. 1024
     ("train sweep", "--threads-per-job"): set(),   # 1 .. 1024
+    ("train embed", "--batch-size"): set(),        # 1 .. 2**20
+    ("train embed", "--stride"): {"int64max"},     # the first usable window of each run
+    ("train probe", "--batch-size"): set(),
+    ("train probe", "--stride"): set(),            # 1 .. 10,000: beyond, no split keeps a sample
+    ("train probe", "--max-windows"): set(),       # 100 .. 10**9
+    ("train probe", "--embargo"): set(),           # zero: shorter than K + N, refused naming --embargo
+    ("train probe", "--resamples"): set(),         # 10 .. 100,000
+    ("train probe", "--seed"): {"zero", "int64max"},
+    ("train probe", "--finetune-epochs"): set(),   # 1 .. 1,000
 }
 DISTRIBUTED = ("--workers", "--symbols-per-task", "--bars-per-task")
 READ_OPTIONS = ("--price-scale", "--max-drop-fraction")
 
 
 def parsers() -> dict:
-    from train.cli import build_parser as train_parser, plot_parser, sweep_parser, sweep_report_parser
+    from train.cli import (build_parser as train_parser, embed_parser, plot_parser, probe_parser, sweep_parser,
+                           sweep_report_parser)
 
     sub = build_parser()._subparsers._group_actions[0].choices
     return {**sub, "train": train_parser(), "train plot": plot_parser(), "train sweep": sweep_parser(),
-            "train sweep-report": sweep_report_parser()}
+            "train sweep-report": sweep_report_parser(), "train embed": embed_parser(), "train probe": probe_parser()}
 
 
 def value_actions():
@@ -112,7 +122,22 @@ def bar_file(tmp_path_factory):
     return write_parquet(tmp_path_factory.mktemp("grid-in") / "bars.parquet", synthetic.generate(600, 2, 9))
 
 
-def _argv(prog, store, bar_file, out):
+@pytest.fixture(scope="module")
+def grid_run(make_store, tmp_path_factory):
+    """A finished tiny run on a 3,000-bar store split 60/20/20 (a probe needs val and test longer than K + N)."""
+    pytest.importorskip("torch", reason="the trainer needs torch (make test installs it)")
+    from tests.train.runs import tiny
+    from train.loop import train
+
+    d = tmp_path_factory.mktemp("grid-run")
+    store = make_store(synthetic.generate(3000, 1, 4), d / "store", splits={"fractions": [0.6, 0.2, 0.2]})
+    run_dir = d / "run"
+    train(store.path, run_dir, tiny(epochs=1, hidden_size=8, max_train_windows=64, max_val_windows=32,
+                                    max_final_windows=32))
+    return run_dir
+
+
+def _argv(prog, store, bar_file, out, run=None):
     return {
         "precompute": ["precompute", "--output", out, "--synthetic-bars", "300", "--quiet", "--engine", STORE_ENGINE],
         "verify": ["verify", store, "--quiet"],
@@ -126,6 +151,9 @@ def _argv(prog, store, bar_file, out):
                         "--quiet"],
         "train sweep-report": ["sweep-report", out],
         "stream": ["stream", "--store", store],
+        "train embed": ["embed", "--run", run, "--output", f"{out}.parquet", "--quiet"],
+        "train probe": ["probe", "--run", run, "--target", "return-sign:2", "--resamples", "10", "--no-chart",
+                        "--quiet"],
     }[prog]
 
 
@@ -144,9 +172,15 @@ CELLS = [(prog, opt, kind) for (prog, opt) in ACCEPTED for kind in VALUES]
 
 
 @pytest.mark.parametrize("prog, option, kind", CELLS, ids=[f"{p}{o}={k}" for p, o, k in CELLS])
-def test_option_value_grid(prog, option, kind, grid_store, bar_file, tmp_path, capsys, monkeypatch):
+def test_option_value_grid(prog, option, kind, grid_store, bar_file, tmp_path, capsys, monkeypatch, request):
     out = tmp_path / ("chart.png" if prog == "plot" else "out")
-    argv = _argv(prog, grid_store, bar_file, out)
+    run = request.getfixturevalue("grid_run") if prog in ("train embed", "train probe") else None
+    argv = _argv(prog, grid_store, bar_file, out, run)
+    if prog == "train probe":  # probe.json goes into the run directory: a copy per cell
+        import shutil
+
+        shutil.copytree(run, tmp_path / "run")
+        argv[2] = tmp_path / "run"
     if prog == "precompute" and option in READ_OPTIONS:
         argv += ["--input", bar_file]
     seen = {}
@@ -170,7 +204,8 @@ def test_option_value_grid(prog, option, kind, grid_store, bar_file, tmp_path, c
         assert code == 2 and len(err.strip().splitlines()) == 1, (code, err)
         words = (option, option[2:].replace("-", "_"), option[2:].replace("-", " "))
         assert any(w in err for w in words), f"the refusal does not name {option}: {err}"
-        assert not out.exists(), "a refused command wrote its output"
+        assert not out.exists() and not (tmp_path / "out.parquet").exists(), "a refused command wrote its output"
+        assert not (tmp_path / "run" / "probe.json").exists(), "a refused probe wrote its record"
         return
     assert code == 0, (code, err)
     field = option[2:].replace("-", "_")
@@ -189,6 +224,14 @@ def test_option_value_grid(prog, option, kind, grid_store, bar_file, tmp_path, c
         assert (out / "features_10d.npy").is_file()
     elif prog == "train":
         assert seen["cfg"].to_dict()[field] == value
+    elif prog == "train embed":
+        import pyarrow.parquet as pq
+
+        assert pq.read_metadata(f"{out}.parquet").num_rows == 3  # int64max: the first window of each split
+    elif prog == "train probe":
+        import json
+
+        assert json.loads((tmp_path / "run" / "probe.json").read_text())["settings"][field] == value
 
 
 TEXT = [(prog, a) for prog, a in value_actions() if not numeric(a)]
@@ -197,7 +240,7 @@ TEXT = [(prog, a) for prog, a in value_actions() if not numeric(a)]
 @pytest.mark.parametrize("prog, action", TEXT, ids=[f"{p}:{(a.option_strings or [a.dest])[0]}" for p, a in TEXT])
 @pytest.mark.parametrize("empty", ["", "  "])
 def test_every_text_option_refuses_an_empty_value(prog, action, empty, grid_store, tmp_path, capsys):
-    argv = _argv(prog, grid_store, None, tmp_path / "out")
+    argv = _argv(prog, grid_store, None, tmp_path / "out", tmp_path / "run")
     if action.option_strings:
         argv = argv + [action.option_strings[0], empty]
     else:  # a positional (the store or run directory, right after the command): the empty value in its place

@@ -25,6 +25,7 @@ KINDS = {"dot": ".", "root": "/", "file": "notes{sfx}", "store": "store", "store
          "user_dir": "user", "in_store": "store/x{sfx}", "empty": "empty", "missing": "missing{sfx}", "run": "run",
          "export": "export{sfx}", "study": "study"}
 
+PROBE = ["--target", "return-sign:2", "--resamples", "10", "--no-chart"]  # a quick probe
 # name -> (argv with {P} for the path, suffix of file-like kinds, the kinds accepted, what it may change)
 CASES = {
     "precompute --output": (["precompute", "--output", "{P}", "--synthetic-bars", "300", "--quiet"], "",
@@ -70,6 +71,18 @@ CASES = {
     "train sweep --study-dir (continue)": (["sweep", "--study-dir", "{P}", "--quiet"], "", {"study"}, "study"),
     "train sweep --config": (["sweep", "--config", "{P}", "--study-dir", "newstudy"], ".json", set(), None),
     "train sweep-report STUDY_DIR": (["sweep-report", "{P}"], "", {"study"}, "study"),
+    # Using a run: "done" is a finished run of the template store (none of the kinds is one, so --run accepts none
+    # of them; tests/train/test_embed.py and test_probe.py run the accepted case). Only an embeddings file of ours
+    # is ever replaced; probe.json goes into the run directory only.
+    "train embed --run": (["embed", "--run", "{P}", "--output", "emb.parquet"], "", set(), None),
+    "train embed --store": (["embed", "--run", "done", "--store", "{P}", "--output", "emb.parquet"], "", {"store"},
+                            None),
+    "train embed --output": (["embed", "--run", "done", "--output", "{P}"], ".parquet", {"missing"}, None),
+    "train embed --output --overwrite": (["embed", "--run", "done", "--output", "{P}", "--overwrite"], ".parquet",
+                                         {"missing"}, None),
+    "train probe --run": (["probe", "--run", "{P}"] + PROBE, "", set(), None),
+    "train probe --store": (["probe", "--run", "done", "--store", "{P}"] + PROBE, "", {"store"}, None),
+    "train probe --source": (["probe", "--run", "done", "--source", "{P}"] + PROBE, ".parquet", set(), None),
 }
 USER_FILES = ["notes", "notes.parquet", "notes.png", "notes.json", "user/notes.txt", "run/notes.txt"]
 
@@ -80,7 +93,9 @@ NOT_PATHS = {"--split-fractions", "--split-dates", "--time-column", "--date-colu
              "--start", "--end", "--features",
              # python -m train sweep: a grid axis, an objective, CUDA device indices, a worker's name, and the
              # study's database URL (an SQLite file's checks: tests/train/test_sweep.py)
-             "--grid", "--objective", "--devices", "--worker", "--storage"}
+             "--grid", "--objective", "--devices", "--worker", "--storage",
+             # python -m train probe targets (train/targets.py refuses a bad one: tests/train/test_targets.py)
+             "--probe", "--target"}
 OPTUNA = importlib.util.find_spec("optuna") is not None
 
 
@@ -104,12 +119,18 @@ def template(make_store, tmp_path_factory):
     """A store, new bars for it, an export of each layout and a chart, made once and copied into each world."""
     root = tmp_path_factory.mktemp("paths-template")
     bars = synthetic.generate(3600, 1, 6)
-    make_store(bars.take(0, 3000, 0), root / "store")
+    make_store(bars.take(0, 3000, 0), root / "store", splits={"fractions": [0.6, 0.2, 0.2]})  # val, test > K + N
     write_parquet(root / "new.parquet", bars, 3000, None, symbols=False)
     assert main(["export", str(root / "store"), "--output", str(root / "export"), "--quiet"]) == 0
     assert main(["export", str(root / "store"), "--layout", "parquet", "--output", str(root / "export.parquet")]) == 0
     assert main(["plot", str(root / "store"), "--out", str(root / "export.png"), "--last", "50"]) == 0
     _make_study(root / "study", root / "store")
+    if importlib.util.find_spec("torch") is not None:  # a finished run of the store, for embed and probe
+        from tests.train.runs import tiny
+        from train.loop import train
+
+        train(root / "store", root / "done", tiny(epochs=1, hidden_size=8, max_train_windows=64, max_val_windows=32,
+                                                  max_final_windows=32))
     return root
 
 
@@ -132,8 +153,9 @@ def _make_study(folder, store):
 
 @pytest.fixture
 def world(template, tmp_path, monkeypatch):
-    for name in ("store", "export", "study"):
-        shutil.copytree(template / name, tmp_path / name)
+    for name in ("store", "export", "study", "done"):
+        if (template / name).exists():
+            shutil.copytree(template / name, tmp_path / name)
     for name in ("new.parquet", "export.parquet", "export.png"):
         shutil.copy(template / name, tmp_path / name)
     for name in ("user", "empty", "run"):
@@ -182,6 +204,8 @@ def test_path_kind_grid(case, kind, world, template, capsys, monkeypatch):
         if argv[0] != "sweep":  # a sweep's cases say their own flags (a continued sweep takes no settings)
             argv += ["--device", "cpu", "--quiet"]
         _stub_training(monkeypatch)
+    if case.startswith(("train embed", "train probe")) and importlib.util.find_spec("torch") is None:
+        pytest.skip("embed and probe need torch (make test installs it)")
     if "sweep" in case and not OPTUNA:
         pytest.skip("sweeps need Optuna (pip install 'gpu-features[optuna]'), not installed here")
     if argv[0] == "stream":  # no bars on standard input: the stream opens, ends and saves
