@@ -208,10 +208,9 @@ def is_embeddings_file(path) -> bool:
 
             meta = pq.read_schema(path).metadata or {}
             return json.loads(meta.get(b"jade", b"{}")).get("format") == EMBED_FORMAT
-        from safetensors import safe_open
+        from gpu_features.store.format import read_safetensors_header
 
-        with safe_open(str(path), framework="np") as f:
-            return (f.metadata() or {}).get("format") == EMBED_FORMAT
+        return (read_safetensors_header(path, str(path)).get("__metadata__") or {}).get("format") == EMBED_FORMAT
     except Exception:  # any unreadable file is not ours
         return False
 

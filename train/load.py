@@ -17,6 +17,7 @@ from gpu_features.errors import GpuFeaturesError
 from gpu_features.errors import StoreError
 from gpu_features.fileio import MAX_JSON_BYTES, read_json_file, sha256_file
 from gpu_features.store import MANIFEST, is_dataset, open_store
+from gpu_features.store.format import read_safetensors_header
 
 from .config import TrainConfig, TrainError
 from .jade import Jade, JadeConfig
@@ -76,15 +77,13 @@ def open_training_store(path):
 
 
 def _header(path: Path) -> dict:
-    """The safetensors metadata of ``path`` (strings), or a refusal naming the file."""
-    from safetensors import safe_open
-
+    """The safetensors metadata of ``path`` (header checked by the store's own reader), or a refusal naming it."""
     try:
-        with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {})
-    except Exception as err:  # safetensors raises its own error types for a torn or foreign file
-        raise TrainError(f"{path}: not a readable safetensors file ({str(err).splitlines()[0][:200]}); the run is "
-                         "damaged, train it again.") from None
+        return read_safetensors_header(path, str(path)).get("__metadata__") or {}
+    except (StoreError, OSError) as err:
+        why = str(err).split("; ")[0].removeprefix(f"{path}: ")
+        raise TrainError(f"{path}: not a readable safetensors file ({why}); the run is damaged, train it "
+                         "again.") from None
 
 
 def _json_field(meta: dict, key: str, path: Path):
@@ -101,10 +100,14 @@ def jade_from_file(path, device="cpu") -> Jade:
     Raises:
         TrainError: not a Jade file, or tensors that do not fit the architecture its header names.
     """
+    return _read_model(Path(path), device)[0]
+
+
+def _read_model(path: Path, device) -> tuple[Jade, dict]:
+    """:func:`jade_from_file` and the file's header metadata."""
     import torch
     from safetensors.torch import load_file
 
-    path = Path(path)
     if not path.is_file():
         raise TrainError(f"{path}: no such file; give a run's model.safetensors or encoder.safetensors.")
     meta = _header(path)
@@ -132,7 +135,7 @@ def jade_from_file(path, device="cpu") -> Jade:
                                      + [f"missing {k}" for k in missing[:3]]) + "); the file is damaged.")
     with torch.no_grad():
         model.load_state_dict(state, strict=strict)
-    return model.to(device).eval()
+    return model.to(device).eval(), meta
 
 
 def load_run(run_dir, device="cpu", encoder_only: bool = False) -> LoadedRun:
@@ -167,8 +170,7 @@ def load_run(run_dir, device="cpu", encoder_only: bool = False) -> LoadedRun:
     if want is not None and sha256_file(path) != want:
         raise TrainError(f"{path}: SHA-256 differs from the one {SUMMARY} records (damaged or replaced after the "
                          "run); train the run again.")
-    model = jade_from_file(path, resolve_device(device))
-    meta = _header(path)
+    model, meta = _read_model(path, resolve_device(device))
     try:
         config = TrainConfig.from_dict(summary["config"])
         features = FeatureConfig.from_dict(_json_field(meta, "feature_config", path))
