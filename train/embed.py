@@ -137,23 +137,31 @@ def bar_index(stores) -> BarIndex:
     return BarIndex(np.concatenate(times), np.concatenate(starts), seg_symbol, symbols)
 
 
-def run_source(run: LoadedRun, stores=None, device=None):
+def run_source(run: LoadedRun, stores=None, src=None):
     """``(WindowSource, opened stores)`` of ``stores`` (paths; default the run's own) for ``run``, each store
-    checked against the run's feature config; the source sits on the model's device."""
+    checked against the run's feature config; the source sits on the model's device.
+
+    ``src``: the WindowSource of those stores already on the device (a training run's own, probed at its end):
+    used as it is, and the stores are opened without hashing their shards again (the run checked them).
+    """
+    from gpu_features.errors import GpuFeaturesError
+    from gpu_features.store import open_store
     from gpu_features.windows import WindowSource
 
-    opened = [open_training_store(p) for p in (stores or run.stores)]
+    paths = stores or run.stores
+    opened = [open_store(p, checksums=False) for p in paths] if src is not None else \
+        [open_training_store(p) for p in paths]
     for st in opened:
         run.check_store(st)
-    dev = device or next(run.model.parameters()).device
+    if src is not None:
+        if src.n_bars != sum(st.n_bars for st in opened):
+            raise TrainError(f"{', '.join(map(str, paths))} changed while the run trained on them; probe the run again "
+                             "with `python -m train probe`.")
+        return src, opened
     try:
-        return WindowSource.from_stores(opened, dev, run.window_length), opened
-    except Exception as err:
-        from gpu_features.errors import GpuFeaturesError
-
-        if isinstance(err, GpuFeaturesError):
-            raise TrainError(str(err)) from None
-        raise
+        return WindowSource.from_stores(opened, next(run.model.parameters()).device, run.window_length), opened
+    except GpuFeaturesError as err:
+        raise TrainError(str(err)) from None
 
 
 def split_starts(run: LoadedRun, src, split: str = "all", stride: int = 1, max_windows: int | None = None) -> np.ndarray:

@@ -445,7 +445,7 @@ class Run:
 
                 say = (lambda m: None) if self.quiet or self.console is None else \
                     (lambda m: self.console.print(f"probe: {m}", highlight=False))
-                record = run_probe(self.loaded(summary), self.probe_targets, progress=say)
+                record = run_probe(self.loaded(summary), self.probe_targets, progress=say, source=self.src)
                 write_probe(record, self.run_dir)
                 summary["probe"] = headline(record)
             write_json_atomic(self.run_dir / SUMMARY, summary)

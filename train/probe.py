@@ -117,8 +117,8 @@ def random_encoder(model: Jade, seed: int) -> Jade:
 class _Data:
     """The samples of one probe: candidate windows of every split and each arm's inputs for them."""
 
-    def __init__(self, run: LoadedRun, stores, sources, settings: ProbeSettings, progress):
-        src, opened = run_source(run, stores)
+    def __init__(self, run: LoadedRun, stores, sources, settings: ProbeSettings, progress, source=None):
+        src, opened = run_source(run, stores, source)
         self.src, self.K = src, src.window_length
         self.closes = source_closes(opened, sources)
         self.index = bar_index(opened)
@@ -263,13 +263,15 @@ def probe_target(run: LoadedRun, data: _Data, target: Target, settings: ProbeSet
 
 
 def run_probe(run: LoadedRun, targets, stores=None, sources=None, settings: ProbeSettings | None = None,
-              progress=None) -> dict:
+              progress=None, source=None) -> dict:
     """The probe of ``run`` on ``targets`` (``["return-sign:5", ...]``); returns the ``probe.json`` record.
 
     Args:
         stores: stores to probe on (default: the run's own); each must have the run's feature config.
         sources: bar files replacing the stores' recorded sources (one store only), as ``verify --source``.
         progress: ``callback(message)`` as each stage starts.
+        source: the stores' WindowSource already on the model's device (a training run probing itself at
+            its end: no second copy of the features).
 
     Raises:
         TrainError: a bad target or setting, a store of other features, sources that cannot be re-read,
@@ -284,7 +286,7 @@ def run_probe(run: LoadedRun, targets, stores=None, sources=None, settings: Prob
         _embargo(settings, run.window_length, target)
     progress = progress or (lambda message: None)
     progress("reading the stores and their source bars")
-    data = _Data(run, stores, sources, settings, progress)
+    data = _Data(run, stores, sources, settings, progress, source)
     record = {"format": PROBE_FORMAT, "version": PROBE_VERSION, "created": now_iso(), "run_dir": str(run.run_dir),
               "stores": [str(p) for p in (stores or run.stores)], "window_length": data.K,
               "settings": dataclasses.asdict(settings),

@@ -151,6 +151,10 @@ def test_a_run_with_probe_records_its_headline_in_the_summary(walk_run, tmp_path
     assert (tmp_path / "r" / "probe.json").is_file()
     record = json.loads((tmp_path / "r" / "probe.json").read_text())
     assert headline(record) == saved["probe"]
+    # the run probed its in-memory best weights on its own device copy of the features: the run loaded back
+    # from disk and probed from scratch gives the same numbers
+    again = headline(run_probe(load_run(tmp_path / "r"), ["realized-vol:4"]))
+    assert json.loads(json.dumps(again)) == saved["probe"]
     with pytest.raises(TrainError, match="is not one of return-sign:N"):
         train(store.path, tmp_path / "r2", tiny(epochs=1), probe=["sign:4"])
     assert not (tmp_path / "r2").exists()
