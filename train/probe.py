@@ -151,7 +151,9 @@ def _measure(target: Target, y, pred, idx) -> dict:
 
 def _finetune(run: LoadedRun, data: _Data, target: Target, rows: dict, y, settings: ProbeSettings, head):
     """Predictions on val and test of the encoder trained further with a linear head (initialised from the
-    pretrained probe's head); the epoch with the best validation loss is kept."""
+    pretrained probe's head); the epoch with the best validation loss is kept.
+
+    ``rows``: ``{split: [m] int64 numpy}`` sample indices in time order; ``y``: ``[w]`` labels on the device."""
     import torch
 
     model = copy.deepcopy(run.model).train()
@@ -163,7 +165,7 @@ def _finetune(run: LoadedRun, data: _Data, target: Target, rows: dict, y, settin
     opt = torch.optim.AdamW([{"params": model.parameters(), "lr": 1e-4}, {"params": lin.parameters(), "lr": 1e-3}],
                             weight_decay=0.0)
     starts = {k: torch.as_tensor(data.starts[v]).to(data.device) for k, v in rows.items()}
-    ys = {k: y[v] for k, v in rows.items()}
+    ys = {k: y[torch.as_tensor(v).to(y.device)] for k, v in rows.items()}
     gen = torch.Generator(device="cpu").manual_seed(settings.seed)
     loss_fn = torch.nn.functional.binary_cross_entropy_with_logits if target.is_classification else \
         torch.nn.functional.mse_loss
@@ -251,7 +253,7 @@ def probe_target(run: LoadedRun, data: _Data, target: Target, settings: ProbeSet
         preds[arm] = {s: head.predict(Zs[s]) for s in REPORTED}
     if settings.finetune:
         progress(f"fine-tuning for {target.name}")
-        preds["finetuned"] = _finetune(run, data, target, rows_t, y, settings, fitted["pretrained"])
+        preds["finetuned"] = _finetune(run, data, target, rows, y, settings, fitted["pretrained"])
     result = {s: {arm: _measure(target, ys[s], p[s], idx[s]) for arm, p in preds.items()} for s in REPORTED}
     out = {"kind": target.kind, "horizon": N, "embargo_bars": embargo, "samples": counts,
            "bootstrap_block_samples": block, "lambda": lam,
