@@ -103,17 +103,14 @@ def check_png(out, option: str = "--out") -> Path:
     file that is not a chart this package drew (its PNG ``Software`` text says so): only our own files
     are replaced.
     """
-    from .store import enclosing_artifact
+    from .store import check_outside_artifact
 
     if Path(out).suffix.lower() != ".png":
         raise GpuFeaturesError(f"{option} {out}: plot writes PNG files, so the name must end in .png (like chart.png).")
     path = absolute(out)
     if path.is_dir():
         raise GpuFeaturesError(f"{option} {out} is a folder; give a file name like chart.png.")
-    holder = enclosing_artifact(path.parent)
-    if holder is not None:
-        raise GpuFeaturesError(f"{option} {out} lies inside the feature {holder[1]} {holder[0]}; its folder holds only "
-                               f"the {holder[1]}'s files, so write the chart elsewhere.")
+    check_outside_artifact(path, f"{option} {out}", "write the chart elsewhere", GpuFeaturesError)
     if (path.exists() or path.is_symlink()) and not (png_software(path) or "").startswith(PNG_SOFTWARE):
         raise GpuFeaturesError(f"{option} {out} already exists and is not a chart gpu-features drew; refusing to "
                                "replace it, so choose another name (or move the file away).")

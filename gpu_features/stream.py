@@ -744,16 +744,13 @@ def check_state_path(path, option: str = "--save") -> Path:
     folder holds only its own files), and any other existing file.
     """
     from .fileio import absolute
-    from .store import enclosing_artifact
+    from .store import check_outside_artifact
     from .store.format import read_safetensors_header
 
     out = absolute(path)
     if out.is_dir():
         raise StreamError(f"{option} {path} is a folder; give a file name like stream.safetensors.")
-    holder = enclosing_artifact(out.parent)
-    if holder is not None:
-        raise StreamError(f"{option} {path} lies inside the feature {holder[1]} {holder[0]}; its folder holds only "
-                          f"the {holder[1]}'s files, so save the stream state elsewhere.")
+    check_outside_artifact(out, f"{option} {path}", "save the stream state elsewhere", StreamError)
     if out.exists() or out.is_symlink():
         try:
             ours = read_safetensors_header(out, str(path)).get("__metadata__", {}).get("format") == FORMAT

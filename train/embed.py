@@ -30,7 +30,7 @@ import numpy as np
 from gpu_features.fileio import (absolute, check_parents, check_replaceable, check_writable, fsync_file,
                                  temp_sibling)
 from gpu_features.splits import SPLIT_NAMES
-from gpu_features.store import enclosing_artifact
+from gpu_features.store import check_outside_artifact
 
 from .config import TrainError
 from .jade import Jade
@@ -196,10 +196,7 @@ def check_embeddings_output(path, overwrite: bool) -> Path:
     if out.is_dir():
         raise TrainError(f"--output {given} is a folder; give a file name ending in .parquet or .safetensors.")
     check_parents(out, "--output", TrainError)
-    holder = enclosing_artifact(out.parent)
-    if holder is not None:  # a store's folder holds only the store's files
-        raise TrainError(f"--output {given} lies inside the feature {holder[1]} {holder[0]}; write embeddings "
-                         "outside it.")
+    check_outside_artifact(out, f"--output {given}", "write the embeddings elsewhere", TrainError)
     check_replaceable(out, given, is_embeddings_file, "an embeddings file of `python -m train embed`", overwrite,
                       TrainError)
     return out

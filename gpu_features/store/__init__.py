@@ -14,11 +14,12 @@ One module per concern, each importing only those listed after it (pyproject's i
 """
 from .append import append_store
 from .dataset import append_dataset
-from .format import CHECKPOINT_BARS, FORMAT, MANIFEST, SHARD_BARS, STATE_FILE, VERSION, enclosing_artifact
+from .format import (CHECKPOINT_BARS, FORMAT, MANIFEST, SHARD_BARS, STATE_FILE, VERSION, check_outside_artifact,
+                     enclosing_artifact)
 from .reader import DATASET_MANIFEST, Dataset, Segment, Shard, Store, is_dataset, open_store
 from .report import BuildReport
 from .writer import precompute
 
 __all__ = ["CHECKPOINT_BARS", "DATASET_MANIFEST", "FORMAT", "MANIFEST", "SHARD_BARS", "STATE_FILE", "BuildReport",
-           "Dataset", "Segment", "Shard", "Store", "VERSION", "append_dataset", "append_store", "enclosing_artifact",
-           "is_dataset", "open_store", "precompute"]
+           "Dataset", "Segment", "Shard", "Store", "VERSION", "append_dataset", "append_store", "check_outside_artifact",
+           "enclosing_artifact", "is_dataset", "open_store", "precompute"]

@@ -459,6 +459,16 @@ def enclosing_artifact(path) -> tuple[Path, str] | None:
     return None
 
 
+def check_outside_artifact(path, said: str, instead: str, error: type = StoreError) -> None:
+    """Refuse a file to be written at ``path`` when its folder is or lies inside a feature store or dataset (whose
+    folder holds only its own files): one sentence beginning with ``said`` (``--out chart.png``) and ending with
+    what to do ``instead`` (``write the chart elsewhere``)."""
+    holder = enclosing_artifact(absolute(path).parent)
+    if holder is not None:
+        raise error(f"{said} lies inside the feature {holder[1]} {holder[0]}; its folder holds only the {holder[1]}'s "
+                    f"files, so {instead}.")
+
+
 def store_folder(path: Path) -> tuple[bool, list[str]]:
     """``(ours, foreign)``: whether the folder ``path`` is recognisably a store (its manifest, or failing
     that one of its data files, says so) and which of its entries are not a store's files."""
